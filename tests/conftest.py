@@ -1,0 +1,61 @@
+"""Shared fixtures: the digits split and one small trained CNN, each built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import tfedge
+from tfedge import keras
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def digits() -> tfedge.datasets.Split:
+    return tfedge.datasets.digits()
+
+
+def build_small_cnn(num_classes: int = 10) -> keras.Model:
+    """Conv2D(8) -> MaxPool -> Flatten -> Dense(10) logits: small, prunable, quantizable."""
+    return keras.Sequential(
+        [
+            keras.layers.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(num_classes, name="logits"),
+        ],
+        name="small_cnn",
+    )
+
+
+def compile_classifier(model: keras.Model, lr: float = 3e-3) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+@pytest.fixture(scope="session")
+def small_cnn(digits) -> keras.Model:
+    """A trained float CNN (logits output), about 95 % on the digits test split. Do not train it further:
+    clone it (keras.models.clone_model + set_weights) when a test needs to change it."""
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(build_small_cnn())
+    model.fit(digits.x_train, digits.y_train, epochs=15, batch_size=32, verbose=0)
+    return model
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=-1) == y))

@@ -1,0 +1,5 @@
+"""``python -m tfedge`` runs the CLI."""
+
+from tfedge.cli import entry
+
+entry()

@@ -1,0 +1,52 @@
+"""The one place tfedge chooses its Keras: Keras 2 (``tf_keras``), which TF-MOT supports.
+
+Every other module does ``from tfedge._keras import keras`` (users: ``from tfedge import keras``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+def _tf_keras_is_keras3() -> bool:
+    """True when TensorFlow was imported first and ``tf.keras`` already resolved to Keras 3."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return False
+    resolved = tf.__dict__.get("keras")  # a lazy loader until first use, then the module it chose
+    if resolved is None or type(resolved).__name__ == "KerasLazyLoader":
+        return False  # not resolved yet: it will honour TF_USE_LEGACY_KERAS=1 set above
+    return not resolved.__name__.startswith("tf_keras")
+
+
+import tensorflow as tf  # noqa: E402  (the env var must be set first)
+import tf_keras as keras  # noqa: E402
+
+#: True when ``tf.keras`` in this process is Keras 3 (TensorFlow and ``tf.keras`` were used before
+#: ``import tfedge``). tfedge itself never uses ``tf.keras``, so it still works; models built with
+#: ``tf.keras`` are Keras 3 objects and are refused by :func:`ensure_keras2_model`.
+TF_KERAS_IS_KERAS3 = _tf_keras_is_keras3()
+
+
+def ensure_keras2_model(model: object, what: str = "model") -> None:
+    """Raise :class:`tfedge.errors.InputError` unless ``model`` is a Keras 2 (``tf_keras``) model."""
+    from tfedge.errors import InputError
+
+    if isinstance(model, keras.Model):
+        return
+    module = type(model).__module__
+    if module.startswith("keras"):
+        raise InputError(
+            f"{what} is a Keras 3 model ({type(model).__name__} from '{module}'); TF-MOT and tfedge "
+            "need Keras 2: build it with `from tfedge import keras` (tf_keras) instead of "
+            "`import keras` / `tf.keras`, or save it and load with tfedge.load_model"
+        )
+    raise InputError(
+        f"{what} must be a Keras model built with `from tfedge import keras`, got {type(model).__name__}"
+    )
+
+
+__all__ = ["keras", "tf", "ensure_keras2_model", "TF_KERAS_IS_KERAS3"]

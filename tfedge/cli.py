@@ -1,0 +1,200 @@
+"""The ``tfedge`` command. Each subcommand is a thin layer over the public Python API.
+
+Exit codes: 0 success, 1 a check failed (``CheckFailed``), 2 bad input or a failed step.
+Errors print one line (``tfedge: error: ...``); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from tfedge.errors import InputError, TfedgeError
+
+
+def _version() -> str:
+    import tfedge
+
+    return tfedge.__version__
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+
+
+def _load_model(path: str, trust: bool):
+    from tfedge.models import load_model
+
+    return load_model(path, trust=trust)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tfedge.pipeline import demo
+
+    demo(out_dir=args.out, quick=args.quick, verbose=1)
+    return 0
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from tfedge.pipeline import compress
+
+    compress(
+        args.model,
+        train=args.data,
+        val=args.val,
+        student=args.student,
+        sparsity=args.sparsity,
+        out_dir=args.out,
+        epochs=args.epochs,
+        trust_model=args.trust_model,
+        distribute=args.distribute,
+        verbose=1,
+    )
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from tfedge.conversion import convert
+    from tfedge.datasets import load_npz
+    from tfedge.files import check_output_path
+
+    check_output_path(args.out, inputs=(args.model, args.data))
+    model = _load_model(args.model, args.trust_model)
+    x = load_npz(args.data)[0] if args.data else None
+    tfl = convert(model, representative_data=x, quantization=args.quantization)
+    tfl.save(args.out)
+    print(f"wrote {args.out} ({tfl.size:,} bytes, {tfl.gzip_size:,} gzip, {args.quantization})")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from tfedge.inspection import inspect
+
+    info = inspect(args.file)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else info.format_table())
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from tfedge.datasets import load_npz
+    from tfedge.errors import CheckFailed
+    from tfedge.validation import validate
+
+    runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
+    x, y = load_npz(args.data)
+    reference = _load_model(args.reference, args.trust_model) if args.reference else None
+    result = validate(args.file, x, y, reference=reference, runtimes=runtimes, verbose=0 if args.json else 1)
+    print(result.to_json() if args.json else result.format_table())
+    failures = result.failed_checks(min_accuracy=args.min_accuracy)
+    if failures:
+        raise CheckFailed("; ".join(failures))
+    return 0
+
+
+def _cmd_export_c(args: argparse.Namespace) -> int:
+    from tfedge.export import export_c_array
+
+    if not os.path.isdir(args.out):
+        raise InputError(f"output folder '{args.out}' does not exist: create it first (mkdir -p {args.out})")
+    name = args.name or os.path.splitext(os.path.basename(args.file))[0]
+    header, source = export_c_array(args.file, os.path.join(args.out, name), name=name)
+    print(f"wrote {header} and {source}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfedge",
+        description="Prune, quantize, distill and convert Keras models to fully int8 TFLite, "
+        "validated on LiteRT and TFLite Micro.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfedge {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the main job: teacher -> distilled, pruned, QAT int8 student on bundled digits")
+    p.add_argument("--out", default="tflite_models", help="output folder (default: tflite_models)")
+    p.add_argument("--quick", action="store_true", help="a short run for tests (under a minute)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("compress", help="the same pipeline on your own model (the teacher) and data")
+    p.add_argument("model", help="teacher model (.keras; .h5 / SavedModel need --trust-model)")
+    p.add_argument("--data", required=True, help="training data .npz with x and y")
+    p.add_argument("--val", help="validation / test data .npz with x and y (default: 20%% of --data)")
+    p.add_argument("--student", help="student model (.keras); default: a pruned + QAT copy of the teacher")
+    p.add_argument("--sparsity", type=float, default=0.8, help="target weight sparsity (default 0.8)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per training stage")
+    p.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
+                   help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
+    p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("convert", help="convert a Keras model to TFLite (int8 audited op by op)")
+    p.add_argument("model", help="Keras model (.keras; .h5 / SavedModel need --trust-model)")
+    p.add_argument("--data", help="calibration data .npz with x (required for int8)")
+    p.add_argument("--quantization", choices=("int8", "float16", "dynamic", "float32"), default="int8")
+    p.add_argument("--out", required=True, help="output .tflite file (written atomically)")
+    p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("inspect", help="read a .tflite without running it: ops, dtypes, sparsity, size")
+    p.add_argument("file", help=".tflite file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("validate", help="run a .tflite on LiteRT and TFLite Micro: accuracy, agreement, arena, latency")
+    p.add_argument("file", help=".tflite file")
+    p.add_argument("--data", required=True, help="test data .npz with x (and y for accuracy)")
+    p.add_argument("--reference", help="Keras model to compare against (.keras)")
+    p.add_argument("--runtimes", default="litert,tflm", help="comma-separated: litert,tflm (default both)")
+    p.add_argument("--min-accuracy", type=float, default=None, help="exit 1 if any runtime is below this (0-1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--trust-model", action="store_true", help="allow an .h5 / SavedModel reference")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("export-c", help="write the .tflite as a C array (.h/.cc) for TFLite Micro")
+    p.add_argument("file", help=".tflite file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", help="C identifier (default: from the file name)")
+    p.set_defaults(func=_cmd_export_c)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    _quiet_tensorflow()
+    try:
+        return int(args.func(args) or 0)
+    except TfedgeError as exc:
+        if args.debug:
+            raise
+        print(f"tfedge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tfedge: interrupted; no partial output files were left", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"tfedge: error: {type(exc).__name__}: {first[:300]} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 2
+
+
+def entry() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

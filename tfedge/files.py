@@ -1,0 +1,111 @@
+"""Reading user files with clear errors, and writing outputs atomically.
+
+Outputs go to a temporary file in the destination folder and are moved into place with
+``os.replace``: an interrupt, a full disk or an exception leaves any existing file at that path
+byte for byte as it was, and no temporary file behind.
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "out.bin")
+>>> atomic_write_bytes(path, b"abc")
+>>> read_bytes(path, what="output")
+b'abc'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from tfedge.errors import InputError
+
+#: Largest model or data file tfedge reads (bytes). TFLite flatbuffers are limited to 2 GB anyway.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+PathLike = str | os.PathLike
+
+
+def check_input_file(path: PathLike, what: str = "file", max_bytes: int = MAX_FILE_BYTES) -> Path:
+    """Return ``path`` as a Path after checking it is an existing, non-empty file under the size cap."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} '{p}' does not exist: check the path")
+    if p.is_dir():
+        raise InputError(f"{what} '{p}' is a directory, expected a file")
+    size = p.stat().st_size
+    if size == 0:
+        raise InputError(f"{what} '{p}' is empty (0 bytes): re-create or re-download it")
+    if size > max_bytes:
+        raise InputError(
+            f"{what} '{p}' is {size:,} bytes, over the {max_bytes:,}-byte cap: "
+            "pass a smaller file (or raise tfedge.files.MAX_FILE_BYTES if you trust it)"
+        )
+    return p
+
+
+def read_bytes(path: PathLike, what: str = "file", max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a whole input file after :func:`check_input_file`."""
+    p = check_input_file(path, what, max_bytes)
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} '{p}': {exc.strerror}") from None
+
+
+def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: str = "output") -> Path:
+    """Check an output file path: its folder exists, it is not a folder, and it is none of ``inputs``."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} '{p}' is a directory: give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{what} folder '{parent}' does not exist: create it first (mkdir -p {parent})")
+    for other in inputs:
+        if other is not None and Path(other).exists() and p.exists() and p.resolve() == Path(other).resolve():
+            raise InputError(f"{what} '{p}' is also an input file: choose another output path")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_writer(path: PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``, on any failure it is removed."""
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder '{folder}' does not exist: create it first (mkdir -p {folder})")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_writer(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_writer(path, "w") as fh:
+        fh.write(text)
+
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "check_input_file",
+    "check_output_path",
+    "read_bytes",
+    "atomic_writer",
+    "atomic_write_bytes",
+    "atomic_write_text",
+]

@@ -1,0 +1,161 @@
+"""Loading and saving Keras models safely, and checks that a model is one tfedge can wrap.
+
+``.keras`` files load with Keras safe mode on, after tfedge has read their ``config.json`` and
+refused layers that would run code or read files (``Lambda``, ``TFSMLayer``, lookup layers with a
+file vocabulary). ``.h5`` files and SavedModel folders can run arbitrary code when loaded, so they
+load only with ``trust=True`` (``--trust-model`` in the CLI).
+
+>>> import os, tempfile
+>>> import tfedge
+>>> from tfedge import keras
+>>> model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2)])
+>>> path = os.path.join(tempfile.mkdtemp(), "m.keras")
+>>> tfedge.save_model(model, path)
+>>> tfedge.load_model(path).output_shape
+(None, 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from tfedge._keras import ensure_keras2_model, keras
+from tfedge.errors import InputError, ModelError
+from tfedge.files import PathLike, check_input_file
+
+_UNSAFE_LAYERS = {
+    "Lambda": "it runs arbitrary Python code when loaded",
+    "TFSMLayer": "it loads and runs a SavedModel from another path",
+}
+_LOOKUP_LAYERS = {"StringLookup", "IntegerLookup", "TextVectorization", "Hashing"}
+
+
+@contextlib.contextmanager
+def custom_objects() -> Iterator[None]:
+    """Scope in which TF-MOT's and tfedge's custom layers, wrappers and quantizers deserialize."""
+    import tensorflow_model_optimization as tfmot
+
+    with tfmot.sparsity.keras.prune_scope(), tfmot.quantization.keras.quantize_scope():
+        yield
+
+
+def _walk_layers(config: Any) -> Iterator[dict]:
+    if isinstance(config, dict):
+        if "class_name" in config:
+            yield config
+        for value in config.values():
+            yield from _walk_layers(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _walk_layers(value)
+
+
+def _check_keras_archive(p: Path) -> None:
+    where = f"model file '{p}'"
+    if not zipfile.is_zipfile(p):
+        raise InputError(f"{where} is not a .keras archive (not a zip): save it with model.save('model.keras')")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            if "config.json" not in zf.namelist():
+                raise InputError(f"{where} has no config.json: not a Keras model archive")
+            info = zf.getinfo("config.json")
+            if info.file_size > 64 * 1024 * 1024:
+                raise InputError(f"{where}: config.json is {info.file_size:,} bytes, refused as implausible")
+            config = json.loads(zf.read("config.json"))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"{where} is corrupted: {exc}") from None
+    for layer in _walk_layers(config):
+        cls = layer.get("class_name")
+        name = (layer.get("config") or {}).get("name", "?") if isinstance(layer.get("config"), dict) else "?"
+        if cls in _UNSAFE_LAYERS:
+            raise InputError(
+                f"{where} contains a {cls} layer '{name}', refused because {_UNSAFE_LAYERS[cls]}: "
+                "replace it with built-in layers and save again"
+            )
+        if cls in _LOOKUP_LAYERS:
+            vocab = (layer.get("config") or {}).get("vocabulary")
+            if isinstance(vocab, str):
+                raise InputError(
+                    f"{where} contains a {cls} layer '{name}' that reads its vocabulary from the file "
+                    f"'{vocab}', refused: pass the vocabulary as a list instead of a path"
+                )
+
+
+def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) -> keras.Model:
+    """Load a Keras 2 model from ``.keras`` (safe mode), or ``.h5`` / SavedModel with ``trust=True``.
+
+    Pruned (TF-MOT wrapped) and quantization-aware models load without a custom-object scope.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"model '{p}' does not exist: check the path")
+    is_savedmodel = p.is_dir() and (p / "saved_model.pb").exists()
+    if p.is_dir() and not is_savedmodel:
+        raise InputError(f"model '{p}' is a directory but not a SavedModel: pass a .keras file")
+    suffix = p.suffix.lower()
+    if not is_savedmodel and suffix not in (".keras", ".h5", ".hdf5"):
+        raise InputError(f"model '{p}' has an unknown extension '{suffix}': tfedge loads .keras (or .h5 with trust)")
+    if is_savedmodel or suffix in (".h5", ".hdf5"):
+        kind = "a SavedModel" if is_savedmodel else "an .h5 file"
+        if not trust:
+            raise InputError(
+                f"model '{p}' is {kind}, which Keras cannot load safely (it can run code hidden in the file): "
+                "re-save it as .keras, or pass --trust-model (trust=True) if you made it yourself"
+            )
+    else:
+        check_input_file(p, "model file")
+        _check_keras_archive(p)
+    if not is_savedmodel:
+        check_input_file(p, "model file")
+    try:
+        with custom_objects():
+            if suffix == ".keras":
+                model = keras.models.load_model(p, compile=compile, safe_mode=True)
+            else:
+                model = keras.models.load_model(p, compile=compile)
+    except InputError:
+        raise
+    except Exception as exc:  # Keras raises many types for a bad file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot load model '{p}': {msg[:300]}") from None
+    ensure_keras2_model(model, f"model '{p}'")
+    return model
+
+
+def save_model(model: keras.Model, path: PathLike) -> None:
+    """Save ``model`` to ``path`` (``.keras`` or ``.h5``) atomically: an existing file stays intact on failure."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".keras", ".h5"):
+        raise InputError(f"cannot save to '{p}': use a .keras (recommended) or .h5 file name")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder '{folder}' does not exist: create it first (mkdir -p {folder})")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{suffix}", dir=folder)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def check_graph_model(model: object, what: str = "model") -> None:
+    """Raise :class:`ModelError` unless ``model`` is a Keras 2 Sequential or Functional model."""
+    ensure_keras2_model(model, what)
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise ModelError(
+            f"{what} is a subclassed model ({type(model).__name__}); TF-MOT can only wrap Sequential or "
+            "Functional models: rebuild it with keras.Sequential([...]) or keras.Model(inputs, outputs)"
+        )
+
+
+__all__ = ["load_model", "save_model", "custom_objects", "check_graph_model"]
