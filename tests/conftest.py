@@ -11,6 +11,14 @@ import pytest
 
 import tfedge
 from tfedge import keras
+from tfedge._keras import tf
+
+# Two logical CPU devices, configured before TensorFlow initializes its runtime, so that
+# tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) can be tested in-process on one machine.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
 
 
 @pytest.fixture(autouse=True)

@@ -92,8 +92,11 @@ def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarr
         if "pickle" in str(exc).lower():
             raise InputError(f"{where} holds Python objects (pickled arrays), refused for safety; save numeric arrays") from None
         raise InputError(f"{where} is not a readable .npz: {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"{where} is not a readable .npz: {exc}") from None
+    except Exception as exc:  # numpy raises many types for a damaged archive
+        raise InputError(f"{where} is not a readable .npz: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    for name, arr in (("x", x), ("y", y)):
+        if arr is not None and not isinstance(arr, np.ndarray):
+            raise InputError(f"{where} is not a readable .npz: member '{name}' is not a .npy array")
 
     x = _check_array("x", x, where)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
