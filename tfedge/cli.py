@@ -82,10 +82,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tfedge.datasets import load_npz
     from tfedge.errors import CheckFailed
+    from tfedge.runtimes import check_runtimes
     from tfedge.validation import validate
 
-    runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
-    x, y = load_npz(args.data)
+    runtimes = check_runtimes(args.runtimes)
+    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
+        raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy:g} (e.g. 0.95)")
+    x, y = load_npz(args.data, labels=args.min_accuracy is not None)
     reference = _load_model(args.reference, args.trust_model) if args.reference else None
     result = validate(args.file, x, y, reference=reference, runtimes=runtimes, verbose=0 if args.json else 1)
     print(result.to_json() if args.json else result.format_table())
@@ -96,13 +99,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_c(args: argparse.Namespace) -> int:
-    from tfedge.export import export_c_array
+    from tfedge.export import c_identifier_from, check_c_identifier, export_c_array
 
     if not os.path.isdir(args.out):
         raise InputError(f"output folder '{args.out}' does not exist: create it first (mkdir -p {args.out})")
-    name = args.name or os.path.splitext(os.path.basename(args.file))[0]
+    name = check_c_identifier(args.name) if args.name else c_identifier_from(
+        os.path.splitext(os.path.basename(args.file))[0])
     header, source = export_c_array(args.file, os.path.join(args.out, name), name=name)
-    print(f"wrote {header} and {source}")
+    print(f"wrote {header} and {source} (array {name}, {name}_len, {name}_arena_size)")
     return 0
 
 

@@ -1,0 +1,353 @@
+"""Quantization-aware training (QAT) with TF-MOT's 8-bit scheme, optionally keeping pruned zeros.
+
+:func:`quantize_aware` wraps every layer TF-MOT 0.8.1 can quantize and leaves the others in float,
+naming them in one :class:`QuantizationWarning` (or a :class:`~tfedge.errors.ModelError` with
+``strict=True``). What TF-MOT 0.8.1 quantizes was checked layer by layer, not read from its docs:
+
+* quantized: Dense, Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, BatchNormalization
+  right after a Conv2D / DepthwiseConv2D / Dense with a linear activation (folded into it), ReLU
+  (incl. ``ReLU(6.0)``), Activation relu / relu6 / softmax / sigmoid / tanh / swish / gelu, Add,
+  Concatenate, Max/Average/GlobalAverage/GlobalMax pooling, UpSampling2D, ZeroPadding2D, Reshape,
+  Flatten, Dropout, Softmax;
+* left in float: Conv1D, Conv3D, Rescaling, Resizing, LayerNormalization, a BatchNormalization not
+  after such a layer, PReLU, ELU, Activation elu, a fused activation other than linear / relu /
+  softmax / sigmoid / tanh / swish / gelu (``Conv2D(activation="relu6")`` included: use a ``ReLU(6.0)``
+  layer), Multiply, Subtract, Maximum, Average, Lambda, custom layers, models nested in the model.
+  With ``preserve_sparsity=True`` also Conv2DTranspose (TF-MOT's prune-preserving scheme lacks it).
+
+>>> import tfedge
+>>> from tfedge import keras
+>>> model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+...                           keras.layers.ReLU(), keras.layers.Flatten(), keras.layers.Dense(10)])
+>>> qat = tfedge.quantize_aware(model)
+>>> [layer.name for layer in qat.layers]
+['quantize_layer', 'quant_conv2d', 'quant_re_lu', 'quant_flatten', 'quant_dense']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from typing import Iterable, Iterator
+
+from tfedge._keras import keras
+from tfedge.errors import InputError, ModelError
+from tfedge.models import check_graph_model, custom_objects
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after tfedge._keras chose Keras 2)
+from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402
+    quantize_annotate as _qannotate,
+    quantize_aware_activation as _qaa,
+    quantize_layer as _qlayer,
+    quantize_wrapper as _qwrapper,
+)
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper  # noqa: E402
+
+#: Activation functions TF-MOT can fake-quantize when they are fused into a Dense / Conv layer.
+_FUSED_ACTIVATIONS = frozenset(
+    _qaa.QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS  # pylint: disable=protected-access
+    | _qaa.QuantizeAwareActivation._POST_QUANT_ACTIVATIONS  # pylint: disable=protected-access
+    | _qaa.QuantizeAwareActivation._NO_QUANTIZE_ACTIVATIONS  # pylint: disable=protected-access
+)
+
+_COST = (
+    "cost: they get no quantization-aware training, so the int8 conversion either keeps them in float "
+    "(the converted model will not be fully int8, and int8-only targets such as TFLite Micro cannot run it) "
+    "or quantizes them from calibration data alone, with the accuracy loss QAT is meant to avoid"
+)
+_FIX = "pass skip=[...names] to keep them float without this message, or strict=True to make it an error"
+
+
+class QuantizationWarning(UserWarning):
+    """Some layers of a model were left in float by :func:`quantize_aware`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unsupported:
+    name: str
+    cls: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"'{self.name}' ({self.cls}: {self.reason})"
+
+
+def quantize_aware(
+    model: keras.Model,
+    *,
+    preserve_sparsity: bool = False,
+    skip: Iterable[str | type] | None = None,
+    strict: bool = False,
+) -> keras.Model:
+    """Return a quantization-aware copy of ``model`` (TF-MOT's default 8-bit scheme) to train with ``fit``.
+
+    ``preserve_sparsity=True`` uses TF-MOT's prune-preserving scheme: weights that are zero now stay
+    zero through QAT training and into the int8 flatbuffer (prune, then :func:`tfedge.strip`, then
+    this). Pruning wrappers still in ``model`` are stripped first. ``skip`` names layers (or layer
+    classes) to keep in float on purpose. Layers TF-MOT cannot quantize stay float with one
+    :class:`QuantizationWarning` naming each, or raise :class:`~tfedge.errors.ModelError` when
+    ``strict=True``. ``model`` itself is not changed; the copy has no optimizer: compile it.
+    Call it inside ``strategy.scope()`` to train with a ``tf.distribute`` strategy.
+
+    >>> import tfedge
+    >>> from tfedge import keras
+    >>> inp = keras.Input((8, 8, 1))
+    >>> x = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    >>> x = keras.layers.Rescaling(0.5, name="half")(x)
+    >>> out = keras.layers.Dense(2, name="logits")(keras.layers.Flatten()(x))
+    >>> qat = tfedge.quantize_aware(keras.Model(inp, out), skip=["half"])
+    >>> [type(layer).__name__ for layer in qat.layers][-3:]
+    ['Rescaling', 'QuantizeWrapperV2', 'QuantizeWrapperV2']
+    """
+    for flag, value in (("preserve_sparsity", preserve_sparsity), ("strict", strict)):
+        if not isinstance(value, bool):
+            raise InputError(f"{flag} must be True or False, got {value!r}")
+    check_graph_model(model, "model to quantize")
+    if not model.built or not model.inputs:
+        raise ModelError(
+            f"model '{model.name}' is not built (no input shape): start it with keras.layers.Input(shape) "
+            "or call model.build(input_shape) before quantize_aware"
+        )
+    _refuse_already_quantized(model)
+
+    with _scope(model):
+        base = _strip_pruning(model)
+        skipped = _resolve_skip(base, skip)
+        scheme = _scheme(preserve_sparsity)
+        candidates = [layer.name for layer in base.layers
+                      if not isinstance(layer, keras.layers.InputLayer) and layer.name not in skipped]
+        unsupported = _find_unsupported(base, candidates, scheme, preserve_sparsity)
+        if unsupported:
+            listing = ", ".join(map(str, unsupported))
+            count = f"{len(unsupported)} layer{'s' if len(unsupported) > 1 else ''}"
+            if strict:
+                raise ModelError(
+                    f"strict=True and {count} of model '{model.name}' cannot be quantized by TF-MOT "
+                    f"{_tfmot_version()}: {listing}; {_COST}; replace them with supported layers, or "
+                    "pass skip=[...names] (or strict=False) to keep them float"
+                )
+            warnings.warn(
+                QuantizationWarning(
+                    f"{count} of model '{model.name}' cannot be quantized by TF-MOT {_tfmot_version()} "
+                    f"and stay float: {listing}; {_COST}; {_FIX}"
+                ),
+                stacklevel=2,
+            )
+        annotate = set(candidates) - {u.name for u in unsupported}
+        if not annotate:
+            raise ModelError(
+                f"no layer of model '{model.name}' is left to quantize (skipped: {sorted(skipped) or 'none'}, "
+                f"unsupported: {len(unsupported)}): quantize_aware needs at least one Dense / Conv2D-like layer"
+            )
+        return _apply(base, annotate, scheme)
+
+
+def _tfmot_version() -> str:
+    return getattr(tfmot, "__version__", "")
+
+
+@contextlib.contextmanager
+def _scope(model: keras.Model) -> Iterator[None]:
+    """TF-MOT rebuilds models from their config: let it find every layer class the model uses.
+
+    Safe mode is off only for rebuilding layers that are already in this process (a ``Lambda``'s
+    code is the caller's own); nothing is read from a file here.
+    """
+    classes = {type(layer).__name__: type(layer) for layer in _all_layers(model)}
+    with custom_objects(), keras.utils.custom_object_scope(classes), \
+            keras.src.saving.serialization_lib.SafeModeScope(False):
+        yield
+
+
+def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        inner = getattr(layer, "layer", None)
+        if isinstance(inner, keras.layers.Layer):
+            yield inner
+
+
+def _refuse_already_quantized(model: keras.Model) -> None:
+    done = (_qwrapper.QuantizeWrapper, _qlayer.QuantizeLayer, _qannotate.QuantizeAnnotate)
+    for layer in model.layers:
+        if isinstance(layer, done):
+            raise ModelError(
+                f"model '{model.name}' is already quantization-aware (layer '{layer.name}' is a "
+                f"{type(layer).__name__}): train it as it is, or call quantize_aware on the float model"
+            )
+
+
+def _strip_pruning(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` with its own weights; TF-MOT pruning wrappers are stripped (zeros kept)."""
+    if any(isinstance(layer, _pwrapper.PruneLowMagnitude) for layer in model.layers):
+        model = tfmot.sparsity.keras.strip_pruning(model)  # shares layers with the caller's model
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _resolve_skip(model: keras.Model, skip: Iterable[str | type] | None) -> set[str]:
+    if skip is None:
+        return set()
+    if isinstance(skip, (str, type)):
+        skip = [skip]
+    try:
+        items = list(skip)
+    except TypeError:
+        raise InputError(f"skip must be a list of layer names or layer classes, got {skip!r}") from None
+    names = {layer.name for layer in model.layers}
+    chosen: set[str] = set()
+    for item in items:
+        if isinstance(item, str):
+            if item not in names:
+                known = ", ".join(sorted(names))
+                raise InputError(f"skip names layer '{item}', which model '{model.name}' does not have "
+                                 f"(its layers: {known[:400]}): check the name")
+            chosen.add(item)
+        elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
+            found = {layer.name for layer in model.layers if isinstance(layer, item)}
+            if not found:
+                raise InputError(f"skip names layer class {item.__name__}, but model '{model.name}' has "
+                                 "no such layer: check the class")
+            chosen |= found
+        else:
+            raise InputError(f"skip must hold layer names (str) or keras layer classes, got {item!r}")
+    return chosen
+
+
+def _scheme(preserve_sparsity: bool):
+    if preserve_sparsity:
+        return tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+
+
+def _activation_name(fn: object) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserve_sparsity: bool) -> list[_Unsupported]:
+    """Layers among ``candidates`` that TF-MOT would refuse, found with TF-MOT's own transforms and registry."""
+    by_name = {layer.name: layer for layer in model.layers}
+    found: dict[str, _Unsupported] = {}
+
+    def refuse(layer: keras.layers.Layer, reason: str) -> None:
+        found.setdefault(layer.name, _Unsupported(layer.name, type(layer).__name__, reason))
+
+    # Checks TF-MOT's transforms would hide (they rename what they rewrite) or cannot run at all.
+    for name in candidates:
+        layer = by_name[name]
+        if isinstance(layer, keras.Model):
+            refuse(layer, "a model nested in the model; TF-MOT quantizes only flat models, so build "
+                          "one model from its layers")
+        elif isinstance(layer, keras.layers.Lambda):
+            refuse(layer, "TF-MOT cannot see the code inside a Lambda")
+        elif not isinstance(layer, keras.layers.Activation) and callable(getattr(layer, "activation", None)):
+            act = _activation_name(layer.activation)
+            if act not in _FUSED_ACTIVATIONS:
+                refuse(layer, f"fused activation '{act}' has no quantization-aware version; use a separate "
+                              f"activation layer (e.g. keras.layers.ReLU(6.0) for relu6)")
+
+    # The rest: run TF-MOT's layout transforms (BatchNorm folding, ...) and ask its registry.
+    layer_map = {name: {"quantize_config": None} for name in candidates if name not in found}
+    for inp in model._input_layers:  # pylint: disable=protected-access
+        if any(node.outbound_layer.name in layer_map for node in inp._outbound_nodes):  # pylint: disable=protected-access
+            layer_map[inp.name] = {}
+    try:
+        transformed, layer_map = scheme.get_layout_transformer().apply(model, layer_map)
+    except Exception as exc:  # noqa: BLE001 - TF-MOT raises many types; report them as ours
+        raise ModelError(f"TF-MOT could not analyse model '{model.name}' for quantization: "
+                         f"{_first_line(exc)}; pass the offending layers in skip=[...]") from None
+    registry = scheme.get_quantize_registry()
+    for layer in transformed.layers:
+        if layer.name not in layer_map or isinstance(layer, (keras.layers.InputLayer, _qlayer.QuantizeLayer)):
+            continue
+        original = by_name.get(layer.name, layer)
+        config = layer_map[layer.name].get("quantize_config")
+        if config is None:
+            if not registry.supports(layer):
+                refuse(original, _registry_reason(layer, preserve_sparsity))
+                continue
+            try:
+                config = registry.get_quantize_config(layer)
+            except Exception as exc:  # noqa: BLE001
+                refuse(original, f"TF-MOT has no quantize config for it ({_first_line(exc)})")
+                continue
+        try:
+            config.get_output_quantizers(layer)
+            for fn, _ in config.get_activations_and_quantizers(layer):
+                if _activation_name(fn) not in _FUSED_ACTIVATIONS:
+                    raise ValueError(f"activation '{_activation_name(fn)}' has no quantization-aware version")
+        except Exception as exc:  # noqa: BLE001
+            reason = _first_line(exc)
+            if isinstance(layer, keras.layers.Activation):
+                reason = f"activation '{_activation_name(layer.activation)}' has no int8 QAT support"
+            refuse(original, reason)
+    return [found[name] for name in candidates if name in found]
+
+
+def _registry_reason(layer: keras.layers.Layer, preserve_sparsity: bool) -> str:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return ("TF-MOT folds a BatchNormalization only right after a Conv2D, DepthwiseConv2D or Dense "
+                "with a linear activation, whose only consumer it is")
+    if preserve_sparsity and tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme() \
+            .get_quantize_registry().supports(layer):
+        return "TF-MOT's sparsity-preserving scheme (preserve_sparsity=True) does not support it"
+    if not type(layer).__module__.startswith("tf_keras"):
+        return "a custom layer; TF-MOT has no quantize config for it"
+    return f"not in TF-MOT {_tfmot_version()}'s 8-bit layer registry"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+class _AnnotatedOnly(tfmot.quantization.keras.QuantizeScheme):
+    """``scheme``, except that layers left unannotated stay fully float.
+
+    TF-MOT otherwise adds an output quantizer to an unannotated layer its registry knows when it
+    feeds an annotated one, which crashes for a refused activation and is not "float" for a skipped one.
+    """
+
+    def __init__(self, scheme, keep_float: set[str]):
+        self._scheme = scheme
+        self._keep_float = keep_float
+
+    def get_layout_transformer(self):
+        return self._scheme.get_layout_transformer()
+
+    def get_quantize_registry(self):
+        return _RegistryView(self._scheme.get_quantize_registry(), self._keep_float)
+
+
+class _RegistryView(tfmot.quantization.keras.QuantizeRegistry):
+    def __init__(self, registry, keep_float: set[str]):
+        self._registry = registry
+        self._keep_float = keep_float
+
+    def supports(self, layer):
+        return layer.name not in self._keep_float and self._registry.supports(layer)
+
+    def get_quantize_config(self, layer):
+        return self._registry.get_quantize_config(layer)
+
+
+def _apply(model: keras.Model, annotate: set[str], scheme) -> keras.Model:
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in annotate:
+            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        return layer
+
+    keep_float = {layer.name for layer in model.layers} - annotate
+    try:
+        annotated = keras.models.clone_model(model, clone_function=wrap)
+        return tfmot.quantization.keras.quantize_apply(annotated, _AnnotatedOnly(scheme, keep_float))
+    except Exception as exc:  # noqa: BLE001 - never hand TF-MOT's bare error to the user
+        raise ModelError(f"TF-MOT could not quantize model '{model.name}': {_first_line(exc)}; "
+                         "pass the layer it names in skip=[...] to keep it float") from None
+
+
+__all__ = ["quantize_aware", "QuantizationWarning"]

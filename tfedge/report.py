@@ -1,0 +1,124 @@
+"""A pipeline run as JSON, Markdown tables and an accuracy-vs-size plot.
+
+A report is a plain dict (JSON-able). Its ``stages`` list holds one dict per stage with the keys
+``stage``, ``params``, ``sparsity``, ``bytes``, ``gzip_bytes``, ``accuracy`` (runtime -> fraction),
+and optionally ``agreement``, ``arena_bytes``, ``latency_us`` (``{"median", "p90"}``),
+``compression`` (teacher bytes / stage bytes) and ``seconds``.
+
+>>> report = {"title": "demo", "stages": [
+...     {"stage": "teacher float", "params": 100, "sparsity": 0.0, "bytes": 4000, "gzip_bytes": 3000,
+...      "accuracy": {"keras": 0.98}, "compression": 1.0},
+...     {"stage": "deployed int8", "params": 50, "sparsity": 0.5, "bytes": 1000, "gzip_bytes": 600,
+...      "accuracy": {"litert": 0.97, "tflm": 0.97}, "compression": 4.0}]}
+>>> print(render_markdown(report).splitlines()[0])
+# demo
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tfedge.files import PathLike, atomic_write_bytes, atomic_write_text
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def _num(value: Any) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def render_markdown(report: dict) -> str:
+    """Render a report as Markdown a person reads: one row per stage, then the deployed model's checks."""
+    stages = report.get("stages", [])
+    runtimes: list[str] = []
+    for stage in stages:
+        for name in stage.get("accuracy", {}):
+            if name not in runtimes:
+                runtimes.append(name)
+    lines = [f"# {report.get('title', 'tfedge report')}", ""]
+    if report.get("summary"):
+        lines += [report["summary"], ""]
+    header = ["stage", "params", "sparsity", "bytes", "gzip bytes", "x smaller", *[f"acc {r}" for r in runtimes]]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in stages:
+        row = [
+            s["stage"],
+            _num(s.get("params")),
+            _pct(s.get("sparsity")),
+            _num(s.get("bytes")),
+            _num(s.get("gzip_bytes")),
+            "–" if s.get("compression") is None else f"{s['compression']:.1f}x",
+            *[_pct(s.get("accuracy", {}).get(r)) for r in runtimes],
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    deployed = report.get("deployed")
+    if deployed:
+        lines += ["", "## Deployed model on the runtimes", "", "| figure | value |", "|---|---|"]
+        for key, value in deployed.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+            else:
+                value = _fmt(value)
+            lines.append(f"| {key.replace('_', ' ')} | {value} |")
+    files = report.get("files")
+    if files:
+        lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
+        for name, meta in files.items():
+            lines.append(f"| {name} | {meta['bytes']:,} | `{meta['sha256'][:16]}…` |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def plot(report: dict, path: PathLike) -> None:
+    """Plot test accuracy against model bytes (log scale) for every stage, written atomically as PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for stage in report.get("stages", []):
+        if not stage.get("bytes") or not stage.get("accuracy"):
+            continue
+        acc = min(stage["accuracy"].values())
+        ax.scatter(stage["bytes"], 100 * acc, s=60, zorder=3)
+        label = f"{stage['stage']}\n{stage['bytes']:,} B, {100 * acc:.1f} %"
+        ax.annotate(label, (stage["bytes"], 100 * acc), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (bytes, .tflite; log scale)")
+    ax.set_ylabel("test accuracy (%; lowest runtime)")
+    ax.set_title(report.get("title", "tfedge: accuracy vs size"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.margins(x=0.25, y=0.15)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_report(report: dict, out_dir: PathLike, stem: str = "report") -> dict[str, Path]:
+    """Write ``stem.json``, ``stem.md`` and ``stem.png`` into ``out_dir`` (each atomically)."""
+    out = Path(out_dir)
+    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / f"{stem}.png"}
+    atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=False) + os.linesep)
+    atomic_write_text(paths["md"], render_markdown(report))
+    plot(report, paths["png"])
+    return paths
+
+
+__all__ = ["render_markdown", "plot", "write_report"]
