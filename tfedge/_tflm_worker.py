@@ -78,6 +78,13 @@ def _short(text: str, exc: BaseException | None = None) -> str:
 
 
 def _is_arena_shortage(text: str) -> bool:
+    """True when TFLite Micro's log says the arena was too small (not another failure).
+
+    >>> _is_arena_shortage("Failed to allocate tail memory. Requested: 256, available 80, missing: 176")
+    True
+    >>> _is_arena_shortage("Didn't find op for builtin opcode 'CONV_2D'")
+    False
+    """
     return "Requested:" in text and ("available" in text or "missing" in text)
 
 

@@ -65,8 +65,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     check_output_path(args.out, inputs=(args.model, args.data))
     model = _load_model(args.model, args.trust_model)
     x = load_npz(args.data)[0] if args.data else None
-    tfl = convert(model, representative_data=x, quantization=args.quantization)
+    tfl = convert(model, representative_data=x, quantization=args.quantization, int8_io=not args.float_io)
     tfl.save(args.out)
+    for note in tfl.notes:
+        print(f"note: {note}")
     print(f"wrote {args.out} ({tfl.size:,} bytes, {tfl.gzip_size:,} gzip, {args.quantization})")
     return 0
 
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a Keras model to TFLite (int8 audited op by op)")
     p.add_argument("model", help="Keras model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", help="calibration data .npz with x (required for int8)")
-    p.add_argument("--quantization", choices=("int8", "float16", "dynamic", "float32"), default="int8")
+    p.add_argument("--quantization", choices=("int8", "int16x8", "float16", "dynamic", "float32"), default="int8")
+    p.add_argument("--float-io", action="store_true", help="int8 / int16x8: keep float32 input and output")
     p.add_argument("--out", required=True, help="output .tflite file (written atomically)")
     p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
     p.set_defaults(func=_cmd_convert)

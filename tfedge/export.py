@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tfedge.errors import InputError
 from tfedge.files import PathLike, atomic_write_text
+from tfedge.runtimes import ModelSource  # noqa: F401  (light: numpy only)
 
 #: Bytes per line of the generated array.
 BYTES_PER_LINE = 12
@@ -81,7 +82,7 @@ def _array_lines(content: bytes) -> list[str]:
 
 
 def export_c_array(
-    model_or_path,
+    model_or_path: "ModelSource",
     prefix: PathLike,
     name: str | None = None,
     arena_bytes: int | None = None,

@@ -19,6 +19,7 @@ array([0.   , 0.502, 1.   , 1.   ], dtype=float32)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import select
@@ -28,11 +29,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 
 from tfedge.errors import InputError, ModelError, ValidationError
+
+if TYPE_CHECKING:
+    from tfedge.conversion import TFLiteModel
+
+#: What every runtime-facing function accepts: a ``.tflite`` path, its bytes, or a ``TFLiteModel``.
+ModelSource = Union[str, "os.PathLike[str]", bytes, "TFLiteModel"]
 
 #: Runtime names accepted by :func:`open_runtime` and ``tfedge.validate``.
 RUNTIMES = ("litert", "tflm")
@@ -58,15 +65,15 @@ def _check_scale(scale, zero_point) -> tuple[np.ndarray, np.ndarray]:
     return s, z.astype(np.int64)
 
 
-def quantize(x, scale, zero_point, dtype=np.int8) -> np.ndarray:
+def quantize(x: np.ndarray | Sequence[float] | float, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
     """Map floats to integers of ``dtype``: ``round(x / scale) + zero_point``, clipped to the dtype's range.
 
     Rounds half away from zero, as TFLite's own QUANTIZE kernel does. Values outside the representable
     range (infinities included) are clipped; NaN is refused. Inside the range,
     ``dequantize(quantize(x))`` is within ``scale / 2`` of ``x`` (plus float32 rounding).
 
-    >>> quantize([-1.0, 0.26, 0.25, 100.0], scale=0.5, zero_point=0)
-    array([ -2,   1,   0, 127], dtype=int8)
+    >>> quantize([-1.0, 0.26, 0.25, -0.25, 100.0], scale=0.5, zero_point=0)
+    array([ -2,   1,   1,  -1, 127], dtype=int8)
     """
     dt = np.dtype(dtype)
     if dt.kind not in "iu":
@@ -82,7 +89,7 @@ def quantize(x, scale, zero_point, dtype=np.int8) -> np.ndarray:
     return np.clip(rounded, info.min, info.max).astype(dt)
 
 
-def dequantize(q, scale, zero_point) -> np.ndarray:
+def dequantize(q: np.ndarray | Sequence[int] | int, scale: float, zero_point: int) -> np.ndarray:
     """Map quantized integers back to float32: ``(q - zero_point) * scale``.
 
     >>> dequantize(np.array([-128, 0, 127], np.int8), 0.5, -128)
@@ -172,7 +179,7 @@ def _first_line(exc: BaseException | str, limit: int = 300) -> str:
     return (lines[0] if lines else type(exc).__name__)[:limit]
 
 
-def load_tflite_bytes(model_or_path, what: str = "model") -> tuple[bytes, str]:
+def load_tflite_bytes(model_or_path: ModelSource, what: str = "model") -> tuple[bytes, str]:
     """Return ``(content, source)`` for a path, ``bytes`` or ``TFLiteModel``, after the structural check.
 
     ``source`` names the model in messages (its path when there is one). The bytes go through
@@ -182,7 +189,7 @@ def load_tflite_bytes(model_or_path, what: str = "model") -> tuple[bytes, str]:
     >>> load_tflite_bytes(b"not a model")
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: ...
+    tfedge.errors.InputError: the TFLite model bytes is not a TFLite model: only 11 bytes ...
     """
     from tfedge.files import read_bytes
     from tfedge.inspection import verify
@@ -193,8 +200,7 @@ def load_tflite_bytes(model_or_path, what: str = "model") -> tuple[bytes, str]:
         content, source = read_bytes(model_or_path, what=f"TFLite {what}"), str(model_or_path)
     elif isinstance(getattr(model_or_path, "content", None), (bytes, bytearray)):
         content = bytes(model_or_path.content)
-        path = getattr(model_or_path, "path", None)
-        source = str(path) if path else "the TFLite model"
+        source = str(getattr(model_or_path, "source", None) or "the TFLite model")
     elif hasattr(model_or_path, "predict") and hasattr(model_or_path, "layers"):
         raise InputError(
             f"{what} is a Keras model ({type(model_or_path).__name__}); this step runs TFLite files: "
@@ -215,8 +221,9 @@ def model_io(content: bytes, source: str = "model") -> tuple[TensorInfo, TensorI
 
     Models with several inputs or outputs, or per-axis quantized ones, raise :class:`ModelError`.
 
-    >>> model_io(_example_model())[0]
-    TensorInfo(name='serving_default_input_1:0', shape=(1, 4), dtype='int8', scale=0.00784313725490196, zero_point=-1)
+    >>> info = model_io(_example_model())[0]
+    >>> info.dtype, info.shape, info.quantized
+    ('int8', (1, 4), True)
     """
     from tfedge.flatbuffer import parse
 
@@ -240,7 +247,7 @@ def model_io(content: bytes, source: str = "model") -> tuple[TensorInfo, TensorI
     return infos[0], infos[1]
 
 
-def check_samples(x, info: TensorInfo, source: str) -> np.ndarray:
+def check_samples(x: np.ndarray, info: TensorInfo, source: str) -> np.ndarray:
     """Return ``x`` as float32 after checking it is a finite numeric batch shaped like input ``info``."""
     from tfedge.datasets import check_inputs_match
 
@@ -270,7 +277,7 @@ class LiteRT:
 
     name = "litert"
 
-    def __init__(self, model_or_path, source: str | None = None, *, threads: int = 1):
+    def __init__(self, model_or_path: ModelSource, source: str | None = None, *, threads: int = 1):
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
         content, src = load_tflite_bytes(model_or_path)
@@ -295,7 +302,7 @@ class LiteRT:
         self.output = TensorInfo.from_details(outs[0], self.source, "output")
         self._in_index, self._out_index = ins[0]["index"], outs[0]["index"]
 
-    def run(self, x, *, warmup: int = 10, progress: ProgressFn | None = None) -> RunResult:
+    def run(self, x: np.ndarray, *, warmup: int = 10, progress: ProgressFn | None = None) -> RunResult:
         """Run each sample of ``x`` (floats, shape ``(N, ...)``) through one invoke, timing each invoke.
 
         ``warmup`` invokes on the first sample come first and are not timed.
@@ -338,7 +345,7 @@ class TFLiteMicro:
 
     name = "tflm"
 
-    def __init__(self, model_or_path, source: str | None = None, *, arena_size: int | None = None,
+    def __init__(self, model_or_path: ModelSource, source: str | None = None, *, arena_size: int | None = None,
                  timeout: float = TFLM_TIMEOUT_S):
         if arena_size is not None and (not isinstance(arena_size, int) or isinstance(arena_size, bool)
                                        or arena_size < 1):
@@ -356,7 +363,7 @@ class TFLiteMicro:
         result = self._run_child(None, measure_arena=True, progress=None)
         return int(result.arena_bytes)
 
-    def run(self, x, *, measure_arena: bool = True, progress: ProgressFn | None = None) -> RunResult:
+    def run(self, x: np.ndarray, *, measure_arena: bool = True, progress: ProgressFn | None = None) -> RunResult:
         """Run each sample of ``x`` (floats, shape ``(N, ...)``); all samples in one child process."""
         arr = check_samples(x, self.input, self.source)
         return self._run_child(arr, measure_arena=measure_arena, progress=progress)
@@ -382,8 +389,10 @@ class TFLiteMicro:
                 raise InputError(result["error"])
             if "error" in result:
                 raise ValidationError(f"TFLite Micro cannot run {self.source} ({result['stage']}): {result['error']}")
-            self.input = TensorInfo(**{**result["input"], "shape": tuple(result["input"]["shape"])})
-            self.output = TensorInfo(**{**result["output"], "shape": tuple(result["output"]["shape"])})
+            # as TFLite Micro itself reports them (it does not report tensor names)
+            self.input = TensorInfo(**{**result["input"], "shape": tuple(result["input"]["shape"]), "name": self.input.name})
+            self.output = TensorInfo(**{**result["output"], "shape": tuple(result["output"]["shape"]),
+                                        "name": self.output.name})
             if x is not None:
                 outputs = np.load(folder / "outputs.npy", allow_pickle=False)
             else:
@@ -421,10 +430,11 @@ class TFLiteMicro:
                 name = signal.Signals(-code).name
             except ValueError:
                 name = "unknown signal"
-            raise ValidationError(
-                f"TFLite Micro crashed (signal {-code}, {name}) on {self.source} while {stage}: the file is "
-                "probably corrupted or unsupported; re-create it with tfedge.convert and check it with tfedge inspect"
-            )
+            if self.arena_size is not None and self.arena_size < ARENA_LOWER_BOUND:
+                fix = f"arenas under {ARENA_LOWER_BOUND} bytes crash it: leave arena_size unset or give more"
+            else:
+                fix = "the file is probably corrupted or unsupported: re-create it with tfedge.convert"
+            raise ValidationError(f"TFLite Micro crashed (signal {-code}, {name}) on {self.source} while {stage}; {fix}")
         if code != 0 and not (folder / "result.json").exists():
             raise ValidationError(f"TFLite Micro failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
         return stage
@@ -461,7 +471,7 @@ def _log_tail(folder: Path, lines: int = 3) -> str:
     return " | ".join(tail)[:400] or "(empty log)"
 
 
-def open_runtime(name: str, model_or_path, *, threads: int = 1) -> LiteRT | TFLiteMicro:
+def open_runtime(name: str, model_or_path: ModelSource, *, threads: int = 1) -> LiteRT | TFLiteMicro:
     """Open ``model_or_path`` on the runtime called ``name`` (one of :data:`RUNTIMES`)."""
     if name == "litert":
         return LiteRT(model_or_path, threads=threads)
@@ -480,18 +490,16 @@ def check_runtimes(runtimes: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(names)
 
 
+@functools.lru_cache(maxsize=1)
 def _example_model() -> bytes:
-    """A tiny int8 Dense model (4 -> 2) as TFLite bytes, for the docstring examples."""
-    from tfedge._keras import keras, tf
+    """A tiny int8 Dense model (4 -> 2) as TFLite bytes, for the docstring examples (built once)."""
+    from tfedge._keras import keras
+    from tfedge.conversion import convert
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2)])
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.full((1, 4), v, np.float32)] for v in np.linspace(-1, 1, 8))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    return converter.convert()
+    x = np.random.default_rng(0).uniform(-1, 1, (32, 4)).astype(np.float32)
+    return convert(model, representative_data=x, quantization="int8").content
 
 
 __all__ = [
@@ -507,6 +515,7 @@ __all__ = [
     "open_runtime",
     "check_runtimes",
     "load_tflite_bytes",
+    "ModelSource",
     "model_io",
     "check_samples",
 ]

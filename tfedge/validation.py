@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Sequence
+import os
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from tfedge.errors import InputError
-from tfedge.runtimes import (RUNTIMES, LiteRT, RunResult, TensorInfo, TFLiteMicro, check_runtimes, check_samples,
-                             load_tflite_bytes, model_io)
+
+if TYPE_CHECKING:
+    from tfedge._keras import keras
+from tfedge.runtimes import (RUNTIMES, LiteRT, ModelSource, RunResult, TensorInfo, TFLiteMicro, check_runtimes,
+                             check_samples, load_tflite_bytes, model_io)
 
 #: Loops over more samples than this show a Keras progress bar when ``verbose`` is on.
 PROGRESS_MIN_SAMPLES = 256
@@ -153,11 +157,11 @@ def _reference_outputs(reference, x: np.ndarray, io_out: TensorInfo) -> np.ndarr
 
 
 def validate(
-    model_or_path,
-    x,
-    y=None,
+    model_or_path: ModelSource,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
     *,
-    reference=None,
+    reference: "keras.Model | str | os.PathLike | None" = None,
     runtimes: Sequence[str] = RUNTIMES,
     threads: int = 1,
     verbose: int = 1,
