@@ -403,6 +403,16 @@ class Distiller(keras.Model):
             )
         self.student_loss_fn = _check_student_loss_fn(student_loss_fn)
         self.distillation_loss_fn = _check_distillation_loss_fn(distillation_loss_fn)
+        if tf.distribute.has_strategy() or getattr(self, "_distribution_strategy", None) is not None:
+            strategy = self.distribute_strategy  # Keras compiles in the strategy the model was built in
+            for role, model in (("student", self._student), ("teacher", self._teacher)):
+                if not all(strategy.extended.variable_created_in_scope(v) for v in model.variables):
+                    raise InputError(
+                        f"{role} '{model.name}' was created outside the scope of the {type(strategy).__name__} "
+                        f"this Distiller is compiled in: create or load it inside `with strategy.scope():` "
+                        f"(to copy a model there: copy = keras.models.clone_model(model); "
+                        f"copy.set_weights(model.get_weights()))"
+                    )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
