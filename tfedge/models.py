@@ -41,7 +41,12 @@ def custom_objects() -> Iterator[None]:
     """Scope in which TF-MOT's and tfedge's custom layers, wrappers and quantizers deserialize."""
     import tensorflow_model_optimization as tfmot
 
-    with tfmot.sparsity.keras.prune_scope(), tfmot.quantization.keras.quantize_scope():
+    from tfedge.quantization import load_objects  # tfedge's QAT classes (and TF-MOT's QuantizeLayer, fixed)
+    import tfedge.pruning  # noqa: F401  registers tfedge's pruning schedule ("tfedge>AdaptiveSchedule")
+    import tfedge.distillation  # noqa: F401  (registers Distiller for deserialization)
+
+    with tfmot.sparsity.keras.prune_scope(), tfmot.quantization.keras.quantize_scope(), \
+            keras.utils.custom_object_scope(load_objects()):
         yield
 
 

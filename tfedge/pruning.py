@@ -24,7 +24,7 @@ import math
 import numbers
 import os
 import warnings
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from tfedge.models import check_graph_model
 
 import tensorflow_model_optimization as tfmot  # after tfedge._keras chose Keras 2
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+from tensorflow.core.framework import summary_pb2
 
 # TF-MOT keeps its wrapper class (what prune_low_magnitude returns) out of its public namespace.
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
@@ -43,10 +44,36 @@ TOLERANCE = 0.01
 #: The schedule aims at about this many mask updates between its begin and end steps.
 MASK_UPDATES = 20
 _SCHEDULES = ("polynomial", "constant")
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+).SerializeToString()
 
 
 class PruningWarning(UserWarning):
     """A pruned model did not reach its target sparsity (an error with ``PruningCallback(strict=True)``)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_fraction(name: str, value: Any, low: float, high: float, open_low: bool, open_high: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    bad_low = value <= low if open_low else value < low
+    bad_high = value >= high if open_high else value > high
+    if bad_low or bad_high:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise InputError(f"{name} must be in {interval}, got {value}")
+    return float(value)
+
+
+def _check_count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer or None, got {value!r}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,12 +111,16 @@ class AdaptiveSchedule(tfmot.sparsity.keras.PruningSchedule):
         power: int = 3,
         m_by_n: Sequence[int] | None = None,
     ):
-        self.target_sparsity = float(target_sparsity)
+        if kind not in _SCHEDULES:
+            raise InputError(f"schedule must be 'polynomial' or 'constant', got {kind!r}")
+        self.target_sparsity = _check_fraction("target_sparsity", target_sparsity, 0.0, 1.0, True, True)
         self.kind = kind
-        self.begin = float(begin)
-        self.end = float(end)
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
+        self.begin = _check_fraction("begin", begin, 0.0, 1.0, False, True)
+        self.end = _check_fraction("end", end, 0.0, 1.0, True, False)
+        if self.begin > self.end:
+            raise InputError(f"begin must not be after end, got begin={begin} and end={end}")
+        self.epochs = _check_count("epochs", epochs)
+        self.steps_per_epoch = _check_count("steps_per_epoch", steps_per_epoch)
         self.power = int(power)
         self.m_by_n = tuple(m_by_n) if m_by_n else None
         with tf.init_scope():  # plain eager variables even if built inside a tf.function
@@ -120,8 +151,9 @@ class AdaptiveSchedule(tfmot.sparsity.keras.PruningSchedule):
         total = int(total_steps)
         if total < 1:
             raise InputError(f"a pruning run needs at least 1 training step, got {total}")
-        begin_step = start_step + 1 + min(total - 1, int(math.floor(self.begin * total)))
-        end_step = min(start_step + total, max(begin_step, start_step + int(math.ceil(self.end * total))))
+        eps = 1e-9  # 0.7 * 10 is 7.000000000000001 in floating point: do not round that up to 8
+        begin_step = start_step + 1 + min(total - 1, int(math.floor(self.begin * total + eps)))
+        end_step = min(start_step + total, max(begin_step, start_step + int(math.ceil(self.end * total - eps))))
         frequency = max(1, min(100, (end_step - begin_step) // MASK_UPDATES))
         self._steps.assign([begin_step, end_step, frequency])
 
@@ -165,18 +197,31 @@ class AdaptiveSchedule(tfmot.sparsity.keras.PruningSchedule):
 # finding layers
 
 
-def _walk(model: keras.layers.Layer, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
+def _walk(model: keras.layers.Layer, prefix: str = "", _prefixes: dict | None = None) -> Iterator[tuple[str, Any]]:
     """Yield ``(name, layer)`` for every non-model layer, recursing into nested models.
 
-    Names of layers in nested models are prefixed with the model's name (``"student/conv"``).
+    Layers of nested models are named ``"<model>/<layer>"``; two different nested models with the
+    same name (a teacher and a student both called "cnn") get ``"cnn"`` and ``"cnn_2"``.
     """
+    prefixes = {} if _prefixes is None else _prefixes
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _walk(layer, f"{prefix}{layer.name}/")
-        elif isinstance(layer, PruneLowMagnitude):
+            base = f"{prefix}{layer.name}"
+            key, k = base, 1
+            while prefixes.get(key, id(layer)) != id(layer):
+                k += 1
+                key = f"{base}_{k}"
+            prefixes[key] = id(layer)
+            yield from _walk(layer, f"{key}/", prefixes)
+        elif _unwraps(layer):  # pruning / QAT wrappers: named after the layer they wrap
             yield f"{prefix}{layer.layer.name}", layer
         elif not isinstance(layer, keras.layers.InputLayer):
             yield f"{prefix}{layer.name}", layer
+
+
+def _unwraps(layer: Any) -> bool:
+    """True for wrappers whose ``.layer`` is the layer that computes (TF-MOT pruning / QAT wrappers)."""
+    return isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional)
 
 
 def pruned_layers(model: keras.Model) -> list[tuple[str, Any]]:
@@ -193,23 +238,21 @@ def pruned_layers(model: keras.Model) -> list[tuple[str, Any]]:
     return found
 
 
-def _registry_weights(layer: keras.layers.Layer) -> list:
-    """The weights TF-MOT would prune in ``layer`` (kernels; never biases or BatchNorm), without changing it."""
+def _registry_weights(layer: keras.layers.Layer, extra: Sequence = ()) -> list:
+    """The weights TF-MOT would prune in ``layer`` (kernels; never biases or BatchNorm), without changing it.
+
+    ``extra``: more variables to look the weights up in (a QAT wrapper holds its layer's kernel).
+    """
     if isinstance(layer, PruneLowMagnitude):
         return [w for w, _, _ in layer.pruning_vars]
+    if _unwraps(layer):
+        return _registry_weights(layer.layer, extra=layer.weights)
     if hasattr(layer, "get_prunable_weights"):
         return list(layer.get_prunable_weights())
     registry = prune_registry.PruneRegistry
     names = registry._LAYERS_WEIGHTS_MAP.get(type(layer))
     if names is not None:
-        weights = []
-        for name in names:
-            obj = layer
-            for part in name.split("."):
-                obj = getattr(obj, part, None)
-            if obj is not None:
-                weights.append(obj)
-        return weights
+        return [w for w in (_variable(layer, name, extra) for name in names) if w is not None]
     if type(layer) in registry._RNN_LAYERS and registry.supports(layer):
         weights = []
         for cell in registry._get_rnn_cells(layer):
@@ -219,6 +262,25 @@ def _registry_weights(layer: keras.layers.Layer) -> list:
                 weights += [getattr(cell, n) for n in registry._RNN_CELLS_WEIGHTS_MAP[type(cell)]]
         return weights
     return []
+
+
+def _variable(layer: keras.layers.Layer, path: str, extra: Sequence = ()) -> Any:
+    """The variable at attribute ``path`` ("kernel", "_query_dense.kernel") of ``layer``, or None.
+
+    TF-MOT's QAT wrapper replaces ``kernel`` by its fake-quantized tensor and keeps the variable
+    itself, so fall back to a weight of that name in the layer or in ``extra``.
+    """
+    owner, _, attr = path.rpartition(".")
+    obj = layer
+    for part in owner.split(".") if owner else []:
+        obj = getattr(obj, part, None)
+    value = getattr(obj, attr, None) if obj is not None else None
+    if isinstance(value, tf.Variable) or hasattr(value, "assign"):
+        return value
+    for weight in [*getattr(obj, "weights", []), *extra]:
+        if weight.name.split("/")[-1].split(":")[0] == attr:
+            return weight
+    return None
 
 
 def _is_prunable(layer: keras.layers.Layer, m_by_n: tuple | None) -> bool:
@@ -271,10 +333,9 @@ def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) ->
             ok = [layer for layer in matched if layer in prunable]
             if not ok:
                 what = type(matched[0]).__name__
-                raise InputError(
-                    f"layers= names '{label}' ({what}), which has no weights TF-MOT can prune; "
-                    f"prunable layers: {prunable_names}"
-                )
+                why = ("which TF-MOT cannot prune m-by-n (Dense and Conv2D-like kernels only)"
+                       if m_by_n and _registry_weights(matched[0]) else "which has no weights TF-MOT can prune")
+                raise InputError(f"layers= names '{label}' ({what}), {why}; prunable layers: {prunable_names}")
             chosen += [layer for layer in ok if layer not in chosen]
     for entry in _as_list(skip):
         matched = [layer for layer in all_layers if _matches(entry, layer)]
@@ -289,25 +350,6 @@ def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) ->
 
 # --------------------------------------------------------------------------------------------------
 # prune / strip
-
-
-def _check_fraction(name: str, value: Any, low: float, high: float, open_low: bool, open_high: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    bad_low = value <= low if open_low else value < low
-    bad_high = value >= high if open_high else value > high
-    if bad_low or bad_high:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise InputError(f"{name} must be in {interval}, got {value}")
-    return float(value)
-
-
-def _check_count(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be a positive integer or None, got {value!r}")
-    return int(value)
 
 
 def _check_m_by_n(m_by_n: Any, target: float) -> tuple[int, int] | None:
@@ -344,7 +386,8 @@ def prune(
 
     Sparsity ramps (``schedule="polynomial"``) or jumps (``"constant"``) to ``target_sparsity``
     between ``begin`` and ``end``, fractions of the run of ``epochs`` x ``steps_per_epoch`` steps;
-    what is not given here :class:`PruningCallback` takes from ``fit``. ``layers`` / ``skip`` select
+    what is not given here :class:`PruningCallback` takes from the first ``fit`` (pass ``epochs``
+    when training is split over several ``fit`` calls). ``layers`` / ``skip`` select
     layers by name or class; biases and BatchNorm are never pruned, nor are DepthwiseConv2D kernels
     (TF-MOT does not prune them). ``m_by_n=(2, 4)`` prunes 2 of every 4 weights along the input
     channels (TF-MOT's structured sparsity; ``target_sparsity`` must then be 0.5). The input model
@@ -388,7 +431,7 @@ def prune(
         if isinstance(layer, keras.Model):
             check_graph_model(layer, f"nested model '{layer.name}'")
             return keras.models.clone_model(layer, clone_function=clone)
-        new = layer.__class__.from_config(layer.get_config())
+        new = _copy_layer(layer)
         copies.append((new, layer.get_weights()))
         if id(layer) in chosen:
             return tfmot.sparsity.keras.prune_low_magnitude(new, pruning_schedule=sched, sparsity_m_by_n=pair)
@@ -398,6 +441,18 @@ def prune(
     for new, weights in copies:
         new.set_weights(weights)
     return out
+
+
+def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new, unbuilt layer like ``layer`` (its weights are copied once the model is rebuilt)."""
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except Exception as exc:  # noqa: BLE001 - custom layers fail in many ways
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from its config ({first}): "
+            "give the class a get_config() that returns its constructor arguments"
+        ) from None
 
 
 def _masked_weights(wrapper) -> list[np.ndarray]:
@@ -422,6 +477,14 @@ def strip(model: keras.Model) -> keras.Model:
     >>> [layer.name for layer in strip(prune(model, 0.5)).layers]
     ['d']
     """
+    if isinstance(model, keras.Model) and not (isinstance(model, keras.Sequential) or model._is_graph_network):
+        inside = pruned_layers(model)
+        if inside:
+            raise ModelError(
+                f"model is a subclassed model ({type(model).__name__}) holding pruned layers "
+                f"({', '.join(n for n, _ in inside)}): strip the pruned model inside it, "
+                "e.g. tfedge.strip(distiller.student)"
+            )
     check_graph_model(model)
     copies: list[tuple[keras.layers.Layer, list]] = []
 
@@ -429,11 +492,10 @@ def strip(model: keras.Model) -> keras.Model:
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone)
         if isinstance(layer, PruneLowMagnitude):
-            inner = layer.layer
-            new = inner.__class__.from_config(inner.get_config())
+            new = _copy_layer(layer.layer)
             copies.append((new, _masked_weights(layer)))
             return new
-        new = layer.__class__.from_config(layer.get_config())
+        new = _copy_layer(layer)
         copies.append((new, layer.get_weights()))
         return new
 
@@ -515,7 +577,7 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
             if not layer.built:
                 continue
             weights = [keras.backend.get_value(w) for w in _registry_weights(layer)]
-            cls, target = type(layer).__name__, None
+            cls, target = type(layer.layer if _unwraps(layer) else layer).__name__, None
         if not weights:
             continue
         size = int(sum(w.size for w in weights))
@@ -592,8 +654,11 @@ class PruningCallback(keras.callbacks.Callback):
         return out
 
     def _sparsities(self) -> dict[str, tuple[int, int]]:
+        """``{name: (zeros, size)}`` of the pruned weights of every wrapper that prunes something."""
         counts = {}
         for name, wrapper in self._layers:
+            if not wrapper.pruning_vars:  # TF-MOT also wraps pooling, Flatten, ...: nothing to prune
+                continue
             size = nz = 0
             for weight, _, _ in wrapper.pruning_vars:
                 size += int(np.prod(weight.shape))
@@ -609,6 +674,12 @@ class PruningCallback(keras.callbacks.Callback):
                 f"PruningCallback: model '{self.model.name}' has no pruning wrappers: "
                 "wrap it with tfedge.prune(model, target_sparsity) before fit"
             )
+        for name, wrapper in self._layers:
+            if isinstance(wrapper.pruning_schedule, str):  # loaded before tfedge registered its schedule
+                raise InputError(
+                    f"pruned layer '{name}' lost its pruning schedule when loaded (got the name "
+                    f"'{wrapper.pruning_schedule}'): load the model with tfedge.load_model"
+                )
         for _, wrapper in self._layers:  # TF-MOT does not save sparsity_m_by_n: restore it from the schedule
             m_by_n = getattr(wrapper.pruning_schedule, "m_by_n", None)
             if m_by_n and not wrapper.sparsity_m_by_n:
@@ -650,12 +721,17 @@ class PruningCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["sparsity"] = overall
         if self._writer is not None:
-            step = max(self._steps())
-            with self._writer.as_default():
-                for name, (z, s) in counts.items():
-                    tf.summary.scalar(f"sparsity/{name}", z / s if s else 0.0, step=step)
-                tf.summary.scalar("sparsity/overall", overall, step=step)
-            self._writer.flush()
+            values = {name: z / s if s else 0.0 for name, (z, s) in counts.items()}
+            self._write_scalars({**values, "overall": overall}, step=max(self._steps()))
+
+    def _write_scalars(self, values: dict[str, float], step: int) -> None:
+        # tf.summary.write with the scalars plugin tag: what tf.summary.scalar writes, without
+        # needing the tensorboard package installed.
+        with self._writer.as_default():
+            for name, value in values.items():
+                tf.summary.write(f"sparsity/{name}", tf.constant(value, tf.float32), step=step,
+                                 metadata=_SCALAR_METADATA)
+        self._writer.flush()
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -681,6 +757,8 @@ class PruningCallback(keras.callbacks.Callback):
                         broken.append(name)
                 continue
             target = _schedule_target(wrapper)
+            if name not in counts:
+                continue
             zeros, size = counts[name]
             reached = zeros / size if size else 0.0
             if target is not None and reached < target - TOLERANCE:
@@ -703,9 +781,12 @@ class PruningCallback(keras.callbacks.Callback):
         if ends and step < max(ends):
             return (f"{head}; training stopped at pruning step {step}, before the schedule ends at step "
                     f"{max(ends)}: keep training (a saved model resumes from its step) or lower end= in tfedge.prune")
-        if not self._adaptive_schedules():
-            return (f"{head}; TF-MOT schedules prune only every `frequency` steps (100 by default): "
-                    "use tfedge.prune, which sizes the schedule to the run, or train longer")
+        raw = [w.pruning_schedule for _, w in self._layers if not isinstance(w.pruning_schedule, AdaptiveSchedule)]
+        if raw:
+            sched = raw[0]
+            return (f"{head}; the TF-MOT {type(sched).__name__} schedule prunes every "
+                    f"{getattr(sched, 'frequency', '?')} steps from step {getattr(sched, 'begin_step', '?')} and "
+                    f"training stopped at step {step}: use tfedge.prune, which sizes the schedule to the run")
         return f"{head}; train longer or lower end= in tfedge.prune"
 
 
