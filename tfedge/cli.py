@@ -22,8 +22,19 @@ def _version() -> str:
 
 
 def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow with the C++ start-up chatter (oneDNN, CUDA probes) kept off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tfedge._keras  # noqa: F401  (imports TensorFlow once, quietly)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _load_model(path: str, trust: bool):
@@ -179,8 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    _quiet_tensorflow()
     try:
+        if not args.debug and args.command != "inspect":
+            _quiet_tensorflow()
         return int(args.func(args) or 0)
     except TfedgeError as exc:
         if args.debug:
