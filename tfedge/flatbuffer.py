@@ -4,7 +4,10 @@ The ``flatbuffers`` Python library trusts every offset it reads, and TFLite Micr
 segfaults on some corrupted files). :func:`parse` checks every offset, length and index before it
 is used (Python integers, so nothing overflows), caps the work at a multiple of the file size so a
 crafted file cannot make it hang, and raises :class:`~tfedge.errors.InputError` naming the problem
-and the source; nothing else escapes it.
+and the source; nothing else escapes it. Beyond the structure it checks what the common kernels
+(conv, depthwise, fully connected, pools, reshape, reductions, pad, concatenation, elementwise)
+index memory by: shapes, dtypes, strides, axes and quantization parameters. It does not replay
+every kernel's arithmetic, so TFLite Micro still belongs in a child process.
 
 >>> from tfedge.flatbuffer import parse
 >>> parse(b"\\x10\\x00\\x00\\x00NOPE" + bytes(16), source="x.tflite")
@@ -30,6 +33,8 @@ IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
 #: Largest tensor (bytes) a model may declare; TFLite and TFLite Micro size tensors with 32-bit ints.
 MAX_TENSOR_BYTES = 2**31 - 1
+#: Quantization scales outside this range only come from corruption (kernels underflow on them).
+MIN_SCALE, MAX_SCALE = 1e-30, 1e30
 
 
 def _enum_names(cls: type) -> dict[int, str]:
@@ -63,6 +68,14 @@ _WINDOW_OPTIONS = {
     "AVERAGE_POOL_2D": (_schema.BuiltinOptions.Pool2DOptions, ((1, 0), (2, 0), (3, 0), (4, 0))),
     "MAX_POOL_2D": (_schema.BuiltinOptions.Pool2DOptions, ((1, 0), (2, 0), (3, 0), (4, 0))),
     "L2_POOL_2D": (_schema.BuiltinOptions.Pool2DOptions, ((1, 0), (2, 0), (3, 0), (4, 0))),
+}
+_REDUCE_OPS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "REDUCE_ANY", "REDUCE_ALL"})
+_PAD_OPS = frozenset({"PAD", "PADV2", "MIRROR_PAD"})
+# options the shape checks read: op -> (options type, ((param, slot, struct format, default), ...))
+_PARAM_OPTIONS = {
+    "CONCATENATION": (_schema.BuiltinOptions.ConcatenationOptions, (("axis", 0, "<i", 0),)),
+    "DEPTHWISE_CONV_2D": (_schema.BuiltinOptions.DepthwiseConv2DOptions, (("depth_multiplier", 3, "<i", 0),)),
+    **{op: (_schema.BuiltinOptions.ReducerOptions, (("keep_dims", 0, "<B", 0),)) for op in _REDUCE_OPS},
 }
 # ops whose output has the shape and dtype of their first input
 _SAME_SHAPE_OPS = frozenset("""
@@ -107,6 +120,10 @@ class Operator:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     intermediates: tuple[int, ...]
+    params: tuple[tuple[str, int], ...] = ()  # the options the shape checks need (axis, keep_dims, ...)
+
+    def param(self, name: str, default: int = 0) -> int:
+        return dict(self.params).get(name, default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +346,9 @@ def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int
     for s in scale:
         if not (math.isfinite(s) and s > 0):
             r.fail(f"{what} has quantization scale {s}; scales must be finite and positive")
-    if scale and len(zero_point) != len(scale):
+        if not MIN_SCALE <= s <= MAX_SCALE:
+            r.fail(f"{what} has quantization scale {s:g}, outside the plausible range [{MIN_SCALE:g}, {MAX_SCALE:g}]")
+    if (scale or zero_point) and len(zero_point) != len(scale):
         r.fail(f"{what} has {len(scale)} scales but {len(zero_point)} zero points")
     if len(scale) > 1:
         if not 0 <= qdim < len(shape):
@@ -409,7 +428,13 @@ def _operator(r: _Reader, t: _Table, k: int, where: str, opcodes, ntensors: int,
         r.need(large_offset, large_size, f"{what} large custom options")
     if t.scalar(11, "<B", 0):
         t.child(12, f"{what} options (2)")
-    return Operator(k, opcode_index, name, tuple(inputs), tuple(outputs), tuple(intermediates))
+    params: list[tuple[str, int]] = []
+    if name in _PARAM_OPTIONS:
+        expected, fields = _PARAM_OPTIONS[name]
+        if options is None or options_type != expected:
+            r.fail(f"{what} ({name}) lacks its options table")
+        params = [(key, options.scalar(slot, fmt, default)) for key, slot, fmt, default in fields]
+    return Operator(k, opcode_index, name, tuple(inputs), tuple(outputs), tuple(intermediates), tuple(params))
 
 
 def _prod(shape: tuple[int, ...]) -> int:
@@ -425,8 +450,18 @@ def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None
     return tuple(reversed(out))
 
 
-def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], where: str) -> None:
-    """Shape and dtype rules of the common ops: kernels index memory by these shapes."""
+def _constant_ints(r: _Reader, t: Tensor, buffers) -> tuple[int, ...] | None:
+    """The values of a constant int32 tensor, or None when it is not one."""
+    if t.dtype != "int32" or not t.is_constant or t.sparse:
+        return None
+    start, _ = buffers[t.buffer]
+    count = _prod(t.shape)  # _tensor checked the buffer holds this many
+    r.spend(count, f"tensor {t.index} values")
+    return struct.unpack_from(f"<{count}i", r.data, start)
+
+
+def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str) -> None:
+    """Shape, dtype and parameter rules of the common ops: kernels index memory by these."""
     what = f"operator {op.index} of {where} ({op.op})"
     ins = [tensors[i] if i >= 0 else None for i in op.inputs]
     outs = [tensors[i] for i in op.outputs]
@@ -434,6 +469,10 @@ def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], where
     def need(ok: bool, problem: str) -> None:
         if not ok:
             r.fail(f"{what} {problem}")
+
+    for t in (*ins, *outs):  # quantized kernels read scale[0] / zero_point[0] unconditionally
+        if t is not None and t.dtype in _ZERO_POINT_RANGE:
+            need(len(t.scale) > 0, f"uses {t.dtype} tensor {t.index} without quantization parameters")
 
     def needs_io(n_in: int) -> None:
         need(len(ins) >= n_in and all(t is not None for t in ins[:n_in]) and len(outs) >= 1,
@@ -463,6 +502,51 @@ def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], where
         need(_prod(ins[0].shape) == _prod(outs[0].shape),
              f"reshapes {list(ins[0].shape)} into {list(outs[0].shape)}: element counts differ")
         same_dtype(ins[0], outs[0])
+        if len(ins) > 1 and ins[1] is not None:
+            target = ins[1]
+            need(target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(outs[0].shape),
+                 f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a rank-{len(outs[0].shape)} output")
+            values = _constant_ints(r, target, buffers)
+            if values is not None:
+                need(values.count(-1) <= 1 and all(v in (d, -1) for v, d in zip(values, outs[0].shape)),
+                     f"has new shape {list(values)} but output shape {list(outs[0].shape)}")
+    elif name in _REDUCE_OPS:
+        needs_io(2)
+        axes = ins[1]
+        need(axes.dtype == "int32" and len(axes.shape) <= 1, f"has a {axes.dtype} axis tensor of shape {list(axes.shape)}")
+        x = ins[0].shape
+        rank = len(x)
+        values = _constant_ints(r, axes, buffers)
+        need(values is None or all(-rank <= v < rank for v in values), f"reduces axes {values} of a rank-{rank} input")
+        if values is not None:
+            reduced = {v % rank for v in values} if rank else set()
+            keep = op.param("keep_dims")
+            expected = tuple(1 if i in reduced else d for i, d in enumerate(x)) if keep else \
+                tuple(d for i, d in enumerate(x) if i not in reduced)
+            need(outs[0].shape == expected, f"reduces {list(x)} over axes {list(values)} "
+                 f"{'keeping' if keep else 'dropping'} them, but declares output {list(outs[0].shape)}")
+        same_dtype(ins[0], outs[0])
+    elif name in _PAD_OPS:
+        needs_io(2)
+        x, y, pads = ins[0].shape, outs[0].shape, ins[1]
+        need(len(x) == len(y) and pads.shape == (len(x), 2),
+             f"pads input {list(x)} to {list(y)} with paddings of shape {list(pads.shape)}")
+        values = _constant_ints(r, pads, buffers)
+        if values is not None:
+            need(all(v >= 0 for v in values) and
+                 all(y[i] == x[i] + values[2 * i] + values[2 * i + 1] for i in range(len(x))),
+                 f"pads input {list(x)} by {list(values)} but declares output {list(y)}")
+        same_dtype(ins[0], outs[0])
+    elif name == "CONCATENATION":
+        need(len(ins) >= 1 and None not in ins and len(outs) >= 1, "needs inputs and an output")
+        y = outs[0].shape
+        axis = op.param("axis") + len(y) if op.param("axis") < 0 else op.param("axis")
+        need(0 <= axis < len(y) and all(len(t.shape) == len(y) for t in ins),
+             f"concatenates along axis {op.param('axis')} tensors of shapes {[list(t.shape) for t in ins]} into {list(y)}")
+        need(sum(t.shape[axis] for t in ins) == y[axis] and
+             all(t.shape[:axis] + t.shape[axis + 1:] == y[:axis] + y[axis + 1:] for t in ins),
+             f"concatenates {[list(t.shape) for t in ins]} along axis {op.param('axis')} into {list(y)}: the shapes do not fit")
+        same_dtype(*ins, outs[0])
     elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         needs_io(2)
         x, w, y = ins[0].shape, ins[1].shape, outs[0].shape
@@ -475,6 +559,9 @@ def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], where
         else:
             need(w[0] == 1 and y[3] == w[3], f"has output shape {list(y)} for a depthwise filter of shape {list(w)}")
             need(x[3] > 0 and y[3] % x[3] == 0, f"has {x[3]} input channels for {y[3]} output channels")
+            multiplier = op.param("depth_multiplier")
+            need(multiplier in (0, y[3] // x[3]),
+                 f"has depth multiplier {multiplier} for {x[3]} input and {y[3]} output channels")
         bias_fits(y[3])
         same_dtype(ins[0], outs[0])
     elif name == "FULLY_CONNECTED":
@@ -505,7 +592,7 @@ def _subgraph(r: _Reader, t: _Table, s: int, opcodes, buffers, nsubgraphs: int) 
         for k, ot in enumerate(t.tables(3, f"{where} operators"))
     )
     for op in operators:
-        _check_operator(r, op, tensors, where)
+        _check_operator(r, op, tensors, buffers, where)
     name = t.string(4, f"{where} name") or ""
     return Subgraph(name, tensors, tuple(inputs), tuple(outputs), operators)
 
@@ -548,7 +635,7 @@ def parse(content: bytes, source: str = "model") -> Model:
     for k, t in enumerate(root.tables(6, "metadata")):
         name = t.string(0, f"metadata {k} name") or ""
         buffer = t.scalar(1, "<I", 0)
-        _check_index(r, buffer, len(buffers), f"metadata '{name}' buffer index")
+        _check_index(r, buffer, len(buffers), f"metadata {name[:40]!r} buffer index")
         metadata.append((name, buffer))
     keys = []
     for k, t in enumerate(root.tables(7, "signature")):

@@ -1,0 +1,627 @@
+"""Keras -> TFLite in every mode; int8 results are audited op by op; files are written atomically.
+
+>>> import numpy as np
+>>> import tfedge
+>>> from tfedge import keras
+>>> model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
+>>> x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+>>> tfl = tfedge.convert(model, representative_data=x)
+>>> tfl.quantization, tfl.input_details[0]["dtype"], tfl.input_details[0]["shape"]
+('int8', dtype('int8'), (1, 4))
+>>> tfl.notes[0]
+'batch dimension pinned to 1 (it was dynamic): the model runs one sample at a time'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from tfedge.errors import ConversionError, InputError, ModelError
+from tfedge.files import PathLike, atomic_write_bytes, check_output_path, read_bytes
+from tfedge.flatbuffer import Model, parse
+from tfedge.inspection import FLOAT_DTYPES, _guess_quantization, non_int8_ops, tensor_labels
+
+#: Conversion modes: full integer (int8, or int16 activations with int8 weights), float16 weights,
+#: dynamic-range (int8 weights, float math) and plain float32.
+MODES = ("int8", "int16x8", "float16", "dynamic", "float32")
+#: Fewest calibration samples tfedge accepts: fewer give unstable activation ranges.
+MIN_CALIBRATION_SAMPLES = 10
+
+
+class TFLiteModel:
+    """A converted (or loaded) TFLite flatbuffer, structurally checked when created.
+
+    ``content`` holds the bytes; ``input_details`` / ``output_details`` list one dict per tensor
+    (``name``, ``index``, ``shape``, ``dtype``, ``scale``, ``zero_point``; scale 0.0 = not quantized).
+
+    >>> from tfedge.errors import InputError
+    >>> try:
+    ...     TFLiteModel.from_bytes(b"hello", source="upload")
+    ... except InputError as exc:
+    ...     print(exc)
+    upload is not a TFLite model: only 5 bytes (a .tflite file is far larger); the file is empty or truncated
+    """
+
+    def __init__(self, content: bytes, *, quantization: str | None = None, notes: Iterable[str] = (),
+                 source: str = "TFLite model"):
+        parsed = parse(content, source)
+        self._content = parsed.content
+        self.source = source
+        self.notes: tuple[str, ...] = tuple(notes)
+        self._gzip_size: int | None = None
+        self.input_details = _details(parsed, parsed.subgraphs[0].inputs)
+        self.output_details = _details(parsed, parsed.subgraphs[0].outputs)
+        if quantization is None:
+            tensors = [t for sub in parsed.subgraphs for t in sub.tensors]
+            quantization = _guess_quantization(tensors, not non_int8_ops(parsed, allow_float_io=True))
+        self.quantization = quantization
+
+    @property
+    def content(self) -> bytes:
+        """The flatbuffer bytes."""
+        return self._content
+
+    @property
+    def size(self) -> int:
+        """Size of the file in bytes."""
+        return len(self._content)
+
+    @property
+    def gzip_size(self) -> int:
+        """Size after gzip (level 9): what pruning's zeros buy on the wire and in flash images."""
+        if self._gzip_size is None:
+            self._gzip_size = len(gzip.compress(self._content, compresslevel=9, mtime=0))
+        return self._gzip_size
+
+    @classmethod
+    def from_bytes(cls, content: bytes, source: str = "TFLite model") -> "TFLiteModel":
+        """Wrap ``.tflite`` bytes after the structural checks (``InputError`` if malformed)."""
+        return cls(content, source=source)
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> "TFLiteModel":
+        """Read a ``.tflite`` file after the structural checks (``InputError`` if malformed)."""
+        return cls(read_bytes(path, what="TFLite model"), source=f"TFLite model '{path}'")
+
+    def save(self, path: PathLike) -> Path:
+        """Write the model to ``path`` atomically: on any failure an existing file is left untouched."""
+        p = check_output_path(path, what="output model")
+        try:
+            atomic_write_bytes(p, self._content)
+        except OSError as exc:
+            raise InputError(f"cannot write '{p}': {exc.strerror or exc}; any existing file there is unchanged") from None
+        return p
+
+    def __repr__(self) -> str:
+        def fmt(details: list[dict]) -> str:
+            return ", ".join(f"{d['dtype']}{list(d['shape'])}" for d in details)
+
+        return (f"TFLiteModel({self.quantization}, {self.size:,} bytes, inputs=[{fmt(self.input_details)}], "
+                f"outputs=[{fmt(self.output_details)}])")
+
+
+def _details(model: Model, indices: tuple[int, ...]) -> list[dict]:
+    out = []
+    for i in indices:
+        t = model.subgraphs[0].tensors[i]
+        out.append({"name": t.name, "index": i, "shape": t.shape, "dtype": np.dtype(t.dtype),
+                    "scale": float(t.scale[0]) if len(t.scale) == 1 else 0.0,
+                    "zero_point": int(t.zero_point[0]) if len(t.zero_point) == 1 else 0})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# model inputs and calibration data
+
+
+class _Input:
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype):
+        self.name, self.shape, self.dtype = name, shape, dtype
+
+
+def _model_inputs(model: Any, notes: list[str]) -> list[_Input]:
+    inputs = list(getattr(model, "inputs", None) or [])
+    if not inputs:
+        raise ModelError("model has no known input shape: start it with keras.layers.Input(shape) "
+                         "(or call model.build(shape)) before converting")
+    names = list(getattr(model, "input_names", None) or [t.name for t in inputs])
+    out = []
+    for name, tensor in zip(names, inputs):
+        dims = list(tensor.shape)
+        if not dims:
+            raise ModelError(f"model input '{name}' is a scalar; give it at least a batch dimension")
+        if dims[0] is None:
+            dims[0] = 1
+            note = "batch dimension pinned to 1 (it was dynamic): the model runs one sample at a time"
+            if note not in notes:
+                notes.append(note)
+        if any(d is None for d in dims[1:]):
+            raise ModelError(
+                f"model input '{name}' has shape {tuple(tensor.shape)} with an unknown dimension besides the "
+                "batch: microcontrollers need fixed shapes, rebuild the model with a fixed keras.layers.Input shape"
+            )
+        out.append(_Input(str(name), tuple(int(d) for d in dims), np.dtype(tensor.dtype.as_numpy_dtype)))
+    return out
+
+
+def _to_array(value: Any, where: str) -> np.ndarray:
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{where} is not a numeric array ({exc}); pass a float32 numpy array") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{where} has dtype {arr.dtype}; pass numbers (a float32 numpy array)")
+    return arr
+
+
+def _item_arrays(item: Any, inputs: list[_Input], where: str, single_ok: bool = True) -> list[np.ndarray]:
+    """Split one calibration item (array, dict, (x, y) tuple) into one batch per model input.
+
+    ``single_ok``: an item one rank short is a single sample (dataset / generator items).
+    """
+    if isinstance(item, (tuple, list)) and item and not isinstance(item[0], (int, float)):
+        if isinstance(item[0], dict):
+            item = item[0]  # (inputs, labels) with inputs keyed by name
+        elif len(inputs) == 1:
+            first = np.asarray(item[0]) if not hasattr(item[0], "numpy") else item[0].numpy()
+            # (x, y) or the TFLite-style [x]; a whole array given as a list of samples stays whole
+            if single_ok or first.ndim == len(inputs[0].shape):
+                item = item[0]
+    names = [i.name for i in inputs]
+    if isinstance(item, dict):
+        missing = [n for n in names if n not in item]
+        extra = [str(k) for k in item if k not in names]
+        if missing or extra:
+            raise InputError(f"{where} is keyed {sorted(map(str, item))} but the model inputs are {names}: "
+                             "use exactly the input names as keys")
+        values = [item[n] for n in names]
+    elif len(inputs) > 1:
+        raise InputError(f"the model has {len(inputs)} inputs {names}: pass {where} as a dict "
+                         "{input name: array}, or a dataset / callable yielding such dicts")
+    else:
+        values = [item]
+    arrays = []
+    for value, inp in zip(values, inputs):
+        arr = _to_array(value, f"{where} for input '{inp.name}'")
+        if single_ok and arr.ndim == len(inp.shape) - 1:
+            arr = arr[None]  # a single sample
+        arrays.append(arr)
+    return arrays
+
+
+def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
+    """Read calibration data of any accepted kind into one array per input (at most ``limit`` from streams)."""
+    from tfedge._keras import tf
+
+    where = "representative_data"
+    if isinstance(data, tf.data.Dataset):
+        stream: Iterable = data
+    elif isinstance(data, (np.ndarray, dict, list, tuple)) or (hasattr(data, "__array__") and not callable(data)):
+        return _item_arrays(data, inputs, where, single_ok=False)
+    elif callable(data):
+        try:
+            stream = data()
+            iter(stream)
+        except Exception as exc:
+            raise InputError(f"calling representative_data() failed ({type(exc).__name__}: {exc}); it must "
+                             "return an iterable of batches") from exc
+    else:
+        raise InputError(f"representative_data must be a numpy array, a dict of arrays, a tf.data.Dataset or a "
+                         f"callable yielding batches, got {type(data).__name__}")
+    parts: list[list[np.ndarray]] = [[] for _ in inputs]
+    count = 0
+    for k, item in enumerate(stream):
+        arrays = _item_arrays(item, inputs, f"{where} item {k}")
+        for part, arr in zip(parts, arrays):
+            part.append(arr)
+        count += len(arrays[0]) if arrays[0].ndim else 1
+        if count >= limit or k + 1 >= limit:
+            break
+    if not count:
+        raise InputError(f"{where} yielded no samples; it must yield at least {MIN_CALIBRATION_SAMPLES}")
+    out = []
+    for part, inp in zip(parts, inputs):
+        ranks = {a.ndim for a in part}
+        if len(ranks) > 1:
+            raise InputError(f"{where} for input '{inp.name}' yields arrays of different ranks {sorted(ranks)}")
+        try:
+            out.append(np.concatenate(part))
+        except ValueError:
+            shapes = sorted({a.shape[1:] for a in part})
+            raise InputError(f"{where} for input '{inp.name}' yields samples of different shapes {shapes}") from None
+    return out
+
+
+def _check_calibration(arrays: list[np.ndarray], inputs: list[_Input], samples: int,
+                       notes: list[str]) -> list[np.ndarray]:
+    """Shape, dtype, finiteness, count and spread checks; returns up to ``samples`` evenly spaced samples."""
+    from tfedge.datasets import check_inputs_match
+
+    counts = {len(a) for a in arrays}
+    if len(counts) > 1:
+        raise InputError(f"representative_data has different sample counts per input "
+                         f"{dict(zip([i.name for i in inputs], map(len, arrays)))}: they must match")
+    n = counts.pop()
+    if n < MIN_CALIBRATION_SAMPLES:
+        raise InputError(f"representative_data has {n} sample(s); int8 calibration needs at least "
+                         f"{MIN_CALIBRATION_SAMPLES} (about 100-500 typical samples is best)")
+    out = []
+    for arr, inp in zip(arrays, inputs):
+        where = f"representative_data for input '{inp.name}'"
+        check_inputs_match(arr, (None, *inp.shape[1:]), where=where)
+        if inp.dtype.kind == "f":
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                raise InputError(f"{where} holds {bad:,} NaN or Inf value(s); drop or fix those samples")
+        arr = arr.astype(inp.dtype, copy=False)
+        if n > samples:
+            arr = arr[np.linspace(0, n - 1, samples).round().astype(np.int64)]
+        if arr.size and float(arr.max()) == float(arr.min()):
+            msg = (f"{where} is constant (every value is {arr.flat[0]!r}): the int8 ranges will be wrong; "
+                   "calibrate with real samples")
+            warnings.warn(msg, UserWarning, stacklevel=4)
+            notes.append(msg)
+        out.append(arr)
+    if n < samples:
+        notes.append(f"calibrated on all {n} samples given (calibration_samples={samples})")
+    else:
+        notes.append(f"calibrated on {samples} of {n} samples")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# conversion
+
+
+def _has_layer(model: Any, class_names: tuple[str, ...]) -> bool:
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ in class_names or (hasattr(layer, "layers") and _has_layer(layer, class_names)):
+            return True
+    return False
+
+
+def _is_qat(model: Any) -> bool:
+    return _has_layer(model, ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2"))
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[list[str]]:
+    """Send the converter's native log lines (written straight to fd 2) to a temporary file.
+
+    Yields a list that receives the captured text, used to explain a failed conversion.
+    """
+    captured: list[str] = []
+    loggers = [logging.getLogger(n) for n in ("tensorflow", "absl")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield captured
+            finally:
+                os.dup2(saved, 2)
+                tmp.seek(0)
+                captured.append(tmp.read()[-200_000:].decode("utf-8", errors="replace"))
+    finally:
+        os.close(saved)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _first_error(exc: Exception, log: str) -> str:
+    lines = [ln.strip() for ln in f"{exc}\n{log}".splitlines()]
+    for ln in lines:
+        if re.search(r"\berror\b", ln, re.I) and "absl::InitializeLog" not in ln:
+            return re.sub(r"^.*?error:\s*", "", ln, flags=re.I)[:300]
+    return (next((ln for ln in lines if ln), type(exc).__name__))[:300]
+
+
+def _keras_layer_names(model: Any) -> dict[str, str]:
+    """Layer name -> 'name (Class)' for every layer, nested models and TF-MOT wrappers included."""
+    names: dict[str, str] = {}
+    for layer in getattr(model, "layers", []):
+        inner = getattr(layer, "layer", None)
+        label = f"'{getattr(inner, 'name', layer.name)}' ({type(inner or layer).__name__})"
+        names[layer.name] = label
+        if inner is not None:
+            names.setdefault(inner.name, label)
+        if hasattr(layer, "layers"):
+            names.update(_keras_layer_names(layer))
+    return names
+
+
+def _likely_layer(tensor_names: list[str], layers: dict[str, str]) -> str | None:
+    for name in tensor_names:
+        for part in re.split(r"[;/:]", name):
+            if part in layers:
+                return layers[part]
+    return None
+
+
+def _audit(parsed: Model, model: Any, mode: str, float_io: bool) -> None:
+    """Raise ConversionError when an integer conversion left anything float (or not int8)."""
+    offenders = non_int8_ops(parsed, allow_float_io=float_io)
+    if mode == "int16x8":  # int16 activations are the point; only float is wrong
+        offenders = [o for o in offenders if any(d in FLOAT_DTYPES for _, d in o["tensors"])]
+    if not offenders:
+        return
+    layers = _keras_layer_names(model)
+    sub = parsed.subgraphs[0]
+    labels = tensor_labels(sub)
+    parts = []
+    for o in offenders[:8]:
+        tensors = ", ".join(f"'{n}' {d}" for n, d in o["tensors"][:4])
+        names = [n for n, _ in o["tensors"]]
+        if o["index"] >= 0 and o["subgraph"] == 0:  # prefer the op's own output names
+            op = sub.operators[o["index"]]
+            names = [labels[i] for i in op.outputs] + names
+        layer = _likely_layer(names, layers)
+        parts.append(f"{o['op']} #{o['index']} ({tensors}{'; Keras layer ' + layer if layer else ''})")
+    more = f" and {len(offenders) - 8} more" if len(offenders) > 8 else ""
+    raise ConversionError(
+        f"{mode} conversion left {len(offenders)} op(s) not {mode}: {'; '.join(parts)}{more}. Fix: quantize "
+        "those layers (TF-MOT left them float: give them a QuantizeConfig, or pass representative_data so the "
+        "converter calibrates them), or replace them with layers TFLite quantizes"
+    )
+
+
+def _align16_buffer(buf):
+    """Make a schema BufferT pack its data 16-byte aligned, as the converter does (TFLM reads in place)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    class _Aligned(schema.BufferT):
+        def Pack(self, builder):  # noqa: N802 (flatbuffers naming)
+            data = None
+            if self.data is not None and len(self.data):
+                raw = bytes(np.asarray(self.data, dtype=np.uint8))
+                builder.StartVector(1, len(raw), 16)
+                builder.head -= len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            return schema.BufferEnd(builder)
+
+    aligned = _Aligned()
+    aligned.data = buf.data
+    return aligned
+
+
+def _seq(value: Any) -> Any:
+    """An object-API vector (None, list or numpy array: beware, a numpy array's truth value is ambiguous)."""
+    return () if value is None else value
+
+
+def strip_debug_info(content: bytes) -> bytes:
+    """Rewrite a flatbuffer without what only tools read: the description, metadata, signature defs,
+    subgraph names, inner tensor names (model input / output names are kept) and redundant shape
+    signatures. Unused buffers are dropped; constant data stays 16-byte aligned.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    parse(content, "model to strip")
+    m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    if any(b.offset or b.size for b in _seq(m.buffers)):
+        return content  # data stored outside the flatbuffer (> 2 GB models): leave as is
+    m.description = None
+    m.metadata = None
+    m.metadataBuffer = None
+    m.signatureDefs = None
+    used = {0}
+    for s, sub in enumerate(m.subgraphs):
+        keep = {int(i) for i in (*_seq(sub.inputs), *_seq(sub.outputs))} if s == 0 else set()
+        sub.name = None
+        for i, t in enumerate(_seq(sub.tensors)):
+            used.add(t.buffer)
+            if i not in keep:
+                t.name = None
+            if t.shapeSignature is not None and list(t.shapeSignature) == list(_seq(t.shape)):
+                t.shapeSignature = None
+            if t.quantization is not None and len(_seq(t.quantization.scale)):
+                t.quantization.min = t.quantization.max = None
+    old = list(_seq(m.buffers))
+    order = [i for i in range(len(old)) if i in used]
+    remap = {old_i: new_i for new_i, old_i in enumerate(order)}
+    m.buffers = [_align16_buffer(old[i]) for i in order]
+    for sub in m.subgraphs:
+        for t in _seq(sub.tensors):
+            t.buffer = remap[t.buffer]
+    builder = flatbuffers.Builder(len(content))
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _same_on_litert(a: bytes, b: bytes) -> bool:
+    """Run both models on the same random inputs with LiteRT; True when every output is identical."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(0)
+    outputs = []
+    feeds = None
+    for content in (a, b):
+        it = Interpreter(model_content=content)
+        it.allocate_tensors()
+        details = it.get_input_details()
+        if feeds is None:
+            feeds = []
+            for d in details:
+                dt = np.dtype(d["dtype"])
+                if dt.kind == "f":
+                    feeds.append(rng.random(d["shape"]).astype(dt))
+                elif dt.kind in "iu":
+                    info = np.iinfo(dt)
+                    feeds.append(rng.integers(max(info.min, -128), min(info.max, 127), d["shape"], endpoint=True).astype(dt))
+                else:
+                    feeds.append(np.zeros(d["shape"], dt))
+        for d, x in zip(details, feeds):
+            it.set_tensor(d["index"], x)
+        it.invoke()
+        outputs.append([it.get_tensor(d["index"]).copy() for d in it.get_output_details()])
+    return len(outputs[0]) == len(outputs[1]) and all(np.array_equal(x, y) for x, y in zip(*outputs))
+
+
+def convert(
+    model: Any,
+    representative_data: Any = None,
+    quantization: str = "int8",
+    *,
+    int8_io: bool = True,
+    calibration_samples: int = 200,
+    strip_metadata: bool = True,
+) -> TFLiteModel:
+    """Convert a Keras 2 model (plain float or TF-MOT quantization-aware) to TFLite.
+
+    ``quantization``: ``int8`` (full integer, audited op by op; int8 input / output unless
+    ``int8_io=False``), ``int16x8`` (int16 activations, int8 weights), ``float16``, ``dynamic`` or
+    ``float32``. ``representative_data`` (numpy array, dict of arrays keyed by input name,
+    ``tf.data.Dataset`` or a callable yielding batches) calibrates int8 / int16x8; a QAT model does
+    not need it. A dynamic batch is pinned to 1 (see ``.notes``). ``strip_metadata`` drops
+    conversion metadata, signatures and tensor names so the file is smaller on a microcontroller.
+
+    >>> from tfedge import keras
+    >>> model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(2)])
+    >>> convert(model, quantization="float16").quantization
+    'float16'
+    >>> convert(model)
+    Traceback (most recent call last):
+    ...
+    tfedge.errors.InputError: int8 conversion needs representative_data ...
+    """
+    from tfedge._keras import ensure_keras2_model, tf
+
+    if quantization not in MODES:
+        raise InputError(f"quantization must be one of {', '.join(MODES)}, got {quantization!r}")
+    if not isinstance(int8_io, bool):
+        raise InputError(f"int8_io must be True or False, got {int8_io!r}")
+    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, (int, np.integer)) \
+            or calibration_samples < MIN_CALIBRATION_SAMPLES:
+        raise InputError(f"calibration_samples must be an integer >= {MIN_CALIBRATION_SAMPLES}, got {calibration_samples!r}")
+    ensure_keras2_model(model)
+    if _has_layer(model, ("PruneLowMagnitude",)):
+        raise ModelError("model still has TF-MOT pruning wrappers: call tfedge.strip(model) before converting")
+    notes: list[str] = []
+    inputs = _model_inputs(model, notes)
+    qat = _is_qat(model)
+    integer = quantization in ("int8", "int16x8")
+
+    calibration = None
+    if integer and representative_data is None and not (qat and quantization == "int8"):
+        raise InputError(
+            f"{quantization} conversion needs representative_data (about 100-500 typical input samples, e.g. "
+            f"x_train) to calibrate activation ranges; or use a quantization-aware model, or quantization='dynamic'"
+        )
+    if integer and representative_data is not None:
+        calibration = _check_calibration(_collect(representative_data, inputs, int(calibration_samples)),
+                                         inputs, int(calibration_samples), notes)
+    elif representative_data is not None:
+        notes.append(f"representative_data not used: {quantization} needs no calibration")
+    elif integer:
+        notes.append("quantization-aware model: activation ranges come from training (no calibration data)")
+    if qat and not integer:
+        notes.append("quantization-aware model converted to a float mode; int8 is what its training prepared")
+
+    arg_names = [f"{re.sub(r'[^A-Za-z0-9_]', '_', i.name)}_{k}" if len(inputs) > 1 else "input"
+                 for k, i in enumerate(inputs)]
+    specs = [tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=n) for i, n in zip(inputs, arg_names)]
+    single = len(inputs) == 1
+    fn = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
+    try:
+        concrete = fn.get_concrete_function(*specs)
+    except Exception as exc:
+        raise ModelError(f"cannot trace the model at input shape(s) {[i.shape for i in inputs]}: "
+                         f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.exclude_conversion_metadata = bool(strip_metadata)
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if calibration is not None:
+        batch = inputs[0].shape[0]
+        if len(calibration[0]) < batch:
+            raise InputError(f"representative_data has {len(calibration[0])} samples, fewer than the model's "
+                             f"fixed batch size {batch}: pass at least {batch}")
+
+        def representative() -> Iterator[Any]:
+            for start in range(0, len(calibration[0]) - batch + 1, batch):
+                arrays = [arr[start:start + batch] for arr in calibration]
+                # several inputs go by name: the calibrator does not keep the argument order
+                yield arrays if single else dict(zip(arg_names, arrays))
+
+        converter.representative_dataset = representative
+    if quantization == "int8":
+        if calibration is not None:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = tf.int8 if int8_io else tf.float32
+        converter.inference_input_type = converter.inference_output_type = io
+    elif quantization == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        io = tf.int16 if int8_io else tf.float32
+        converter.inference_input_type = converter.inference_output_type = io
+    elif quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+
+    with _quiet_converter() as log, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Statistics for quantized inputs.*")
+        warnings.filterwarnings("ignore", message=".*Interpreter is deprecated.*")  # the calibrator uses the old TF one
+        try:
+            content = converter.convert()
+        except Exception as exc:  # the converter raises many types; the log holds the reason
+            failure: Exception | None = exc
+        else:
+            failure = None
+    if failure is not None:
+        raise ConversionError(
+            f"TFLite {quantization} conversion failed: {_first_error(failure, log[0] if log else '')}. "
+            "Fix: check the model's layers are TFLite builtins, or try another quantization mode"
+        ) from None
+
+    try:
+        parsed = parse(content, "converter output")
+    except InputError as exc:
+        raise ConversionError(f"the TFLite converter wrote a malformed file ({exc})") from None
+    if integer:
+        _audit(parsed, model, quantization, float_io=not int8_io)
+    if quantization == "dynamic":
+        n_int8 = sum(1 for t in parsed.subgraphs[0].tensors if t.is_constant and t.dtype == "int8")
+        notes.append(f"dynamic range: {n_int8} weight tensor(s) stored as int8" if n_int8 else
+                     "dynamic range: no weight tensor was large enough (1024+ values) to quantize; the file is float32")
+
+    if strip_metadata:
+        stripped = strip_debug_info(content)
+        if stripped != content:
+            with _quiet_converter():  # LiteRT announces its delegate on stderr
+                try:
+                    same = _same_on_litert(content, stripped)
+                except Exception:  # e.g. a custom op LiteRT lacks: keep the converter's file
+                    same = False
+            if same:
+                notes.append(f"debug info stripped: {len(content) - len(stripped):,} bytes saved")
+                content = stripped
+            else:
+                msg = "debug info kept: the stripped file did not run identically on LiteRT"
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                notes.append(msg)
+    return TFLiteModel(content, quantization=quantization, notes=notes, source=f"converted {quantization} model")
+
+
+__all__ = ["convert", "TFLiteModel", "strip_debug_info", "MODES", "MIN_CALIBRATION_SAMPLES"]
