@@ -199,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tfedge: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `tfedge inspect FILE | head`: the reader left, nothing is wrong
+        with __import__("contextlib").suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("tfedge: interrupted; no partial output files were left", file=sys.stderr)
         return 130

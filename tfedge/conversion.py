@@ -405,6 +405,16 @@ def _align16_buffer(buf):
     return aligned
 
 
+def _signature_is_pinned(signature: list[int], shape: list[int]) -> bool:
+    """True when a shape signature says no more than the shape: equal, or -1 only where the shape has 1."""
+    return len(signature) == len(shape) and all(s == d or (s == -1 and d == 1) for s, d in zip(signature, shape))
+
+
+def _has_data(buffers: Any, index: int) -> bool:
+    buffers = _seq(buffers)
+    return 0 <= index < len(buffers) and buffers[index].data is not None and len(buffers[index].data) > 0
+
+
 def _seq(value: Any) -> Any:
     """An object-API vector (None, list or numpy array: beware, a numpy array's truth value is ambiguous)."""
     return () if value is None else value
@@ -412,8 +422,9 @@ def _seq(value: Any) -> Any:
 
 def strip_debug_info(content: bytes) -> bytes:
     """Rewrite a flatbuffer without what only tools read: the description, metadata, signature defs,
-    subgraph names, inner tensor names (model input / output names are kept) and redundant shape
-    signatures. Unused buffers are dropped; constant data stays 16-byte aligned.
+    subgraph names, inner tensor names (model inputs / outputs become ``input_0``, ``output_0``, ...) and redundant shape
+    signatures (a -1 batch is pinned to 1). Tensors without constant data share the empty buffer 0,
+    unused buffers are dropped, and constant data stays 16-byte aligned.
     """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
@@ -430,12 +441,15 @@ def strip_debug_info(content: bytes) -> bytes:
     for s, sub in enumerate(m.subgraphs):
         keep = {int(i) for i in (*_seq(sub.inputs), *_seq(sub.outputs))} if s == 0 else set()
         sub.name = None
+        io_names = {int(t): f"input_{n}" for n, t in enumerate(_seq(sub.inputs))}
+        io_names.update({int(t): f"output_{n}" for n, t in enumerate(_seq(sub.outputs))})
         for i, t in enumerate(_seq(sub.tensors)):
+            t.name = io_names.get(i) if i in keep else None
+            if t.shapeSignature is not None and _signature_is_pinned(list(t.shapeSignature), list(_seq(t.shape))):
+                t.shapeSignature = None  # the batch is pinned to 1: LiteRT's resize_tensor_input still works
+            if not t.isVariable and not _has_data(m.buffers, t.buffer):
+                t.buffer = 0  # tensors without constant data share the empty buffer 0
             used.add(t.buffer)
-            if i not in keep:
-                t.name = None
-            if t.shapeSignature is not None and list(t.shapeSignature) == list(_seq(t.shape)):
-                t.shapeSignature = None
             if t.quantization is not None and len(_seq(t.quantization.scale)):
                 t.quantization.min = t.quantization.max = None
     old = list(_seq(m.buffers))

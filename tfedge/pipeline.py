@@ -299,7 +299,7 @@ def run_pipeline(
     with strategy.scope(), _stage("quantization-aware training", out, write):
         qat = tfedge.quantize_aware(student_model, preserve_sparsity=config.sparsity > 0, strict=True)
     qat = _distill(qat, teacher, train, config, config.qat_epochs, strategy, config.qat_learning_rate)
-    record("QAT (fake-quant Keras)", qat, started, sparsity=tfedge.sparsity_report(qat)["overall"],
+    record("QAT (fake-quant Keras)", student_model, started, sparsity=tfedge.sparsity_report(qat)["overall"],
            accuracy={"keras": _accuracy(qat, arrays["x_test"], arrays["y_test"])})
 
     # 5. deployed full int8, validated on the runtimes, exported as a C array
@@ -313,7 +313,7 @@ def run_pipeline(
     result = tfedge.validate(tfl, arrays["x_test"], arrays["y_test"], reference=qat, runtimes=config.runtimes,
                              verbose=config.verbose)
     deployed = result.to_dict()
-    record("deployed int8", qat, started, sparsity=info.sparsity, bytes=tfl.size, gzip_bytes=tfl.gzip_size,
+    record("deployed int8", student_model, started, sparsity=info.sparsity, bytes=tfl.size, gzip_bytes=tfl.gzip_size,
            accuracy=dict(result.accuracy), agreement=deployed.get("agreement"),
            arena_bytes=result.arena_bytes, latency_us=deployed.get("latency_us"),
            compression=teacher_bytes / tfl.size)
