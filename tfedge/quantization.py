@@ -2,26 +2,27 @@
 
 :func:`quantize_aware` wraps every layer TF-MOT 0.8.1 can quantize and leaves the others in float,
 naming them in one :class:`QuantizationWarning` (or a :class:`~tfedge.errors.ModelError` with
-``strict=True``). What TF-MOT 0.8.1 quantizes was checked layer by layer, not read from its docs:
+``strict=True``). Which layers those are was checked on TF-MOT 0.8.1 one by one (most of them in
+``tests/test_quantization.py``), not taken from its docs:
 
-* quantized: Dense, Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, BatchNormalization
-  right after a Conv2D / DepthwiseConv2D / Dense with a linear activation (folded into it), ReLU
-  (incl. ``ReLU(6.0)``), Activation relu / relu6 / softmax / sigmoid / tanh / swish / gelu, Add,
-  Concatenate, Max/Average/GlobalAverage/GlobalMax pooling, UpSampling2D, ZeroPadding2D, Reshape,
-  Flatten, Dropout, Softmax;
-* left in float: Conv1D, Conv3D, Rescaling, Resizing, LayerNormalization, a BatchNormalization not
-  after such a layer, PReLU, ELU, Activation elu, a fused activation other than linear / relu /
-  softmax / sigmoid / tanh / swish / gelu (``Conv2D(activation="relu6")`` included: use a ``ReLU(6.0)``
-  layer), Multiply, Subtract, Maximum, Average, Lambda, custom layers, models nested in the model.
-  With ``preserve_sparsity=True`` also Conv2DTranspose (TF-MOT's prune-preserving scheme lacks it).
+* quantized: Dense, Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, UpSampling2D,
+  BatchNormalization right after a Conv2D / DepthwiseConv2D / Dense with a linear activation
+  (folded into it), ReLU (``ReLU(6.0)`` too), Activation relu / relu6, Add, Concatenate, Max /
+  Average / GlobalAverage / GlobalMax pooling, ZeroPadding2D, Reshape, Flatten, Dropout, Softmax;
+* left in float: Conv1D, Conv3D, Rescaling, Resizing, LayerNormalization, a BatchNormalization
+  anywhere else, PReLU, ELU, Activation elu, a fused activation other than linear / relu / softmax /
+  sigmoid / tanh / swish / gelu (``Conv2D(activation="relu6")`` too: use a ``ReLU(6.0)`` layer),
+  Multiply, Subtract, Maximum, Average, Lambda, custom layers, models nested in the model; with
+  ``preserve_sparsity=True`` also Conv2DTranspose (TF-MOT's prune-preserving scheme lacks it).
+  DepthwiseConv2D is quantized there but its zeros are not kept (TF-MOT prunes it neither).
 
 >>> import tfedge
 >>> from tfedge import keras
 >>> model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
 ...                           keras.layers.ReLU(), keras.layers.Flatten(), keras.layers.Dense(10)])
 >>> qat = tfedge.quantize_aware(model)
->>> [layer.name for layer in qat.layers]
-['quantize_layer', 'quant_conv2d', 'quant_re_lu', 'quant_flatten', 'quant_dense']
+>>> [type(layer).__name__ for layer in qat.layers]
+['QuantizeLayer', 'QuantizeWrapperV2', 'QuantizeWrapperV2', 'QuantizeWrapperV2', 'QuantizeWrapperV2']
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import dataclasses
 import warnings
 from typing import Iterable, Iterator
 
-from tfedge._keras import keras
+from tfedge._keras import keras, tf
 from tfedge.errors import InputError, ModelError
 from tfedge.models import check_graph_model, custom_objects
 
@@ -41,6 +42,13 @@ from tensorflow_model_optimization.python.core.quantization.keras import (  # no
     quantize_aware_activation as _qaa,
     quantize_layer as _qlayer,
     quantize_wrapper as _qwrapper,
+    utils as _qutils,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E402
+    prune_preserve_quantize_registry as _ppq,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+    default_8bit_quantize_registry as _d8,
 )
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper  # noqa: E402
 
@@ -56,7 +64,6 @@ _COST = (
     "(the converted model will not be fully int8, and int8-only targets such as TFLite Micro cannot run it) "
     "or quantizes them from calibration data alone, with the accuracy loss QAT is meant to avoid"
 )
-_FIX = "pass skip=[...names] to keep them float without this message, or strict=True to make it an error"
 
 
 class QuantizationWarning(UserWarning):
@@ -88,6 +95,8 @@ def quantize_aware(
     classes) to keep in float on purpose. Layers TF-MOT cannot quantize stay float with one
     :class:`QuantizationWarning` naming each, or raise :class:`~tfedge.errors.ModelError` when
     ``strict=True``. ``model`` itself is not changed; the copy has no optimizer: compile it.
+    Train it before predicting or converting: its quantization ranges are learnt by training (TF-MOT
+    starts the input's at [0, 0], so an untrained copy maps every input to the same output).
     Call it inside ``strategy.scope()`` to train with a ``tf.distribute`` strategy.
 
     >>> import tfedge
@@ -118,29 +127,25 @@ def quantize_aware(
         candidates = [layer.name for layer in base.layers
                       if not isinstance(layer, keras.layers.InputLayer) and layer.name not in skipped]
         unsupported = _find_unsupported(base, candidates, scheme, preserve_sparsity)
+        problem = ""
         if unsupported:
-            listing = ", ".join(map(str, unsupported))
-            count = f"{len(unsupported)} layer{'s' if len(unsupported) > 1 else ''}"
+            names = [u.name for u in unsupported]
+            problem = (f"{len(names)} layer{'s' if len(names) > 1 else ''} of model '{model.name}' cannot be "
+                       f"quantized by TF-MOT {_tfmot_version()}: {', '.join(map(str, unsupported))}; {_COST}")
             if strict:
-                raise ModelError(
-                    f"strict=True and {count} of model '{model.name}' cannot be quantized by TF-MOT "
-                    f"{_tfmot_version()}: {listing}; {_COST}; replace them with supported layers, or "
-                    "pass skip=[...names] (or strict=False) to keep them float"
-                )
-            warnings.warn(
-                QuantizationWarning(
-                    f"{count} of model '{model.name}' cannot be quantized by TF-MOT {_tfmot_version()} "
-                    f"and stay float: {listing}; {_COST}; {_FIX}"
-                ),
-                stacklevel=2,
-            )
+                raise ModelError(f"strict=True and {problem}: replace them with supported layers, or pass "
+                                 f"skip={names!r} (or strict=False) to keep them float")
         annotate = set(candidates) - {u.name for u in unsupported}
         if not annotate:
             raise ModelError(
                 f"no layer of model '{model.name}' is left to quantize (skipped: {sorted(skipped) or 'none'}, "
-                f"unsupported: {len(unsupported)}): quantize_aware needs at least one Dense / Conv2D-like layer"
+                f"unsupported: {len(unsupported)}): skip fewer layers, or quantize a model with Dense / Conv2D layers"
             )
-        return _apply(base, annotate, scheme)
+        if problem:
+            warnings.warn(QuantizationWarning(
+                f"{problem}. They stay float: pass skip={names!r} to do so without this warning, or "
+                "strict=True to make it an error"), stacklevel=2)
+        return _rebuilt(_apply(base, annotate, scheme, preserve_sparsity))
 
 
 def _tfmot_version() -> str:
@@ -154,7 +159,8 @@ def _scope(model: keras.Model) -> Iterator[None]:
     Safe mode is off only for rebuilding layers that are already in this process (a ``Lambda``'s
     code is the caller's own); nothing is read from a file here.
     """
-    classes = {type(layer).__name__: type(layer) for layer in _all_layers(model)}
+    classes = {type(layer).__name__: type(layer) for layer in _all_layers(model)
+               if not type(layer).__module__.startswith(("tf_keras.", "tensorflow_model_optimization."))}
     with custom_objects(), keras.utils.custom_object_scope(classes), \
             keras.src.saving.serialization_lib.SafeModeScope(False):
         yield
@@ -181,9 +187,11 @@ def _refuse_already_quantized(model: keras.Model) -> None:
 
 
 def _strip_pruning(model: keras.Model) -> keras.Model:
-    """A copy of ``model`` with its own weights; TF-MOT pruning wrappers are stripped (zeros kept)."""
-    if any(isinstance(layer, _pwrapper.PruneLowMagnitude) for layer in model.layers):
-        model = tfmot.sparsity.keras.strip_pruning(model)  # shares layers with the caller's model
+    """A copy of ``model`` with its own weights; pruning wrappers are stripped (:func:`tfedge.strip`, zeros kept)."""
+    if any(isinstance(layer, _pwrapper.PruneLowMagnitude) for layer in _all_layers(model)):
+        from tfedge.pruning import strip
+
+        return strip(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
@@ -305,37 +313,144 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
+class QuantizeLayer(_qlayer.QuantizeLayer):
+    """TF-MOT's ``QuantizeLayer`` (same name in saved files), built once, by the model's own call.
+
+    TF-MOT 0.8.1's never sets ``built``, so loading a ``.keras`` file built it twice and failed
+    ("expected 5 variables, but received 3").
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.built = True
+
+    def build_from_config(self, config):
+        """Skip the early build of a file load: the model's call builds it, in its name scope."""
+
+
+class QuantizeWrapperV2(_qwrapper.QuantizeWrapperV2):
+    """TF-MOT's ``QuantizeWrapperV2`` (same name in saved files) that builds the layer it wraps itself.
+
+    TF-MOT's, when deserialized, gets its layer already built and then tracks some variables twice:
+    the ``.keras`` file holds more values than a reloaded wrapper has variables, and the load fails.
+    """
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("layer"), dict):
+            config["layer"] = {k: v for k, v in config["layer"].items() if k != "build_config"}
+        return super().from_config(config)
+
+    def build_from_config(self, config):
+        """Skip the early build of a file load: the model's call builds it, in its name scope."""
+
+
+class _KeepZeros:
+    """Weight quantizer mixin: weights that are zero stay zero (no gradient reaches them).
+
+    TF-MOT's prune-preserving quantizers take the zero mask once, when built; this one takes it at
+    every step, so the mask is right after a model is rebuilt or loaded from a file too.
+    """
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        mask = tf.stop_gradient(tf.cast(tf.not_equal(inputs, 0), inputs.dtype))
+        return super().__call__(inputs, training, dict(weights, sparsity_mask=mask), **kwargs)
+
+
+class _KeepZerosWeightsQuantizer(_KeepZeros, _ppq.PrunePreserveDefault8BitWeightsQuantizer):
+    pass
+
+
+class _KeepZerosConvWeightsQuantizer(_KeepZeros, _ppq.PrunePreserveDefault8BitConvWeightsQuantizer):
+    pass
+
+
+@keras.utils.register_keras_serializable(package="tfedge", name="PrunePreserveQuantizeConfig")
+class PrunePreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """TF-MOT's 8-bit config of a Dense / Conv2D layer whose zero weights stay zero; saved with the model.
+
+    (TF-MOT's prune-preserving scheme does not save its weight quantizer: a reloaded model lost it.)
+    """
+
+    def __init__(self, config):
+        if isinstance(config, dict):
+            config = _qutils.deserialize_keras_object(config, module_objects=_d8._types_dict())  # pylint: disable=protected-access
+        self.config = config
+        conv = isinstance(config, _d8.Default8BitConvQuantizeConfig)
+        config.weight_quantizer = _KeepZerosConvWeightsQuantizer() if conv else _KeepZerosWeightsQuantizer()
+
+    def get_weights_and_quantizers(self, layer):
+        return self.config.get_weights_and_quantizers(layer)
+
+    def get_activations_and_quantizers(self, layer):
+        return self.config.get_activations_and_quantizers(layer)
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        self.config.set_quantize_weights(layer, quantize_weights)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        self.config.set_quantize_activations(layer, quantize_activations)
+
+    def get_output_quantizers(self, layer):
+        return self.config.get_output_quantizers(layer)
+
+    def get_config(self):
+        return {"config": _qutils.serialize_keras_object(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def load_objects() -> dict:
+    """The classes tfedge's QAT models need to load (used by :func:`tfedge.models.custom_objects`).
+
+    >>> sorted(load_objects())
+    ['QuantizeLayer', 'QuantizeWrapperV2', 'tfedge>PrunePreserveQuantizeConfig']
+    """
+    return {"QuantizeLayer": QuantizeLayer, "QuantizeWrapperV2": QuantizeWrapperV2,
+            "tfedge>PrunePreserveQuantizeConfig": PrunePreserveQuantizeConfig}
+
+
 class _AnnotatedOnly(tfmot.quantization.keras.QuantizeScheme):
-    """``scheme``, except that layers left unannotated stay fully float.
+    """``scheme``, except that layers left unannotated stay fully float, and zeros stay zero if asked.
 
     TF-MOT otherwise adds an output quantizer to an unannotated layer its registry knows when it
     feeds an annotated one, which crashes for a refused activation and is not "float" for a skipped one.
     """
 
-    def __init__(self, scheme, keep_float: set[str]):
+    def __init__(self, scheme, keep_float: set[str], preserve_sparsity: bool):
         self._scheme = scheme
         self._keep_float = keep_float
+        self._preserve_sparsity = preserve_sparsity
 
     def get_layout_transformer(self):
         return self._scheme.get_layout_transformer()
 
     def get_quantize_registry(self):
-        return _RegistryView(self._scheme.get_quantize_registry(), self._keep_float)
+        return _RegistryView(self._scheme.get_quantize_registry(), self._keep_float, self._preserve_sparsity)
 
 
 class _RegistryView(tfmot.quantization.keras.QuantizeRegistry):
-    def __init__(self, registry, keep_float: set[str]):
+    def __init__(self, registry, keep_float: set[str], preserve_sparsity: bool):
         self._registry = registry
         self._keep_float = keep_float
+        self._preserve_sparsity = preserve_sparsity
 
     def supports(self, layer):
         return layer.name not in self._keep_float and self._registry.supports(layer)
 
     def get_quantize_config(self, layer):
-        return self._registry.get_quantize_config(layer)
+        config = self._registry.get_quantize_config(layer)
+        if self._preserve_sparsity and isinstance(
+            getattr(config, "weight_quantizer", None), _ppq.PrunePreserveDefaultWeightsQuantizer
+        ):
+            return PrunePreserveQuantizeConfig(config)
+        return config
 
 
-def _apply(model: keras.Model, annotate: set[str], scheme) -> keras.Model:
+def _apply(model: keras.Model, annotate: set[str], scheme, preserve_sparsity: bool) -> keras.Model:
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in annotate:
             return tfmot.quantization.keras.quantize_annotate_layer(layer)
@@ -344,10 +459,30 @@ def _apply(model: keras.Model, annotate: set[str], scheme) -> keras.Model:
     keep_float = {layer.name for layer in model.layers} - annotate
     try:
         annotated = keras.models.clone_model(model, clone_function=wrap)
-        return tfmot.quantization.keras.quantize_apply(annotated, _AnnotatedOnly(scheme, keep_float))
+        return tfmot.quantization.keras.quantize_apply(
+            annotated, _AnnotatedOnly(scheme, keep_float, preserve_sparsity))
     except Exception as exc:  # noqa: BLE001 - never hand TF-MOT's bare error to the user
         raise ModelError(f"TF-MOT could not quantize model '{model.name}': {_first_line(exc)}; "
                          "pass the layer it names in skip=[...] to keep it float") from None
 
 
-__all__ = ["quantize_aware", "QuantizationWarning"]
+def _rebuilt(qat: keras.Model) -> keras.Model:
+    """``qat`` with TF-MOT's wrapper and input quantizer replaced by the fixed ones above (same weights).
+
+    It saves and reloads exactly (``.keras`` and ``.h5``), and a reloaded model is built the same way.
+    """
+    fixed = {_qwrapper.QuantizeWrapperV2: QuantizeWrapperV2, _qlayer.QuantizeLayer: QuantizeLayer}
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return fixed.get(type(layer), type(layer)).from_config(layer.get_config())
+
+    fresh = keras.models.clone_model(qat, clone_function=clone)
+    before, after = [tuple(w.shape) for w in qat.weights], [tuple(w.shape) for w in fresh.weights]
+    if before != after:  # never seen; refuse rather than mix up weights
+        raise ModelError(f"quantization-aware model '{qat.name}' did not rebuild with the same weights "
+                         f"({len(before)} vs {len(after)}): please report this model")
+    fresh.set_weights(qat.get_weights())
+    return fresh
+
+
+__all__ = ["quantize_aware", "QuantizationWarning", "PrunePreserveQuantizeConfig", "load_objects"]
