@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,10 +22,25 @@ tf.config.set_logical_device_configuration(
 )
 
 
+_KEY_BASES = itertools.count(start=1_000_000, step=1_000)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_collective_keys(monkeypatch):
+    """Give the MirroredStrategy of each test its own collective keys.
+
+    Every new MirroredStrategy numbers its collective ops from the same keys, so a later strategy whose
+    ops have other shapes fails with "Shape mismatch in the collective instance"
+    (tensorflow/tensorflow#62790). ``_collective_key_base`` is TensorFlow's hook for tests that make
+    several strategies in one process.
+    """
+    monkeypatch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", next(_KEY_BASES))
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
+import functools
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -189,6 +190,23 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _weights_sha256(model: keras.Model) -> str:
+    """SHA-256 over the shapes, dtypes and bytes of every weight of ``model``, in order (names left out).
+
+    The workers of a multi-worker run keep their weights in sync, so each ends with the same digest.
+
+    >>> model = keras.Sequential([keras.layers.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    >>> _weights_sha256(model)[:16]
+    '0c9382f210504e85'
+    """
+    digest = hashlib.sha256()
+    for value in model.get_weights():
+        value = np.ascontiguousarray(value)
+        digest.update(f"{value.dtype.str}{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------------------------
 # the pipeline
 
@@ -339,6 +357,7 @@ def run_pipeline(
         "stages": stages,
         "deployed": deployed,
         "fully_int8": bool(info.fully_int8),
+        "student_weights_sha256": _weights_sha256(qat),
         "files": files,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -378,27 +397,106 @@ def demo(out_dir: str = "tflite_models", quick: bool = False, verbose: int = 1) 
     return run_pipeline(config, digits())
 
 
+@dataclasses.dataclass(frozen=True)
+class ClusterTask:
+    """This process's place in a multi-worker cluster, as ``TF_CONFIG`` describes it."""
+
+    type: str  # "chief" or "worker"
+    index: int
+    workers: int  # training tasks in the cluster: the chief (if any) and every worker
+    chief: bool  # the one task that writes outputs
+
+
+def _cluster_task(raw: str | None) -> ClusterTask:
+    """Read ``TF_CONFIG`` (the JSON text ``raw``) without starting TensorFlow: who this task is, who writes.
+
+    The chief is the ``chief`` task, or worker 0 when the cluster has no ``chief`` job (TensorFlow's rule).
+
+    >>> cluster = '{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, '
+    >>> _cluster_task(cluster + '"task": {"type": "worker", "index": 1}}')
+    ClusterTask(type='worker', index=1, workers=2, chief=False)
+    >>> _cluster_task(cluster + '"task": {"type": "worker", "index": 2}}')
+    Traceback (most recent call last):
+    tfedge.errors.InputError: TF_CONFIG task worker 2 is not in the cluster, which lists 2 worker addresses ...
+    """
+    see = "see README 'Scaling out'"
+    if not raw or not raw.strip():
+        raise InputError(f"--distribute multiworker needs TF_CONFIG in the environment (the cluster and this task), "
+                         f"got none: {see}")
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise InputError(f"TF_CONFIG is not valid JSON, got {raw[:60]!r}: {see}") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise InputError(f"TF_CONFIG needs a 'cluster' object and a 'task' object, got {raw[:60]!r}: {see}")
+    other = sorted(set(cluster) - {"chief", "worker"})
+    if other:
+        raise InputError(f"TF_CONFIG cluster has a '{other[0]}' job, which MultiWorkerMirroredStrategy does not use: "
+                         "list only 'chief' and 'worker' addresses")
+    for job, hosts in cluster.items():
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and ":" in h for h in hosts):
+            raise InputError(f"TF_CONFIG cluster '{job}' must be a list of 'host:port' addresses, got {hosts!r}")
+    if len(cluster.get("chief", [])) > 1:
+        raise InputError(f"TF_CONFIG cluster 'chief' must list one address, got {len(cluster['chief'])}")
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster:
+        raise InputError(f"TF_CONFIG task type must be one of the cluster's jobs ({', '.join(sorted(cluster))}), "
+                         f"got {kind!r}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise InputError(f"TF_CONFIG task {kind} {index} is not in the cluster, which lists {len(cluster[kind])} "
+                         f"{kind} addresses (index 0 to {len(cluster[kind]) - 1}): give every process its own "
+                         "task index")
+    chief = kind == "chief" or ("chief" not in cluster and index == 0)
+    return ClusterTask(kind, index, sum(len(hosts) for hosts in cluster.values()), chief)
+
+
+def _lost_worker(task: ClusterTask, exc: Exception) -> TfedgeError:
+    """One line for TensorFlow's error when another task of the cluster stopped in the middle of a run.
+
+    >>> error = RuntimeError("in user code: ... ipv4:127.0.0.1:41211: Failed to connect to remote host")
+    >>> print(_lost_worker(ClusterTask("worker", 1, workers=2, chief=False), error))
+    worker 1 lost the connection to another task of the multi-worker run (127.0.0.1:41211): look for ...
+    """
+    import re
+
+    peer = re.search(r"\b(\d{1,3}(?:\.\d{1,3}){3}:\d+)", str(exc))
+    return TfedgeError(f"{task.type} {task.index} lost the connection to another task of the multi-worker run"
+                       + (f" ({peer.group(1)})" if peer else "") + ": look for the first error in the other tasks' "
+                       "logs, then start the command again on every worker")
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy per process, reused by every ``--distribute mirrored`` run.
+
+    Each new MirroredStrategy numbers its collective ops from the same keys, so a second one in the same
+    process can fail with "Shape mismatch in the collective instance" (tensorflow/tensorflow#62790).
+    """
+    return tf.distribute.MirroredStrategy()
+
+
 def _strategy(distribute: str) -> tuple[tf.distribute.Strategy, bool]:
-    """The strategy for ``--distribute`` and whether this process is the chief (the one that writes)."""
+    """The strategy for ``--distribute`` and whether this process is the chief (the one that writes).
+
+    ``multiworker`` reads ``TF_CONFIG`` and joins the cluster: it waits until every task has started.
+    """
     if distribute == "none":
         return tf.distribute.get_strategy(), True
     if distribute == "mirrored":
-        return tf.distribute.MirroredStrategy(), True
+        return _mirrored_strategy(), True
     if distribute == "multiworker":
-        raw = __import__("os").environ.get("TF_CONFIG")
-        if not raw:
-            raise InputError("--distribute multiworker needs TF_CONFIG (cluster and task) in the environment: "
-                             "see README 'Scaling out'")
+        task = _cluster_task(os.environ.get("TF_CONFIG"))
         try:
-            tf_config = json.loads(raw)
-            task = tf_config["task"]
-            cluster = tf_config["cluster"]
-        except (ValueError, KeyError, TypeError):
-            raise InputError("TF_CONFIG is not valid JSON with 'cluster' and 'task': see README 'Scaling out'") from None
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        chief = task.get("type") == "chief" or ("chief" not in cluster and task.get("type") == "worker"
-                                                  and int(task.get("index", 0)) == 0)
-        return strategy, chief
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as exc:
+            if "program startup" not in str(exc):
+                raise
+            raise InputError("--distribute multiworker must start before anything else runs TensorFlow in this "
+                             "process, but TensorFlow was already running: start `tfedge compress ... --distribute "
+                             "multiworker` as a process of its own on every worker") from None
+        return strategy, task.chief
     raise InputError(f"distribute must be none, mirrored or multiworker, got {distribute!r}")
 
 
@@ -419,6 +517,10 @@ def compress(
 
     The student is ``student`` (a ``.keras`` file) or, by default, a copy of the teacher that is
     then pruned and quantization-aware trained, distilled from the teacher throughout.
+    ``distribute``: ``"none"``, ``"mirrored"`` (every local GPU) or ``"multiworker"`` (the cluster in
+    ``TF_CONFIG``; run the same command on every worker). In a multi-worker run every worker trains
+    and evaluates the same steps in lockstep and only the chief writes ``out_dir``; every worker
+    logs the SHA-256 of its final student weights, which is the same on all of them.
     """
     from sklearn.model_selection import train_test_split
 
@@ -426,24 +528,29 @@ def compress(
     from tfedge.models import load_model
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output folder '{out}' is a file: give a folder")
-    if not out.exists() and not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise InputError(f"the parent of output folder '{out}' does not exist: create it first (mkdir -p {out})")
+    task = _cluster_task(os.environ.get("TF_CONFIG")) if distribute == "multiworker" else None
+    if task is None or task.chief:  # only the chief writes: the other workers never touch the output folder
+        if out.exists() and not out.is_dir():
+            raise InputError(f"output folder '{out}' is a file: give a folder")
+        if not out.exists() and not (out.parent if str(out.parent) else Path(".")).is_dir():
+            raise InputError(f"the parent of output folder '{out}' does not exist: create it first (mkdir -p {out})")
+    # read the data before joining a cluster, so that a bad file stops this worker at once
+    x, y = load_npz(train, labels=True)
+    x_val = y_val = None
+    if val:
+        x_val, y_val = load_npz(val, labels=True)
+    elif len(x) < 10:
+        raise InputError(f"data file '{train}' has {len(x)} samples; give at least 10, or a separate --val file")
     strategy, chief = _strategy(distribute)
     with strategy.scope():  # the Distiller needs teacher and student built under the same strategy
         teacher = load_model(model, trust=trust_model)
-    x, y = load_npz(train, labels=True)
     check_inputs_match(x, teacher.input_shape, f"data file '{train}'")
     check_labels_fit(y, int(teacher.output_shape[-1]), f"data file '{train}'")
     if val:
-        x_val, y_val = load_npz(val, labels=True)
         check_inputs_match(x_val, teacher.input_shape, f"data file '{val}'")
         check_labels_fit(y_val, int(teacher.output_shape[-1]), f"data file '{val}'")
         x_train, y_train = x, y
     else:
-        if len(x) < 10:
-            raise InputError(f"data file '{train}' has {len(x)} samples; give at least 10, or a separate --val file")
         x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, random_state=0)
     if student:
         with strategy.scope():
@@ -459,9 +566,21 @@ def compress(
                             distill_epochs=distill_epochs, prune_epochs=e, qat_epochs=max(1, e // 2 + 1),
                             learning_rate=1e-3, qat_learning_rate=2e-4, augment=False, verbose=verbose)
     data = Split(x_train, y_train, x_val, y_val)
+    if task is not None:
+        _log(config, f"multi-worker run: {task.type} {task.index} of {task.workers} tasks, "
+                     f"{strategy.num_replicas_in_sync} replicas in sync; "
+                     + (f"this chief writes {out}" if chief else "the chief writes the outputs, this task writes none"))
     if chief:
         out.mkdir(exist_ok=True)
-    return run_pipeline(config, data, teacher=teacher, student=student_model, strategy=strategy, write=chief)
+    try:
+        report = run_pipeline(config, data, teacher=teacher, student=student_model, strategy=strategy, write=chief)
+    except tf.errors.UnavailableError as exc:
+        if task is None:
+            raise
+        raise _lost_worker(task, exc) from None
+    if task is not None:
+        _log(config, f"{task.type} {task.index} done; final student weights sha256 {report['student_weights_sha256']}")
+    return report
 
 
 __all__ = ["PipelineConfig", "run_pipeline", "demo", "compress", "digits_teacher", "digits_student"]
