@@ -48,3 +48,19 @@ def test_input_checks(tmp_path, monkeypatch):
     big.write_bytes(b"x" * 2048)
     with pytest.raises(InputError, match="2,048 bytes, over the 1,024-byte cap"):
         files.read_bytes(big, max_bytes=1024)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    fresh = tmp_path / "fresh.bin"
+    files.atomic_write_bytes(fresh, b"x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0o600
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    files.atomic_write_bytes(kept, b"new")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640

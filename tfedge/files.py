@@ -27,8 +27,12 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 PathLike = str | os.PathLike
 
 
-def check_input_file(path: PathLike, what: str = "file", max_bytes: int = MAX_FILE_BYTES) -> Path:
-    """Return ``path`` as a Path after checking it is an existing, non-empty file under the size cap."""
+def check_input_file(path: PathLike, what: str = "file", max_bytes: int | None = None) -> Path:
+    """Return ``path`` as a Path after checking it is an existing, non-empty file under the size cap.
+
+    ``max_bytes`` defaults to :data:`MAX_FILE_BYTES` as it is when called (so raising it works).
+    """
+    max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} '{p}' does not exist: check the path")
@@ -45,7 +49,7 @@ def check_input_file(path: PathLike, what: str = "file", max_bytes: int = MAX_FI
     return p
 
 
-def read_bytes(path: PathLike, what: str = "file", max_bytes: int = MAX_FILE_BYTES) -> bytes:
+def read_bytes(path: PathLike, what: str = "file", max_bytes: int | None = None) -> bytes:
     """Read a whole input file after :func:`check_input_file`."""
     p = check_input_file(path, what, max_bytes)
     try:
@@ -68,6 +72,16 @@ def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: s
     return p
 
 
+def _final_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0o666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_writer(path: PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path``, on any failure it is removed."""
@@ -81,6 +95,7 @@ def atomic_writer(path: PathLike, mode: str = "wb") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _final_mode(p))
         os.replace(tmp, p)
     except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
         with contextlib.suppress(OSError):

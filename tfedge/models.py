@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, Iterator
 
 from tfedge._keras import ensure_keras2_model, keras
 from tfedge.errors import InputError, ModelError
-from tfedge.files import PathLike, check_input_file
+from tfedge.files import PathLike, _final_mode, check_input_file
 
 _UNSAFE_LAYERS = {
     "Lambda": "it runs arbitrary Python code when loaded",
@@ -73,6 +74,10 @@ def _check_keras_archive(p: Path) -> None:
             if info.file_size > 64 * 1024 * 1024:
                 raise InputError(f"{where}: config.json is {info.file_size:,} bytes, refused as implausible")
             config = json.loads(zf.read("config.json"))
+            saved_by = ""
+            if "metadata.json" in zf.namelist() and zf.getinfo("metadata.json").file_size < 65536:
+                metadata = json.loads(zf.read("metadata.json"))
+                saved_by = str(metadata.get("keras_version", "")) if isinstance(metadata, dict) else ""
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise InputError(f"{where} is corrupted: {exc}") from None
     for layer in _walk_layers(config):
@@ -90,6 +95,11 @@ def _check_keras_archive(p: Path) -> None:
                     f"{where} contains a {cls} layer '{name}' that reads its vocabulary from the file "
                     f"'{vocab}', refused: pass the vocabulary as a list instead of a path"
                 )
+    if saved_by.startswith("3."):
+        raise ModelError(
+            f"{where} was saved by Keras {saved_by}; tfedge loads Keras 2 (tf_keras) models: rebuild it with "
+            "`from tfedge import keras`, copy the weights over (set_weights(get_weights())) and save it again"
+        )
 
 
 def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) -> keras.Model:
@@ -128,6 +138,13 @@ def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) ->
         raise
     except Exception as exc:  # Keras raises many types for a bad file
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        unknown = re.search(r"Could not locate class '([^']+)'", msg)
+        if unknown:
+            raise ModelError(
+                f"model '{p}' uses the class '{unknown.group(1)}', which is not a built-in Keras layer or model "
+                "(a subclassed model or an unregistered custom layer): rebuild it from built-in layers with "
+                "keras.Sequential or keras.Model(inputs, outputs) and save it again"
+            ) from None
         raise InputError(f"cannot load model '{p}': {msg[:300]}") from None
     ensure_keras2_model(model, f"model '{p}'")
     return model
@@ -146,6 +163,7 @@ def save_model(model: keras.Model, path: PathLike) -> None:
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, _final_mode(p))
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -91,13 +91,15 @@ def plot(report: dict, path: PathLike) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for stage in report.get("stages", []):
-        if not stage.get("bytes") or not stage.get("accuracy"):
-            continue
+    points = [s for s in report.get("stages", []) if s.get("bytes") and s.get("accuracy")]
+    largest = max((s["bytes"] for s in points), default=0)
+    for stage in points:
         acc = min(stage["accuracy"].values())
         ax.scatter(stage["bytes"], 100 * acc, s=60, zorder=3)
         label = f"{stage['stage']}\n{stage['bytes']:,} B, {100 * acc:.1f} %"
-        ax.annotate(label, (stage["bytes"], 100 * acc), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        right = stage["bytes"] == largest  # keep the largest model's label inside the axes
+        ax.annotate(label, (stage["bytes"], 100 * acc), textcoords="offset points", xytext=(-8 if right else 8, -4),
+                    ha="right" if right else "left", va="top", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("model size (bytes, .tflite; log scale)")
     ax.set_ylabel("test accuracy (%; lowest runtime)")
