@@ -132,13 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tfedge {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # --debug also works after the subcommand
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
-    p = sub.add_parser("demo", help="the main job: teacher -> distilled, pruned, QAT int8 student on bundled digits")
+    p = sub.add_parser("demo", parents=[common], help="the main job: teacher -> distilled, pruned, QAT int8 student on bundled digits")
     p.add_argument("--out", default="tflite_models", help="output folder (default: tflite_models)")
     p.add_argument("--quick", action="store_true", help="a short run for tests (under a minute)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("compress", help="the same pipeline on your own model (the teacher) and data")
+    p = sub.add_parser("compress", parents=[common], help="the same pipeline on your own model (the teacher) and data")
     p.add_argument("model", help="teacher model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", required=True, help="training data .npz with x and y")
     p.add_argument("--val", help="validation / test data .npz with x and y (default: 20%% of --data)")
@@ -151,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
     p.set_defaults(func=_cmd_compress)
 
-    p = sub.add_parser("convert", help="convert a Keras model to TFLite (int8 audited op by op)")
+    p = sub.add_parser("convert", parents=[common], help="convert a Keras model to TFLite (int8 audited op by op)")
     p.add_argument("model", help="Keras model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", help="calibration data .npz with x (required for int8)")
     p.add_argument("--quantization", choices=("int8", "int16x8", "float16", "dynamic", "float32"), default="int8")
@@ -160,12 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("inspect", help="read a .tflite without running it: ops, dtypes, sparsity, size")
+    p = sub.add_parser("inspect", parents=[common], help="read a .tflite without running it: ops, dtypes, sparsity, size")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("validate", help="run a .tflite on LiteRT and TFLite Micro: accuracy, agreement, arena, latency")
+    p = sub.add_parser("validate", parents=[common], help="run a .tflite on LiteRT and TFLite Micro: accuracy, agreement, arena, latency")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--data", required=True, help="test data .npz with x (and y for accuracy)")
     p.add_argument("--reference", help="Keras model to compare against (.keras)")
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true", help="allow an .h5 / SavedModel reference")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("export-c", help="write the .tflite as a C array (.h/.cc) for TFLite Micro")
+    p = sub.add_parser("export-c", parents=[common], help="write the .tflite as a C array (.h/.cc) for TFLite Micro")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", help="C identifier (default: from the file name)")
