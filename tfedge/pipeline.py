@@ -186,6 +186,34 @@ def _stage(label: str, out: Path, write: bool):
         raise type(exc)(f"stage '{label}' failed: {exc}{kept}") from exc
 
 
+def copy_with_softmax_layer(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` (same weights) whose softmax, if fused into the last Dense, is a separate layer.
+
+    Pruning and QAT wrap the last Dense; with its softmax fused inside, a Distiller cannot reach the
+    logits. The copy computes the same function with ``Dense(activation=None)`` then ``Softmax()``.
+
+    >>> from tfedge import keras
+    >>> m = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    >>> [type(l).__name__ for l in copy_with_softmax_layer(m).layers]
+    ['InputLayer', 'Dense', 'Softmax']
+    """
+    last = model.layers[-1]
+    fused = isinstance(last, keras.layers.Dense) and keras.activations.serialize(last.activation) == "softmax"
+
+    def clone(layer):
+        config = layer.get_config()
+        if fused and layer is last:
+            config["activation"] = "linear"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    if not fused:
+        return copy
+    outputs = keras.layers.Softmax(name=f"{last.name}_softmax")(copy.outputs[0])
+    return keras.Model(copy.inputs, outputs, name=model.name)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -558,8 +586,7 @@ def compress(
         distill_epochs = epochs or 10
     else:
         with strategy.scope():
-            student_model = keras.models.clone_model(teacher)
-            student_model.set_weights(teacher.get_weights())
+            student_model = copy_with_softmax_layer(teacher)
         distill_epochs = 0
     e = epochs or 5
     config = PipelineConfig(out_dir=str(out), name=Path(model).stem, sparsity=sparsity, teacher_epochs=0,
@@ -583,4 +610,4 @@ def compress(
     return report
 
 
-__all__ = ["PipelineConfig", "run_pipeline", "demo", "compress", "digits_teacher", "digits_student"]
+__all__ = ["PipelineConfig", "run_pipeline", "demo", "compress", "copy_with_softmax_layer", "digits_teacher", "digits_student"]
