@@ -177,6 +177,10 @@ def run(folder: Path, progress: _Progress) -> dict:
             progress.done(i + 1, len(samples))
         np.save(folder / "outputs.npy", outputs, allow_pickle=False)
         first = samples[:1].reshape(batch_shape)
+    else:  # run once here, so that a model that crashes on invoke is reported, not measured as fitting
+        progress.stage("running one sample")
+        interp.set_input(first, 0)
+        interp.invoke()
 
     arena_bytes = None
     if options.get("measure_arena"):

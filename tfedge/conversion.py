@@ -133,6 +133,10 @@ class _Input:
 def _model_inputs(model: Any, notes: list[str]) -> list[_Input]:
     inputs = list(getattr(model, "inputs", None) or [])
     if not inputs:
+        if getattr(model, "built", False) and not getattr(model, "_is_graph_network", True):
+            from tfedge.models import check_graph_model
+
+            check_graph_model(model)  # raises for a subclassed model, naming it and how to rebuild it
         raise ModelError("model has no known input shape: start it with keras.layers.Input(shape) "
                          "(or call model.build(shape)) before converting")
     names = list(getattr(model, "input_names", None) or [t.name for t in inputs])

@@ -67,6 +67,20 @@ def _check_array(name: str, arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
+def _check_unpacked_size(p, where: str) -> None:
+    """Refuse an archive that unpacks to more than the size cap (a small compressed file can hold gigabytes)."""
+    from tfedge import files
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            unpacked = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{where} is not a readable .npz: {exc}") from None
+    if unpacked > files.MAX_FILE_BYTES:
+        raise InputError(f"{where} unpacks to {unpacked:,} bytes, over the {files.MAX_FILE_BYTES:,}-byte cap: "
+                         "pass less data (or raise tfedge.files.MAX_FILE_BYTES if you trust it)")
+
+
 def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Load ``x`` (float32) and, if present, ``y`` (int64 labels) from an ``.npz`` file.
 
@@ -78,6 +92,7 @@ def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarr
     where = f"data file '{p}'"
     if not zipfile.is_zipfile(p):
         raise InputError(f"{where} is not an .npz archive: save it with numpy.savez(path, x=..., y=...)")
+    _check_unpacked_size(p, where)
     try:
         with np.load(p, allow_pickle=False) as npz:
             keys = set(npz.files)

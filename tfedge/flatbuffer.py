@@ -27,9 +27,11 @@ from typing import NoReturn
 from ai_edge_litert import schema_py_generated as _schema  # fast, TensorFlow-free import
 
 from tfedge.errors import InputError
-from tfedge.files import MAX_FILE_BYTES
+from tfedge import files as _files
 
 IDENTIFIER = b"TFL3"
+#: Size cap of :func:`parse`; None: ``tfedge.files.MAX_FILE_BYTES`` as it is when parse runs (raising it works).
+MAX_FILE_BYTES: int | None = None
 SCHEMA_VERSION = 3
 #: Largest tensor (bytes) a model may declare; TFLite and TFLite Micro size tensors with 32-bit ints.
 MAX_TENSOR_BYTES = 2**31 - 1
@@ -604,9 +606,10 @@ def parse(content: bytes, source: str = "model") -> Model:
     if not isinstance(content, bytes):
         raise InputError(f"{source}: expected the bytes of a .tflite model, got {type(content).__name__}")
     n = len(content)
-    if n > MAX_FILE_BYTES:
+    cap = _files.MAX_FILE_BYTES if MAX_FILE_BYTES is None else MAX_FILE_BYTES
+    if n > cap:
         raise InputError(
-            f"{source} is {n:,} bytes, over the {MAX_FILE_BYTES:,}-byte cap: "
+            f"{source} is {n:,} bytes, over the {cap:,}-byte cap: "
             "pass a smaller model (or raise tfedge.files.MAX_FILE_BYTES if you trust it)"
         )
     if n < 24:

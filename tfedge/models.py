@@ -17,6 +17,7 @@ load only with ``trust=True`` (``--trust-model`` in the CLI).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tfedge._keras import ensure_keras2_model, keras
+from tfedge import files
 from tfedge.errors import InputError, ModelError
 from tfedge.files import PathLike, _final_mode, check_input_file
 
@@ -35,6 +37,22 @@ _UNSAFE_LAYERS = {
     "TFSMLayer": "it loads and runs a SavedModel from another path",
 }
 _LOOKUP_LAYERS = {"StringLookup", "IntegerLookup", "TextVectorization", "Hashing"}
+# Packages whose classes a .keras config may name. Keras (safe mode too) imports whatever module a
+# config names and calls the class it finds there, so any other module is refused before loading.
+_KERAS_PACKAGES = ("keras", "tf_keras", "tensorflow_model_optimization", "tfedge")
+
+
+def _foreign_module(entry: dict) -> str | None:
+    """The module an object in a config names, when it is outside Keras, TF-MOT and tfedge."""
+    module = entry.get("module")
+    if module is None:
+        return None
+    if module == "builtins" and entry.get("class_name") == "function":  # Keras' functions saved by name
+        name = entry.get("config")
+        return None if isinstance(name, str) and not hasattr(builtins, name) else f"builtins.{name}"
+    if isinstance(module, str) and any(module == pkg or module.startswith(pkg + ".") for pkg in _KERAS_PACKAGES):
+        return None
+    return str(module)
 
 
 @contextlib.contextmanager
@@ -70,6 +88,10 @@ def _check_keras_archive(p: Path) -> None:
         with zipfile.ZipFile(p) as zf:
             if "config.json" not in zf.namelist():
                 raise InputError(f"{where} has no config.json: not a Keras model archive")
+            unpacked = sum(member.file_size for member in zf.infolist())
+            if unpacked > files.MAX_FILE_BYTES:  # a small compressed file can unpack to gigabytes
+                raise InputError(f"{where} unpacks to {unpacked:,} bytes, over the {files.MAX_FILE_BYTES:,}-byte cap: "
+                                 "pass a smaller model (or raise tfedge.files.MAX_FILE_BYTES if you trust it)")
             info = zf.getinfo("config.json")
             if info.file_size > 64 * 1024 * 1024:
                 raise InputError(f"{where}: config.json is {info.file_size:,} bytes, refused as implausible")
@@ -78,11 +100,22 @@ def _check_keras_archive(p: Path) -> None:
             if "metadata.json" in zf.namelist() and zf.getinfo("metadata.json").file_size < 65536:
                 metadata = json.loads(zf.read("metadata.json"))
                 saved_by = str(metadata.get("keras_version", "")) if isinstance(metadata, dict) else ""
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise InputError(f"{where} is corrupted: {exc}") from None
-    for layer in _walk_layers(config):
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as exc:
+        raise InputError(f"{where} is corrupted: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        entries = list(_walk_layers(config))
+    except RecursionError:
+        raise InputError(f"{where}: config.json is nested too deeply, refused as implausible") from None
+    for layer in entries:
         cls = layer.get("class_name")
         name = (layer.get("config") or {}).get("name", "?") if isinstance(layer.get("config"), dict) else "?"
+        module = _foreign_module(layer)
+        if module is not None:
+            raise InputError(
+                f"{where} names the class '{cls}' from the Python module '{module}', refused: loading it would "
+                "import and run code from outside Keras (a subclassed model, a custom layer or a crafted file); "
+                "rebuild it from built-in layers with keras.Sequential or keras.Model(inputs, outputs)"
+            )
         if cls in _UNSAFE_LAYERS:
             raise InputError(
                 f"{where} contains a {cls} layer '{name}', refused because {_UNSAFE_LAYERS[cls]}: "
@@ -139,7 +172,7 @@ def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) ->
     except Exception as exc:  # Keras raises many types for a bad file
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         unknown = re.search(r"Could not locate class '([^']+)'", msg)
-        if unknown:
+        if unknown and not (hasattr(keras.layers, unknown.group(1)) or hasattr(keras.models, unknown.group(1))):
             raise ModelError(
                 f"model '{p}' uses the class '{unknown.group(1)}', which is not a built-in Keras layer or model "
                 "(a subclassed model or an unregistered custom layer): rebuild it from built-in layers with "

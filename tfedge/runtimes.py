@@ -284,11 +284,11 @@ class LiteRT:
         self.source = source or src
         from ai_edge_litert.interpreter import Interpreter
 
-        try:
+        try:  # the details too: LiteRT decodes tensor names, which a corrupted file can make invalid UTF-8
             self._interpreter = Interpreter(model_content=content, num_threads=threads)
+            ins, outs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{self.source} is not a loadable TFLite model: LiteRT says {_first_line(exc)}") from None
-        ins, outs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(
                 f"{self.source} has {len(ins)} inputs and {len(outs)} outputs; tfedge validates models with one "
@@ -321,7 +321,12 @@ class LiteRT:
                 start = time.perf_counter_ns()
                 it.invoke()
                 times[i] = (time.perf_counter_ns() - start) / 1000.0
-                outputs[i] = it.get_tensor(self._out_index)[0]
+                out = it.get_tensor(self._out_index)
+                if out.shape != (1, *outputs.shape[1:]):  # a corrupted option (e.g. padding) can resize it
+                    raise ValidationError(
+                        f"LiteRT produced an output of shape {out.shape} from {self.source}, which declares "
+                        f"{(1, *outputs.shape[1:])}: the file is corrupted or unsupported; re-create it with tfedge.convert")
+                outputs[i] = out[0]
                 if progress is not None:
                     progress(i + 1)
         except (ValueError, RuntimeError) as exc:
