@@ -365,6 +365,59 @@ def test_m_by_n_2_4_holds_on_every_4_block_after_strip(digits):
 
 
 # ------------------------------------------------------------------------------------------------
+# DepthwiseConv2D (TF-MOT's registry leaves it dense; tfedge prunes its depthwise kernel)
+
+
+@pytest.fixture(scope="module")
+def depthwise_run(digits):
+    """Conv2D -> DepthwiseConv2D -> Flatten -> Dense pruned to 0.75 over 2 epochs."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, activation="relu", name="conv"),
+                              L.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="dw"),
+                              L.Flatten(name="flatten"), L.Dense(10, name="logits")], name="dw_cnn")
+    pruned = compile_classifier(tfedge.prune(model, 0.75))
+    fit(pruned, digits, 2, tfedge.PruningCallback(strict=True))
+    return model, pruned
+
+
+def test_depthwise_kernel_reaches_the_target_and_strip_gives_the_plain_layer(digits, depthwise_run):
+    model, pruned = depthwise_run
+    assert [name for name, _ in pruned_layers(pruned)] == ["conv", "dw", "logits"]
+    assert type(model.get_layer("dw")) is L.DepthwiseConv2D  # the input model keeps its layer
+    stripped = tfedge.strip(pruned)
+    assert [type(layer) for layer in stripped.layers] == [L.Conv2D, L.DepthwiseConv2D, L.Flatten, L.Dense]
+    dw = stripped.get_layer("dw")
+    kernel = dw.depthwise_kernel.numpy()
+    assert kernel.shape == (3, 3, 8, 2)
+    assert abs(1 - np.count_nonzero(kernel) / kernel.size - 0.75) <= 0.01
+    assert np.count_nonzero(dw.bias.numpy()) == dw.bias.shape[0]  # the bias is never pruned
+    assert dw.get_config() == model.get_layer("dw").get_config()
+    for report in (tfedge.sparsity_report(pruned), tfedge.sparsity_report(stripped)):
+        info = report["layers"]["dw"]
+        assert info["class"] == "DepthwiseConv2D" and info["weights"] == kernel.size
+        assert abs(info["sparsity"] - 0.75) <= 0.01
+    np.testing.assert_allclose(stripped.predict(digits.x_test, verbose=0),
+                               pruned.predict(digits.x_test, verbose=0), rtol=0, atol=1e-6)
+    tfl = tfedge.convert(stripped, representative_data=digits.x_train, quantization="int8")
+    assert tfedge.inspect(tfl).fully_int8
+
+
+def test_pruned_depthwise_model_round_trips_through_a_keras_file(digits, depthwise_run, tmp_path):
+    _, pruned = depthwise_run
+    path = tmp_path / "pruned_dw.keras"
+    tfedge.save_model(pruned, path)
+    loaded = tfedge.load_model(path)
+    layers = dict(pruned_layers(loaded))
+    assert list(layers) == ["conv", "dw", "logits"]
+    assert type(layers["dw"].layer).__name__ == "PrunableDepthwiseConv2D"
+    (weight, _, _), = layers["dw"].pruning_vars  # the depthwise kernel only, never the bias
+    assert weight is layers["dw"].layer.depthwise_kernel
+    np.testing.assert_allclose(loaded.predict(digits.x_test, verbose=0), pruned.predict(digits.x_test, verbose=0),
+                               rtol=0, atol=1e-6)
+    assert type(tfedge.strip(loaded).get_layer("dw")) is L.DepthwiseConv2D
+
+
+# ------------------------------------------------------------------------------------------------
 # errors
 
 
@@ -409,10 +462,16 @@ def test_unknown_layer_names_list_the_available_layers(small_cnn):
 
 
 def test_model_with_nothing_prunable_is_refused():
-    model = keras.Sequential([L.Input((8, 8, 1)), L.BatchNormalization(name="bn"), L.DepthwiseConv2D(3, name="dw"),
+    model = keras.Sequential([L.Input((8, 8, 1)), L.BatchNormalization(name="bn"), L.MaxPooling2D(name="pool"),
                               L.GlobalAveragePooling2D(name="gap")])
-    with pytest.raises(ModelError, match=r"has no layer TF-MOT can prune \(layers: bn, dw, gap\)"):
+    with pytest.raises(ModelError, match=r"has no layer TF-MOT can prune \(layers: bn, pool, gap\).*DepthwiseConv2D"):
         tfedge.prune(model, 0.5)
+    # a DepthwiseConv2D alone is prunable now (its depthwise kernel), but never m-by-n
+    depthwise = keras.Sequential([L.Input((8, 8, 1)), L.BatchNormalization(name="bn"), L.DepthwiseConv2D(3, name="dw"),
+                                  L.GlobalAveragePooling2D(name="gap")])
+    assert [name for name, _ in pruned_layers(tfedge.prune(depthwise, 0.5))] == ["dw"]
+    with pytest.raises(ModelError, match=r"has no layer TF-MOT can prune \(layers: bn, dw, gap\).*m_by_n"):
+        tfedge.prune(depthwise, 0.5, m_by_n=(2, 4))
 
 
 @pytest.mark.parametrize(
@@ -465,3 +524,10 @@ def test_benchmark_measures_both_arms_on_the_same_schedule(capsys):
     assert result["ratio"] == pytest.approx(result["tfedge_median_seconds"] / result["tfmot_median_seconds"])
     assert result["sparsity"]["tfedge"] == pytest.approx(result["sparsity"]["tfmot"], abs=1e-9)
     assert abs(result["sparsity"]["tfedge"] - 0.8) <= 0.01
+
+
+def test_qat_warns_that_it_cannot_keep_pruned_depthwise_zeros(depthwise_run):
+    _, pruned = depthwise_run
+    with pytest.warns(tfedge.quantization.QuantizationWarning,
+                      match=r"cannot keep the zeros of DepthwiseConv2D 'dw' \(75% zeros\).*skip="):
+        tfedge.quantize_aware(tfedge.strip(pruned), preserve_sparsity=True)

@@ -194,6 +194,35 @@ class AdaptiveSchedule(tfmot.sparsity.keras.PruningSchedule):
 
 
 # --------------------------------------------------------------------------------------------------
+# DepthwiseConv2D, which TF-MOT's registry lists with no prunable weights
+
+
+@keras.utils.register_keras_serializable(package="tfedge")
+class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot.sparsity.keras.PrunableLayer):
+    """A ``DepthwiseConv2D`` whose ``depthwise_kernel`` TF-MOT prunes (never its bias).
+
+    TF-MOT 0.8.1's ``PruneRegistry`` gives ``DepthwiseConv2D`` no prunable weights, so its wrapper
+    would leave it dense. :func:`prune` puts this subclass (same config, same weights) in its place
+    through TF-MOT's documented extension point, ``PrunableLayer.get_prunable_weights``, and
+    :func:`strip` turns it back into a plain ``keras.layers.DepthwiseConv2D``.
+    """
+
+    def get_prunable_weights(self) -> list:
+        return [self.depthwise_kernel]
+
+
+#: Built-in layers TF-MOT's registry does not prune, with the weights tfedge prunes in them and the
+#: prunable subclass :func:`prune` substitutes; :func:`strip` maps the subclass back.
+_EXTRA_PRUNABLE = {keras.layers.DepthwiseConv2D: (("depthwise_kernel",), PrunableDepthwiseConv2D)}
+_PLAIN_CLASS = {sub: plain for plain, (_, sub) in _EXTRA_PRUNABLE.items()}
+
+
+def _plain_class(layer: keras.layers.Layer) -> type:
+    """The Keras class ``layer`` stands for: ``DepthwiseConv2D`` for tfedge's prunable subclass."""
+    return _PLAIN_CLASS.get(type(layer), type(layer))
+
+
+# --------------------------------------------------------------------------------------------------
 # finding layers
 
 
@@ -250,7 +279,8 @@ def _registry_weights(layer: keras.layers.Layer, extra: Sequence = ()) -> list:
     if hasattr(layer, "get_prunable_weights"):
         return list(layer.get_prunable_weights())
     registry = prune_registry.PruneRegistry
-    names = registry._LAYERS_WEIGHTS_MAP.get(type(layer))
+    names = _EXTRA_PRUNABLE[type(layer)][0] if type(layer) in _EXTRA_PRUNABLE else \
+        registry._LAYERS_WEIGHTS_MAP.get(type(layer))
     if names is not None:
         return [w for w in (_variable(layer, name, extra) for name in names) if w is not None]
     if type(layer) in registry._RNN_LAYERS and registry.supports(layer):
@@ -287,8 +317,8 @@ def _is_prunable(layer: keras.layers.Layer, m_by_n: tuple | None) -> bool:
     weights = _registry_weights(layer)
     if not weights:
         return False
-    if m_by_n and any(len(w.shape) not in (2, 4) for w in weights):
-        return False  # TF-MOT's m-by-n masks exist for Dense and Conv2D-like kernels only
+    if m_by_n and (_plain_class(layer) in _EXTRA_PRUNABLE or any(len(w.shape) not in (2, 4) for w in weights)):
+        return False  # TF-MOT's m-by-n masks exist for Dense and Conv2D-like kernels only (not depthwise)
     return prune_registry.PruneRegistry.supports(layer) or hasattr(layer, "get_prunable_weights")
 
 
@@ -315,7 +345,8 @@ def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) ->
     all_layers = [layer for _, layer in _walk(model)]
     names = ", ".join(layer.name for layer in all_layers)
     prunable = [layer for layer in all_layers if _is_prunable(layer, m_by_n)]
-    kinds = "Conv1D/2D/3D, Dense, SeparableConv pointwise kernels, Embedding, RNN and attention kernels"
+    kinds = ("Conv1D/2D/3D, Dense, DepthwiseConv2D, SeparableConv pointwise kernels, Embedding, RNN and "
+             "attention kernels")
     if not prunable:
         raise ModelError(
             f"model '{model.name}' has no layer TF-MOT can prune (layers: {names}); prunable layers "
@@ -333,7 +364,7 @@ def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) ->
             ok = [layer for layer in matched if layer in prunable]
             if not ok:
                 what = type(matched[0]).__name__
-                why = ("which TF-MOT cannot prune m-by-n (Dense and Conv2D-like kernels only)"
+                why = ("which TF-MOT cannot prune m-by-n (Dense and Conv2D-like kernels only, not depthwise)"
                        if m_by_n and _registry_weights(matched[0]) else "which has no weights TF-MOT can prune")
                 raise InputError(f"layers= names '{label}' ({what}), {why}; prunable layers: {prunable_names}")
             chosen += [layer for layer in ok if layer not in chosen]
@@ -388,10 +419,12 @@ def prune(
     between ``begin`` and ``end``, fractions of the run of ``epochs`` x ``steps_per_epoch`` steps;
     what is not given here :class:`PruningCallback` takes from the first ``fit`` (pass ``epochs``
     when training is split over several ``fit`` calls). ``layers`` / ``skip`` select
-    layers by name or class; biases and BatchNorm are never pruned, nor are DepthwiseConv2D kernels
-    (TF-MOT does not prune them). ``m_by_n=(2, 4)`` prunes 2 of every 4 weights along the input
-    channels (TF-MOT's structured sparsity; ``target_sparsity`` must then be 0.5). The input model
-    is left untouched. Train with :class:`PruningCallback`.
+    layers by name or class; biases and BatchNorm are never pruned. A ``DepthwiseConv2D``, which
+    TF-MOT's registry leaves dense, has its depthwise kernel pruned through a
+    :class:`PrunableDepthwiseConv2D` put in its place (:func:`strip` gives the plain layer back).
+    ``m_by_n=(2, 4)`` prunes 2 of every 4 weights along the input channels (TF-MOT's structured
+    sparsity, Dense and Conv2D-like kernels only; ``target_sparsity`` must then be 0.5). The input
+    model is left untouched. Train with :class:`PruningCallback`.
 
     >>> from tfedge import keras
     >>> model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, name="d")])
@@ -431,7 +464,8 @@ def prune(
         if isinstance(layer, keras.Model):
             check_graph_model(layer, f"nested model '{layer.name}'")
             return keras.models.clone_model(layer, clone_function=clone)
-        new = _copy_layer(layer)
+        prunable = _EXTRA_PRUNABLE.get(type(layer), (None, None))[1] if id(layer) in chosen else None
+        new = _copy_layer(layer, prunable)
         copies.append((new, layer.get_weights()))
         if id(layer) in chosen:
             return tfmot.sparsity.keras.prune_low_magnitude(new, pruning_schedule=sched, sparsity_m_by_n=pair)
@@ -443,10 +477,10 @@ def prune(
     return out
 
 
-def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new, unbuilt layer like ``layer`` (its weights are copied once the model is rebuilt)."""
+def _copy_layer(layer: keras.layers.Layer, cls: type | None = None) -> keras.layers.Layer:
+    """A new, unbuilt layer like ``layer``, of class ``cls`` if given (weights are copied once the model is rebuilt)."""
     try:
-        return layer.__class__.from_config(layer.get_config())
+        return (cls or layer.__class__).from_config(layer.get_config())
     except Exception as exc:  # noqa: BLE001 - custom layers fail in many ways
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelError(
@@ -492,10 +526,10 @@ def strip(model: keras.Model) -> keras.Model:
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone)
         if isinstance(layer, PruneLowMagnitude):
-            new = _copy_layer(layer.layer)
+            new = _copy_layer(layer.layer, _plain_class(layer.layer))
             copies.append((new, _masked_weights(layer)))
             return new
-        new = _copy_layer(layer)
+        new = _copy_layer(layer, _plain_class(layer))
         copies.append((new, layer.get_weights()))
         return new
 
@@ -572,12 +606,12 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
             weights = [
                 keras.backend.get_value(w) * keras.backend.get_value(masks[id(w)]) for w, _, _ in layer.pruning_vars
             ]
-            cls, target = type(layer.layer).__name__, _schedule_target(layer)
+            cls, target = _plain_class(layer.layer).__name__, _schedule_target(layer)
         else:
             if not layer.built:
                 continue
             weights = [keras.backend.get_value(w) for w in _registry_weights(layer)]
-            cls, target = type(layer.layer if _unwraps(layer) else layer).__name__, None
+            cls, target = _plain_class(layer.layer if _unwraps(layer) else layer).__name__, None
         if not weights:
             continue
         size = int(sum(w.size for w in weights))

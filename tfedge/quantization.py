@@ -14,7 +14,7 @@ naming them in one :class:`QuantizationWarning` (or a :class:`~tfedge.errors.Mod
   sigmoid / tanh / swish / gelu (``Conv2D(activation="relu6")`` too: use a ``ReLU(6.0)`` layer),
   Multiply, Subtract, Maximum, Average, Lambda, custom layers, models nested in the model; with
   ``preserve_sparsity=True`` also Conv2DTranspose (TF-MOT's prune-preserving scheme lacks it).
-  DepthwiseConv2D is quantized there but its zeros are not kept (TF-MOT prunes it neither).
+  DepthwiseConv2D is quantized there but its zeros are not kept: a warning names pruned ones.
 
 >>> import tfedge
 >>> from tfedge import keras
@@ -145,7 +145,25 @@ def quantize_aware(
             warnings.warn(QuantizationWarning(
                 f"{problem}. They stay float: pass skip={names!r} to do so without this warning, or "
                 "strict=True to make it an error"), stacklevel=2)
+        if preserve_sparsity:
+            _warn_lost_depthwise_zeros(base, annotate)
         return _rebuilt(_apply(base, annotate, scheme, preserve_sparsity))
+
+
+def _warn_lost_depthwise_zeros(model: keras.Model, annotate: set[str]) -> None:
+    """TF-MOT's prune-preserving scheme has no DepthwiseConv2D config: say so when one was pruned."""
+    sparse = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D) and layer.name in annotate:
+            kernel = keras.backend.get_value(layer.depthwise_kernel)
+            zeros = float((kernel == 0).mean())
+            if zeros > 0.01:
+                sparse.append(f"'{layer.name}' ({zeros:.0%} zeros)")
+    if sparse:
+        warnings.warn(QuantizationWarning(
+            f"preserve_sparsity=True cannot keep the zeros of DepthwiseConv2D {', '.join(sparse)}: TF-MOT "
+            f"{_tfmot_version()}'s prune-preserving scheme has no DepthwiseConv2D support, so QAT training "
+            "will fill them in; pass skip=[...] with these layers to keep them float and sparse"), stacklevel=3)
 
 
 def _tfmot_version() -> str:
