@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if not args.debug and args.command != "inspect":
+        if not args.debug and args.command not in ("inspect", "export-c"):  # these two need no TensorFlow
             _quiet_tensorflow()
         return int(args.func(args) or 0)
     except TfedgeError as exc:
