@@ -12,7 +12,7 @@ from tfedge._keras import tf
 from tfedge.distillation import Distiller
 from tfedge.errors import InputError, ModelError
 
-from conftest import accuracy, build_small_cnn, compile_classifier
+from conftest import accuracy, compile_classifier
 
 # --------------------------------------------------------------------------------------------
 # helpers

@@ -21,7 +21,8 @@ import tfedge
 from tfedge import cli, keras
 from tfedge._keras import tf
 from tfedge.errors import InputError
-from tfedge.pipeline import PipelineConfig, _cluster_task, _strategy, _weights_sha256
+from tfedge.distribute import cluster_task, strategy_for, weights_sha256
+from tfedge.pipeline import PipelineConfig
 
 from conftest import accuracy
 
@@ -94,7 +95,7 @@ def test_run_pipeline_under_mirrored_strategy_end_to_end(tmp_path, small_cnn, di
     deployed = report["stages"][-1]
     assert deployed["accuracy"]["litert"] >= 0.85
     assert abs(deployed["accuracy"]["tflm"] - deployed["accuracy"]["litert"]) <= 0.01
-    assert json.loads((out / "report.json").read_text())["student_weights_sha256"] == report["student_weights_sha256"]
+    assert json.loads((out / "report.json").read_text())["studentweights_sha256"] == report["studentweights_sha256"]
 
 
 def test_run_pipeline_trains_in_the_strategy_it_is_given(small_cnn, digits):
@@ -113,13 +114,13 @@ def test_run_pipeline_trains_in_the_strategy_it_is_given(small_cnn, digits):
 
 
 def test_strategy_for_each_distribute_choice():
-    strategy, chief = _strategy("none")
+    strategy, chief = strategy_for("none")
     assert chief and strategy is tf.distribute.get_strategy()
-    strategy, chief = _strategy("mirrored")
+    strategy, chief = strategy_for("mirrored")
     assert chief and isinstance(strategy, tf.distribute.MirroredStrategy)
-    assert _strategy("mirrored")[0] is strategy  # one per process: a second one could clash (see above)
+    assert strategy_for("mirrored")[0] is strategy  # one per process: a second one could clash (see above)
     with pytest.raises(InputError, match="distribute must be none, mirrored or multiworker, got 'tpu'"):
-        _strategy("tpu")
+        strategy_for("tpu")
 
 
 def test_multiworker_refused_once_tensorflow_is_running(monkeypatch):
@@ -127,17 +128,17 @@ def test_multiworker_refused_once_tensorflow_is_running(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps(
         {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}))
     with pytest.raises(InputError, match="must start before anything else runs TensorFlow in this process"):
-        _strategy("multiworker")
+        strategy_for("multiworker")
 
 
-def test_cluster_task_names_the_chief():
+def testcluster_task_names_the_chief():
     two = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
-    assert _cluster_task(json.dumps({"cluster": two, "task": {"type": "worker", "index": 0}})).chief
-    assert not _cluster_task(json.dumps({"cluster": two, "task": {"type": "worker", "index": 1}})).chief
+    assert cluster_task(json.dumps({"cluster": two, "task": {"type": "worker", "index": 0}})).chief
+    assert not cluster_task(json.dumps({"cluster": two, "task": {"type": "worker", "index": 1}})).chief
     with_chief = {"chief": ["127.0.0.1:3"], **two}
-    task = _cluster_task(json.dumps({"cluster": with_chief, "task": {"type": "chief", "index": 0}}))
+    task = cluster_task(json.dumps({"cluster": with_chief, "task": {"type": "chief", "index": 0}}))
     assert task.chief and task.workers == 3
-    assert not _cluster_task(json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}})).chief
+    assert not cluster_task(json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}})).chief
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -151,7 +152,7 @@ def test_cluster_task_names_the_chief():
 ])
 def test_bad_tf_config_is_one_clear_error(raw, message):
     with pytest.raises(InputError, match=re.escape(message)):
-        _cluster_task(raw)
+        cluster_task(raw)
 
 
 def test_cli_multiworker_without_tf_config_exits_2_before_loading_anything(tmp_path, monkeypatch, capsys):
@@ -166,12 +167,12 @@ def test_cli_multiworker_without_tf_config_exits_2_before_loading_anything(tmp_p
 
 def test_weights_digest_changes_with_any_weight(small_cnn):
     copy = _copy(small_cnn)
-    assert _weights_sha256(copy) == _weights_sha256(small_cnn)
+    assert weights_sha256(copy) == weights_sha256(small_cnn)
     weights = copy.get_weights()
     weights[-1] = weights[-1].copy()
     weights[-1][0] = np.nextafter(weights[-1][0], np.float32(np.inf))  # one bias, one ulp
     copy.set_weights(weights)
-    assert _weights_sha256(copy) != _weights_sha256(small_cnn)
+    assert weights_sha256(copy) != weights_sha256(small_cnn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
                for i in range(2)]
     assert len(digests[0]) == 1 and digests[0] == digests[1]
     report = json.loads((hosts[0] / "out" / "report.json").read_text())
-    assert report["student_weights_sha256"] == digests[0][0]
+    assert report["studentweights_sha256"] == digests[0][0]
 
     # only the chief wrote: its folder holds the outputs, the worker's folder stayed empty
     assert sorted(p.name for p in hosts[0].iterdir()) == ["out"]

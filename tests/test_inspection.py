@@ -19,7 +19,6 @@ from ai_edge_litert.interpreter import Interpreter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tfedge
 from tfedge import cli, keras
 from tfedge._keras import tf
 from tfedge.conversion import convert

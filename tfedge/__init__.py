@@ -44,7 +44,7 @@ _EXPORTS = {
     "PipelineConfig": "tfedge.pipeline",
     "run_pipeline": "tfedge.pipeline",
 }
-_SUBMODULES = ("datasets", "errors", "files", "models", "pruning", "quantization", "distillation",
+_SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "quantization", "distillation",
                "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfedge.errors import InputError
+from tfedge.errors import InputError, first_line
 from tfedge.runtimes import TensorInfo, check_samples
 
 #: Largest arena tried when growing the inference arena (bytes).
@@ -72,7 +72,7 @@ def _capture_native_output(fn):
 
 def _short(text: str, exc: BaseException | None = None) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    head = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}" if exc else ""
+    head = f"{type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}" if exc else ""
     detail = " | ".join(dict.fromkeys(lines))[:300]
     return "; ".join(p for p in (head, detail) if p) or "unknown error"
 
@@ -204,7 +204,7 @@ def main(argv: list[str]) -> int:
     except InputError as exc:
         result = {"error": str(exc), "stage": "checking the samples", "kind": "input"}
     except Exception as exc:  # noqa: BLE001  (reported to the parent as one line)
-        result = {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        result = {"error": first_line(exc),
                   "stage": "loading or running the model"}
     result["seconds"] = round(time.monotonic() - start, 3)
     result.setdefault("tensorflow_imported", "tensorflow" in sys.modules)

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-from tfedge.errors import InputError, TfedgeError
+from tfedge.errors import InputError, TfedgeError, first_line
 
 
 def _version() -> str:
@@ -211,8 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"tfedge: error: {type(exc).__name__}: {first[:300]} (run with --debug for the traceback)",
+        first = first_line(exc) if str(exc).strip() else ""
+        print(f"tfedge: error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
               file=sys.stderr)
         return 2
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from tfedge.errors import ConversionError, InputError, ModelError
+from tfedge.errors import ConversionError, InputError, ModelError, first_line
 from tfedge.files import PathLike, atomic_write_bytes, check_output_path, read_bytes
 from tfedge.flatbuffer import Model, parse
 from tfedge.inspection import FLOAT_DTYPES, _guess_quantization, non_int8_ops, tensor_labels
@@ -566,7 +566,7 @@ def convert(
         concrete = fn.get_concrete_function(*specs)
     except Exception as exc:
         raise ModelError(f"cannot trace the model at input shape(s) {[i.shape for i in inputs]}: "
-                         f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
+                         f"{type(exc).__name__}: {first_line(exc, 200) if str(exc).strip() else ''}") from None
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.exclude_conversion_metadata = bool(strip_metadata)

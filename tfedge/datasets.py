@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from tfedge.errors import InputError
+from tfedge.errors import InputError, first_line
 from tfedge.files import PathLike, check_input_file
 
 
@@ -108,7 +108,7 @@ def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarr
             raise InputError(f"{where} holds Python objects (pickled arrays), refused for safety; save numeric arrays") from None
         raise InputError(f"{where} is not a readable .npz: {exc}") from None
     except Exception as exc:  # numpy raises many types for a damaged archive
-        raise InputError(f"{where} is not a readable .npz: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise InputError(f"{where} is not a readable .npz: {first_line(exc)}") from None
     for name, arr in (("x", x), ("y", y)):
         if arr is not None and not isinstance(arr, np.ndarray):
             raise InputError(f"{where} is not a readable .npz: member '{name}' is not a .npy array")

@@ -8,6 +8,18 @@ True
 from __future__ import annotations
 
 
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    r"""The first non-blank line of an exception's message (or its class name), cut to ``limit``.
+
+    >>> first_line(ValueError("bad shape\n  details..."))
+    'bad shape'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 class TfedgeError(Exception):
     """Base class of every error tfedge raises on purpose. Its message is one line: problem and fix."""
 
@@ -42,4 +54,4 @@ class CheckFailed(TfedgeError):
     exit_code = 1
 
 
-__all__ = ["TfedgeError", "InputError", "ModelError", "ConversionError", "ValidationError", "CheckFailed"]
+__all__ = ["first_line", "TfedgeError", "InputError", "ModelError", "ConversionError", "ValidationError", "CheckFailed"]

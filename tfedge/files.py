@@ -83,24 +83,33 @@ def _final_mode(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success it replaces ``path``, on any failure it is removed."""
+def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Give a temporary path beside ``path`` to write to; on success it replaces ``path``, on any
+    failure (an interrupt included) it is removed. ``suffix`` lets writers that insist on a file
+    extension (Keras: ``.keras``) have it."""
     p = Path(path)
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder '{folder}' does not exist: create it first (mkdir -p {folder})")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
         os.chmod(tmp, _final_mode(p))
         os.replace(tmp, p)
     except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``, on any failure it is removed."""
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -120,6 +129,7 @@ __all__ = [
     "check_input_file",
     "check_output_path",
     "read_bytes",
+    "atomic_path",
     "atomic_writer",
     "atomic_write_bytes",
     "atomic_write_text",

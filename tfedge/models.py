@@ -20,17 +20,15 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from tfedge._keras import ensure_keras2_model, keras
 from tfedge import files
-from tfedge.errors import InputError, ModelError
-from tfedge.files import PathLike, _final_mode, check_input_file
+from tfedge.errors import InputError, ModelError, first_line
+from tfedge.files import PathLike, atomic_path, check_input_file
 
 _UNSAFE_LAYERS = {
     "Lambda": "it runs arbitrary Python code when loaded",
@@ -101,7 +99,7 @@ def _check_keras_archive(p: Path) -> None:
                 metadata = json.loads(zf.read("metadata.json"))
                 saved_by = str(metadata.get("keras_version", "")) if isinstance(metadata, dict) else ""
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as exc:
-        raise InputError(f"{where} is corrupted: {str(exc).splitlines()[0][:200]}") from None
+        raise InputError(f"{where} is corrupted: {first_line(exc, 200)}") from None
     try:
         entries = list(_walk_layers(config))
     except RecursionError:
@@ -170,7 +168,7 @@ def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) ->
     except InputError:
         raise
     except Exception as exc:  # Keras raises many types for a bad file
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         unknown = re.search(r"Could not locate class '([^']+)'", msg)
         if unknown and not (hasattr(keras.layers, unknown.group(1)) or hasattr(keras.models, unknown.group(1))):
             raise ModelError(
@@ -189,19 +187,8 @@ def save_model(model: keras.Model, path: PathLike) -> None:
     suffix = p.suffix.lower()
     if suffix not in (".keras", ".h5"):
         raise InputError(f"cannot save to '{p}': use a .keras (recommended) or .h5 file name")
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder '{folder}' does not exist: create it first (mkdir -p {folder})")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(p, suffix=f".tmp{suffix}") as tmp:
         model.save(tmp)
-        os.chmod(tmp, _final_mode(p))
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def check_graph_model(model: object, what: str = "model") -> None:

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tfedge._keras import keras, tf
-from tfedge.errors import CheckFailed, InputError, ModelError
+from tfedge.errors import CheckFailed, InputError, ModelError, first_line
 from tfedge.models import check_graph_model
 
 import tensorflow_model_optimization as tfmot  # after tfedge._keras chose Keras 2
@@ -482,7 +482,7 @@ def _copy_layer(layer: keras.layers.Layer, cls: type | None = None) -> keras.lay
     try:
         return (cls or layer.__class__).from_config(layer.get_config())
     except Exception as exc:  # noqa: BLE001 - custom layers fail in many ways
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 200)
         raise ModelError(
             f"layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from its config ({first}): "
             "give the class a get_config() that returns its constructor arguments"

@@ -33,7 +33,7 @@ import warnings
 from typing import Iterable, Iterator
 
 from tfedge._keras import keras, tf
-from tfedge.errors import InputError, ModelError
+from tfedge.errors import InputError, ModelError, first_line
 from tfedge.models import check_graph_model, custom_objects
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after tfedge._keras chose Keras 2)
@@ -285,7 +285,7 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
         transformed, layer_map = scheme.get_layout_transformer().apply(model, layer_map)
     except Exception as exc:  # noqa: BLE001 - TF-MOT raises many types; report them as ours
         raise ModelError(f"TF-MOT could not analyse model '{model.name}' for quantization: "
-                         f"{_first_line(exc)}; pass the offending layers in skip=[...]") from None
+                         f"{first_line(exc)}; pass the offending layers in skip=[...]") from None
     registry = scheme.get_quantize_registry()
     for layer in transformed.layers:
         if layer.name not in layer_map or isinstance(layer, (keras.layers.InputLayer, _qlayer.QuantizeLayer)):
@@ -299,7 +299,7 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
             try:
                 config = registry.get_quantize_config(layer)
             except Exception as exc:  # noqa: BLE001
-                refuse(original, f"TF-MOT has no quantize config for it ({_first_line(exc)})")
+                refuse(original, f"TF-MOT has no quantize config for it ({first_line(exc)})")
                 continue
         try:
             config.get_output_quantizers(layer)
@@ -307,7 +307,7 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
                 if _activation_name(fn) not in _FUSED_ACTIVATIONS:
                     raise ValueError(f"activation '{_activation_name(fn)}' has no quantization-aware version")
         except Exception as exc:  # noqa: BLE001
-            reason = _first_line(exc)
+            reason = first_line(exc)
             if isinstance(layer, keras.layers.Activation):
                 reason = f"activation '{_activation_name(layer.activation)}' has no int8 QAT support"
             refuse(original, reason)
@@ -324,11 +324,6 @@ def _registry_reason(layer: keras.layers.Layer, preserve_sparsity: bool) -> str:
     if not type(layer).__module__.startswith("tf_keras"):
         return "a custom layer; TF-MOT has no quantize config for it"
     return f"not in TF-MOT {_tfmot_version()}'s 8-bit layer registry"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 class QuantizeLayer(_qlayer.QuantizeLayer):
@@ -480,7 +475,7 @@ def _apply(model: keras.Model, annotate: set[str], scheme, preserve_sparsity: bo
         return tfmot.quantization.keras.quantize_apply(
             annotated, _AnnotatedOnly(scheme, keep_float, preserve_sparsity))
     except Exception as exc:  # noqa: BLE001 - never hand TF-MOT's bare error to the user
-        raise ModelError(f"TF-MOT could not quantize model '{model.name}': {_first_line(exc)}; "
+        raise ModelError(f"TF-MOT could not quantize model '{model.name}': {first_line(exc)}; "
                          "pass the layer it names in skip=[...] to keep it float") from None
 
 

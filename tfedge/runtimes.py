@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 
-from tfedge.errors import InputError, ModelError, ValidationError
+from tfedge.errors import InputError, ModelError, ValidationError, first_line
 
 if TYPE_CHECKING:
     from tfedge.conversion import TFLiteModel
@@ -173,12 +173,6 @@ class RunResult:
         return self.output.dequantize(self.outputs)
 
 
-def _first_line(exc: BaseException | str, limit: int = 300) -> str:
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:limit]
-
-
 def load_tflite_bytes(model_or_path: ModelSource, what: str = "model") -> tuple[bytes, str]:
     """Return ``(content, source)`` for a path, ``bytes`` or ``TFLiteModel``, after the structural check.
 
@@ -288,7 +282,7 @@ class LiteRT:
             self._interpreter = Interpreter(model_content=content, num_threads=threads)
             ins, outs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         except (ValueError, RuntimeError) as exc:
-            raise InputError(f"{self.source} is not a loadable TFLite model: LiteRT says {_first_line(exc)}") from None
+            raise InputError(f"{self.source} is not a loadable TFLite model: LiteRT says {first_line(exc)}") from None
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(
                 f"{self.source} has {len(ins)} inputs and {len(outs)} outputs; tfedge validates models with one "
@@ -297,7 +291,7 @@ class LiteRT:
         try:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ValidationError(f"LiteRT cannot prepare {self.source}: {_first_line(exc)}") from None
+            raise ValidationError(f"LiteRT cannot prepare {self.source}: {first_line(exc)}") from None
         self.input = TensorInfo.from_details(ins[0], self.source, "input")
         self.output = TensorInfo.from_details(outs[0], self.source, "output")
         self._in_index, self._out_index = ins[0]["index"], outs[0]["index"]
@@ -330,7 +324,7 @@ class LiteRT:
                 if progress is not None:
                     progress(i + 1)
         except (ValueError, RuntimeError) as exc:
-            raise ValidationError(f"LiteRT failed to run {self.source}: {_first_line(exc)}") from None
+            raise ValidationError(f"LiteRT failed to run {self.source}: {first_line(exc)}") from None
         return RunResult(self.name, outputs, self.input, self.output, invoke_us=times)
 
 
