@@ -27,8 +27,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from tfedge._keras import ensure_keras2_model, keras, tf
+from tfedge._keras import keras, tf
 from tfedge.errors import InputError, ModelError
+from tfedge.models import check_graph_model
 
 #: Output activations whose values can be used as logits as they are (softmax is shift-invariant).
 _LOGIT_ACTIVATIONS = {None, "linear", "log_softmax"}
@@ -84,18 +85,7 @@ def _shapes_match(a: Any, b: Any) -> bool:
 
 
 def _check_model(model: Any, role: str) -> None:
-    ensure_keras2_model(model, role)
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
-        raise ModelError(
-            f"{role} is a subclassed model ({type(model).__name__}); the Distiller needs a Sequential or "
-            "Functional model to find its logits: rebuild it with keras.Sequential([...]) or "
-            "keras.Model(inputs, outputs)"
-        )
-    if not model.built or not getattr(model, "outputs", None):
-        raise InputError(
-            f"{role} '{model.name}' is not built (its input shape is unknown): start it with "
-            "keras.layers.Input(shape) or call model.build((None, *shape)) first"
-        )
+    check_graph_model(model, role, needs="the Distiller needs a Sequential or Functional model to find its logits")
     if len(model.outputs) != 1:
         raise ModelError(
             f"{role} '{model.name}' has {len(model.outputs)} outputs; the Distiller needs one class-score output: "

@@ -191,13 +191,25 @@ def save_model(model: keras.Model, path: PathLike) -> None:
         model.save(tmp)
 
 
-def check_graph_model(model: object, what: str = "model") -> None:
-    """Raise :class:`ModelError` unless ``model`` is a Keras 2 Sequential or Functional model."""
+def check_graph_model(
+    model: object,
+    what: str = "model",
+    *,
+    needs: str = "TF-MOT can only wrap Sequential or Functional models",
+    built: bool = True,
+) -> None:
+    """Raise :class:`ModelError` unless ``model`` is a Keras 2 Sequential or Functional model (and, with
+    ``built``, has a known input shape). ``needs`` says why, in the message."""
     ensure_keras2_model(model, what)
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise ModelError(
-            f"{what} is a subclassed model ({type(model).__name__}); TF-MOT can only wrap Sequential or "
-            "Functional models: rebuild it with keras.Sequential([...]) or keras.Model(inputs, outputs)"
+            f"{what} is a subclassed model ({type(model).__name__}); {needs}: rebuild it with "
+            "keras.Sequential([...]) or keras.Model(inputs, outputs)"
+        )
+    if built and (not model.built or not model.inputs):
+        raise ModelError(
+            f"{what} '{model.name}' is not built (its input shape is unknown): start it with "
+            "keras.layers.Input(shape) or call model.build((None, *shape)) first"
         )
 
 

@@ -445,10 +445,6 @@ def prune(
     if schedule not in _SCHEDULES:
         raise InputError(f"schedule must be 'polynomial' or 'constant', got {schedule!r}")
     pair = _check_m_by_n(m_by_n, target)
-    if not model.built:
-        raise InputError(
-            f"model '{model.name}' is not built: give it an input shape (keras.layers.Input) or call it on data first"
-        )
     wrapped = pruned_layers(model)
     if wrapped:
         raise InputError(

@@ -113,11 +113,6 @@ def quantize_aware(
         if not isinstance(value, bool):
             raise InputError(f"{flag} must be True or False, got {value!r}")
     check_graph_model(model, "model to quantize")
-    if not model.built or not model.inputs:
-        raise ModelError(
-            f"model '{model.name}' is not built (no input shape): start it with keras.layers.Input(shape) "
-            "or call model.build(input_shape) before quantize_aware"
-        )
     _refuse_already_quantized(model)
 
     with _scope(model):
