@@ -61,7 +61,7 @@ def test_report_figures_match_an_independent_remeasurement(demo_dir, digits):
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     scale, zero = inp["quantization"]
     correct = 0
-    for x, y in zip(digits.x_test, digits.y_test):
+    for x, y in zip(digits.x_test, digits.y_test, strict=True):
         q = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)[None]
         interp.set_tensor(inp["index"], q)
         interp.invoke()
@@ -192,8 +192,8 @@ def test_a_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path, digits,
             keras.layers.Dense(10),
         ])
 
-    config = PipelineConfig.quick(out_dir=str(tmp_path), distill_epochs=1, prune_epochs=1, qat_epochs=1,
-                                 augment=False, verbose=0)
+    config = PipelineConfig.quick(out_dir=str(tmp_path), name="digits", distill_epochs=1, prune_epochs=1,
+                                  qat_epochs=1, verbose=0)
     with pytest.raises(tfedge.ModelError, match=r"stage 'quantization-aware training' failed: .*halve.*kept in"):
         tfedge.run_pipeline(config, digits, teacher=small_cnn, student=student)
     assert (tmp_path / "digits_teacher_float32.tflite").stat().st_size > 1000
@@ -216,7 +216,7 @@ def test_compress_from_python_counts_only_the_stages_it_runs(tmp_path, digits, s
     assert json.loads((out / "report.json").read_text())["student_weights_sha256"] == report["student_weights_sha256"]
     assert (out / "small_student_int8.tflite").stat().st_size == report["stages"][-1]["bytes"]
     assert report["stages"][-1]["accuracy"]["litert"] > 0.85
-    for before, after in zip(weights, small_cnn.get_weights()):
+    for before, after in zip(weights, small_cnn.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
 
 

@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="validation / test data .npz with x and y (default: 20%% of --data)")
     p.add_argument("--student", help="student model (.keras); default: a pruned + QAT copy of the teacher")
     p.add_argument("--sparsity", type=float, default=0.8, help="target weight sparsity (default 0.8)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per training stage")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per training stage (default: 10 to distill a --student, 5 to prune, 3 for QAT)")
     p.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     p.add_argument("--out", required=True, help="output folder")
