@@ -14,7 +14,7 @@ import pytest
 
 import tfedge
 from tfedge import cli, keras
-from tfedge.pipeline import PipelineConfig, StageRecord
+from tfedge.pipeline import PipelineConfig, RunContext, StageRecord
 from tfedge.recipes import DIGITS, shifted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +199,23 @@ def test_a_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path, digits,
     assert (tmp_path / "digits_teacher_float32.tflite").stat().st_size > 1000
     assert not (tmp_path / "digits_student_int8.tflite").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_stage_context_names_the_stage_and_what_was_kept(tmp_path, digits):
+    run = RunContext.prepare(PipelineConfig(out_dir=str(tmp_path / "run")), digits)
+    assert (tmp_path / "run").is_dir() and len(run.x_fit) == len(digits.x_train)  # no augmentation by default
+    with pytest.raises(tfedge.ModelError, match=r"^stage 'pruning' failed: bad layer; the outputs of the completed "
+                                                r"stages are kept in .*run$"):
+        with run.stage("pruning"):
+            raise tfedge.ModelError("bad layer")
+    quiet = RunContext.prepare(PipelineConfig(augment=True), digits, recipe=DIGITS, write=False)
+    assert len(quiet.x_fit) == 5 * len(digits.x_train)  # the recipe's one-pixel shifts
+    with pytest.raises(tfedge.InputError, match=r"^stage 'teacher' failed: x$"):
+        with quiet.stage("teacher"):
+            raise tfedge.InputError("x")
+    with pytest.raises(ValueError, match="^not ours$"):  # only tfedge's own errors are reworded
+        with quiet.stage("teacher"):
+            raise ValueError("not ours")
 
 
 def test_compress_from_python_counts_only_the_stages_it_runs(tmp_path, digits, small_cnn, capsys):
