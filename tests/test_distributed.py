@@ -23,6 +23,7 @@ from tfedge._keras import tf
 from tfedge.errors import InputError
 from tfedge.distribute import cluster_task, strategy_for, weights_sha256
 from tfedge.pipeline import PipelineConfig
+from tfedge.recipes import DIGITS
 
 from conftest import accuracy
 
@@ -80,8 +81,8 @@ def test_run_pipeline_under_mirrored_strategy_end_to_end(tmp_path, small_cnn, di
     with strategy.scope():
         teacher, student = _copy(small_cnn), _copy(small_cnn)
     out = tmp_path / "out"
-    config = PipelineConfig.quick(out_dir=str(out), sparsity=0.5, distill_epochs=0, prune_epochs=1, qat_epochs=1,
-                                  augment=False, calibration_samples=100, verbose=0)
+    config = PipelineConfig.for_recipe(DIGITS, quick=True, out_dir=str(out), sparsity=0.5, distill_epochs=0,
+                                       prune_epochs=1, qat_epochs=1, augment=False, calibration_samples=100, verbose=0)
     report = tfedge.run_pipeline(config, digits, teacher=teacher, student=student, strategy=strategy, write=True)
 
     assert {"digits_student_int8.tflite", "digits_student_int8.h", "report.json", "MANIFEST.json"} <= {
@@ -95,7 +96,7 @@ def test_run_pipeline_under_mirrored_strategy_end_to_end(tmp_path, small_cnn, di
     deployed = report["stages"][-1]
     assert deployed["accuracy"]["litert"] >= 0.85
     assert abs(deployed["accuracy"]["tflm"] - deployed["accuracy"]["litert"]) <= 0.01
-    assert json.loads((out / "report.json").read_text())["studentweights_sha256"] == report["studentweights_sha256"]
+    assert json.loads((out / "report.json").read_text())["student_weights_sha256"] == report["student_weights_sha256"]
 
 
 def test_run_pipeline_trains_in_the_strategy_it_is_given(small_cnn, digits):
@@ -104,7 +105,7 @@ def test_run_pipeline_trains_in_the_strategy_it_is_given(small_cnn, digits):
     strategy = tf.distribute.MirroredStrategy(TWO_CPUS)
     with strategy.scope():
         student = _copy(small_cnn)
-    config = PipelineConfig.quick(distill_epochs=1, augment=False, verbose=0)
+    config = PipelineConfig.for_recipe(DIGITS, quick=True, distill_epochs=1, augment=False, verbose=0)
     with pytest.raises(InputError, match="teacher '.*' was created outside the scope of the MirroredStrategy"):
         tfedge.run_pipeline(config, digits, teacher=_copy(small_cnn), student=student, strategy=strategy, write=False)
 
@@ -248,7 +249,7 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
                for i in range(2)]
     assert len(digests[0]) == 1 and digests[0] == digests[1]
     report = json.loads((hosts[0] / "out" / "report.json").read_text())
-    assert report["studentweights_sha256"] == digests[0][0]
+    assert report["student_weights_sha256"] == digests[0][0]
 
     # only the chief wrote: its folder holds the outputs, the worker's folder stayed empty
     assert sorted(p.name for p in hosts[0].iterdir()) == ["out"]

@@ -51,20 +51,56 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `tfedge --help`, inspect and export-c start without TensorFlow
+    from pathlib import Path
+
+    from tfedge._keras import tf
+    from tfedge.checks import check_fraction, check_int
+    from tfedge.datasets import check_inputs_match, check_labels_fit, load_npz
+    from tfedge.distribute import cluster_task, lost_worker, strategy_for
     from tfedge.pipeline import compress
 
-    compress(
-        args.model,
-        train=args.data,
-        val=args.val,
-        student=args.student,
-        sparsity=args.sparsity,
-        out_dir=args.out,
-        epochs=args.epochs,
-        trust_model=args.trust_model,
-        distribute=args.distribute,
-        verbose=1,
-    )
+    check_fraction(args.sparsity, "--sparsity", high_open=True, hint="e.g. 0.8")
+    if args.epochs is not None:
+        check_int(args.epochs, "--epochs", minimum=1, hint="e.g. 5")
+    out = Path(args.out)
+    task = cluster_task(os.environ.get("TF_CONFIG")) if args.distribute == "multiworker" else None
+    if task is None or task.chief:  # only the chief writes: the other workers never touch the output folder
+        if out.exists() and not out.is_dir():
+            raise InputError(f"output folder '{out}' is a file: give a folder")
+        if not out.exists() and not (out.parent if str(out.parent) else Path(".")).is_dir():
+            raise InputError(f"the parent of output folder '{out}' does not exist: create it first (mkdir -p {out})")
+    # read the data before joining a cluster, so that a bad file stops this worker at once
+    x, y = load_npz(args.data, labels=True)
+    val = load_npz(args.val, labels=True) if args.val else None
+    if val is None and len(x) < 10:
+        raise InputError(f"data file '{args.data}' has {len(x)} samples; give at least 10, or a separate --val file")
+    strategy, chief = strategy_for(args.distribute)
+    with strategy.scope():  # the Distiller needs teacher and student built under the same strategy
+        teacher = _load_model(args.model, args.trust_model)
+    for path, arrays in ((args.data, (x, y)), (args.val, val)):
+        if arrays is not None:
+            check_inputs_match(arrays[0], teacher.input_shape, f"data file '{path}'")
+            check_labels_fit(arrays[1], int(teacher.output_shape[-1]), f"data file '{path}'")
+    student = None
+    if args.student:
+        with strategy.scope():
+            student = _load_model(args.student, args.trust_model)
+    if task is not None:
+        print(f"tfedge: multi-worker run: {task.type} {task.index} of {task.workers} tasks, "
+              f"{strategy.num_replicas_in_sync} replicas in sync; "
+              + (f"this chief writes {out}" if chief else "the chief writes the outputs, this task writes none"),
+              flush=True)
+    try:
+        report = compress(teacher, (x, y), val=val, student=student, sparsity=args.sparsity, epochs=args.epochs,
+                          out_dir=str(out), name=Path(args.model).stem, strategy=strategy, write=chief, verbose=1)
+    except tf.errors.UnavailableError as exc:
+        if task is None:
+            raise
+        raise lost_worker(task, exc) from None
+    if task is not None:
+        print(f"tfedge: {task.type} {task.index} done; final student weights sha256 "
+              f"{report['student_weights_sha256']}", flush=True)
     return 0
 
 
@@ -146,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="validation / test data .npz with x and y (default: 20%% of --data)")
     p.add_argument("--student", help="student model (.keras); default: a pruned + QAT copy of the teacher")
     p.add_argument("--sparsity", type=float, default=0.8, help="target weight sparsity (default 0.8)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per training stage")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per training stage (default: 10 to distill a --student, 5 to prune, 3 for QAT)")
     p.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     p.add_argument("--out", required=True, help="output folder")

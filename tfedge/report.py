@@ -1,9 +1,10 @@
-"""A pipeline run as JSON, Markdown tables and an accuracy-vs-size plot.
+"""A pipeline run as JSON, Markdown tables and an accuracy-vs-size plot, and its file manifest.
 
-A report is a plain dict (JSON-able). Its ``stages`` list holds one dict per stage with the keys
-``stage``, ``params``, ``sparsity``, ``bytes``, ``gzip_bytes``, ``accuracy`` (runtime -> fraction),
-and optionally ``agreement``, ``arena_bytes``, ``latency_us`` (``{"median", "p90"}``),
-``compression`` (teacher bytes / stage bytes) and ``seconds``.
+A report is a plain dict (JSON-able, made by :func:`build_report`). Its ``stages`` list holds one dict
+per stage (``tfedge.pipeline.StageRecord.to_dict()``) with the keys ``stage``, ``params``,
+``sparsity``, ``bytes``, ``gzip_bytes``, ``accuracy`` (runtime -> fraction), and optionally
+``agreement``, ``arena_bytes``, ``latency_us`` (``{"median", "p90"}``), ``compression`` (teacher
+bytes / stage bytes) and ``seconds``.
 
 >>> report = {"title": "demo", "stages": [
 ...     {"stage": "teacher float", "params": 100, "sparsity": 0.0, "bytes": 4000, "gzip_bytes": 3000,
@@ -18,10 +19,53 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tfedge import __version__
 from tfedge.files import PathLike, atomic_write_bytes, atomic_write_text
+
+
+def summary_line(final: Mapping[str, Any], test_samples: int, seconds: float) -> str:
+    """One sentence on the deployed model (the last stage): bytes, compression, accuracy, arena, time.
+
+    >>> line = summary_line({"bytes": 1000, "compression": 4.0, "accuracy": {"litert": 0.97}}, 450, 12.3)
+    >>> line.split("; ")[0]
+    'Deployed fully-int8 student: 1,000 bytes (4.0x smaller than the float32 teacher), accuracy litert 97.0 %'
+    """
+    accuracy = ", ".join(f"{k} {100 * v:.1f} %" for k, v in final["accuracy"].items())
+    arena = f", TFLite Micro arena {final['arena_bytes']:,} bytes" if final.get("arena_bytes") else ""
+    return (f"Deployed fully-int8 student: {final['bytes']:,} bytes ({final['compression']:.1f}x smaller than the "
+            f"float32 teacher), accuracy {accuracy}{arena}; {test_samples} test samples, total {seconds:.0f} s.")
+
+
+def build_report(
+    *,
+    title: str,
+    config: Mapping[str, Any],
+    data: Mapping[str, int],
+    stages: list[dict],
+    deployed: Mapping[str, Any],
+    fully_int8: bool,
+    student_weights_sha256: str,
+    files: Mapping[str, Mapping[str, Any]],
+    seconds: float,
+) -> dict:
+    """The report dict of a run: its stages (dicts, the last one the deployed model), checks and files."""
+    return {
+        "title": title,
+        "summary": summary_line(stages[-1], data["test"], seconds),
+        "tfedge_version": __version__,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()},
+        "data": dict(data),
+        "stages": stages,
+        "deployed": dict(deployed),
+        "fully_int8": fully_int8,
+        "student_weights_sha256": student_weights_sha256,
+        "files": dict(files),
+        "seconds": round(seconds, 1),
+    }
 
 
 def _pct(value: Any) -> str:
@@ -123,4 +167,20 @@ def write_report(report: dict, out_dir: PathLike, stem: str = "report") -> dict[
     return paths
 
 
-__all__ = ["render_markdown", "plot", "write_report"]
+def write_manifest(out_dir: PathLike, files: Mapping[str, Mapping[str, Any]], *, dataset: str, scored: str,
+                   accuracy: Mapping[str, float]) -> Path:
+    """Write ``MANIFEST.json`` (atomically): each file's SHA-256 and bytes, and the accuracy of the ``scored`` one."""
+    manifest = {
+        "dataset": dataset,
+        "files": [
+            {"file": name, "sha256": meta["sha256"], "bytes": meta["bytes"],
+             **({"accuracy": dict(accuracy)} if name == scored else {})}
+            for name, meta in files.items()
+        ],
+    }
+    path = Path(out_dir) / "MANIFEST.json"
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+__all__ = ["summary_line", "build_report", "render_markdown", "plot", "write_report", "write_manifest"]

@@ -1,0 +1,149 @@
+"""Recipes: the models, data augmentation and training settings measured for one task.
+
+A :class:`Recipe` names a teacher builder, a student builder, an optional augmentation and the
+:class:`tfedge.PipelineConfig` settings that go with them. ``tfedge demo`` runs :data:`DIGITS`;
+``tfedge.PipelineConfig.for_recipe(DIGITS)`` gives its settings to a run of your own.
+
+>>> DIGITS.settings["sparsity"], DIGITS.student((8, 8, 1), 10).count_params()
+(0.3, 3938)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from tfedge._keras import keras
+
+#: Builds a model from ``(input_shape, num_classes)``.
+ModelBuilder = Callable[[tuple[int, ...], int], Any]
+#: Returns the training arrays with augmented copies added.
+Augmentation = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A task's teacher and student builders, augmentation and pipeline settings (``PipelineConfig`` fields).
+
+    ``quick_settings`` are applied on top of ``settings`` for a short run (tests, notebooks).
+    """
+
+    name: str
+    teacher: ModelBuilder
+    student: ModelBuilder
+    augment: Augmentation | None = None
+    dataset: str = ""  # how the data was made, for the run's MANIFEST.json
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    quick_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # read-only views: a recipe is shared by every run
+        object.__setattr__(self, "settings", types.MappingProxyType(dict(self.settings)))
+        object.__setattr__(self, "quick_settings", types.MappingProxyType(dict(self.quick_settings)))
+
+
+def digits_teacher(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> keras.Model:
+    """The teacher trained by ``tfedge demo``: a float CNN, 151,306 parameters (logits output).
+
+    >>> digits_teacher().count_params()
+    151306
+    """
+    return keras.Sequential(
+        [
+            keras.layers.Input(input_shape),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(num_classes, name="logits"),
+        ],
+        name="digits_teacher",
+    )
+
+
+def digits_student(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> keras.Model:
+    """The deployed student: 3,938 parameters, every op full-int8 on TFLite Micro (about 6.9 KB).
+
+    >>> digits_student().count_params()
+    3938
+    """
+    return keras.Sequential(
+        [
+            keras.layers.Input(input_shape),
+            keras.layers.Conv2D(12, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.GlobalMaxPooling2D(),
+            keras.layers.Dense(num_classes, name="logits"),
+        ],
+        name="digits_student",
+    )
+
+
+def shifted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The images plus their four one-pixel shifts (up, down, left, right; zero fill): 5x the data.
+
+    >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
+    >>> xs, ys = shifted(x, np.array([7]))
+    >>> xs.shape, ys.tolist()
+    ((5, 2, 2, 1), [7, 7, 7, 7, 7])
+    """
+    copies = [x]
+    for axis, step in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        moved = np.roll(x, step, axis=axis)
+        index: list[Any] = [slice(None)] * x.ndim
+        index[axis] = 0 if step == 1 else -1
+        moved[tuple(index)] = 0.0
+        copies.append(moved)
+    return np.concatenate(copies), np.tile(y, len(copies))
+
+
+def copy_with_softmax_layer(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` (same weights) whose softmax, if fused into the last Dense, is a separate layer.
+
+    This is the default student of ``tfedge compress``. Pruning and QAT wrap the last Dense; with its
+    softmax fused inside, a Distiller cannot reach the logits. The copy computes the same function with
+    ``Dense(activation=None)`` then ``Softmax()``.
+
+    >>> m = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    >>> [type(layer).__name__ for layer in copy_with_softmax_layer(m).layers]
+    ['InputLayer', 'Dense', 'Softmax']
+    """
+    last = model.layers[-1]
+    fused = isinstance(last, keras.layers.Dense) and keras.activations.serialize(last.activation) == "softmax"
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if fused and layer is last:
+            config["activation"] = "linear"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    if not fused:
+        return copy
+    outputs = keras.layers.Softmax(name=f"{last.name}_softmax")(copy.outputs[0])
+    return keras.Model(copy.inputs, outputs, name=model.name)
+
+
+#: The measured digits recipe (``tfedge demo``): a 3,938-parameter student distilled from a 151k-parameter
+#: teacher trained on the one-pixel shifts too, pruned to 30 %, QAT with the prune-preserving scheme: ~6.9 KB int8.
+DIGITS = Recipe(
+    name="digits",
+    teacher=digits_teacher,
+    student=digits_student,
+    augment=shifted,
+    dataset="digits (sklearn load_digits / 16, test_size=0.25, random_state=0, stratified)",
+    settings=dict(name="digits", sparsity=0.3, teacher_epochs=15, distill_epochs=12, prune_epochs=8, qat_epochs=5,
+                  learning_rate=3e-3, qat_learning_rate=5e-4, augment=True, calibration_samples=500),
+    quick_settings=dict(teacher_epochs=4, distill_epochs=5, prune_epochs=3, qat_epochs=2, calibration_samples=200),
+)
+
+
+__all__ = ["Recipe", "DIGITS", "digits_teacher", "digits_student", "shifted", "copy_with_softmax_layer"]
