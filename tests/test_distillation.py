@@ -3,12 +3,13 @@ its use with pruned and quantization-aware students."""
 
 from __future__ import annotations
 
+from tfedge._keras import tf
+
 import numpy as np
 import pytest
 
 import tfedge
 from tfedge import keras
-from tfedge._keras import tf
 from tfedge.distillation import Distiller
 from tfedge.errors import InputError, ModelError
 
@@ -178,8 +179,8 @@ def test_non_logit_activation_is_refused():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"temperature": 0}, "temperature must be > 0, got 0"),
-        ({"temperature": -2.0}, "temperature must be > 0, got -2.0"),
+        ({"temperature": 0}, r"temperature must be in \(0, inf\), got 0: use e.g. 4.0"),
+        ({"temperature": -2.0}, r"temperature must be in \(0, inf\), got -2.0"),
         ({"temperature": float("inf")}, "temperature must be a finite number, got inf"),
         ({"temperature": "4"}, "temperature must be a number, got '4'"),
         ({"alpha": -0.1}, r"alpha must be in \[0, 1\], got -0.1"),
