@@ -538,3 +538,72 @@ def test_qat_warns_that_it_cannot_keep_pruned_depthwise_zeros(depthwise_run):
     with pytest.warns(tfedge.quantization.QuantizationWarning,
                       match=r"cannot keep the zeros of DepthwiseConv2D 'dw' \(75% zeros\).*skip="):
         tfedge.quantize_aware(tfedge.strip(pruned), preserve_sparsity=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# fast: config round-trips and argument checks (no training)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"target_sparsity": 0.8, "epochs": 2, "steps_per_epoch": 10},  # sized here
+    {"target_sparsity": 0.5, "kind": "constant", "begin": 0.2, "end": 0.9},  # sized later, by the callback
+    {"target_sparsity": 0.5, "m_by_n": (2, 4), "epochs": 1, "steps_per_epoch": 100},
+])
+def test_schedule_config_round_trips_through_the_keras_registry(kwargs):
+    schedule = AdaptiveSchedule(**kwargs)
+    saved = json.loads(json.dumps(schedule.get_config()))
+    cls = keras.utils.get_registered_object(saved["class_name"])
+    assert cls is AdaptiveSchedule
+    rebuilt = cls.from_config(saved["config"])
+    assert rebuilt.get_config() == saved
+    assert (rebuilt.begin_step, rebuilt.end_step, rebuilt.frequency) == (
+        schedule.begin_step, schedule.end_step, schedule.frequency)
+    for step in (0, 1, 5, 50, 200):
+        assert [float(v) for v in rebuilt(step)] == [float(v) for v in schedule(step)]
+
+
+def test_pruning_wrapper_config_round_trips_in_prune_scope():
+    from tfedge.pruning import prune_scope
+
+    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, name="d")])
+    wrapper = tfedge.prune(model, 0.5, epochs=1, steps_per_epoch=10).layers[0]
+    with prune_scope():
+        rebuilt = keras.layers.deserialize(keras.layers.serialize(wrapper))
+    assert isinstance(rebuilt, PruneLowMagnitude) and isinstance(rebuilt.pruning_schedule, AdaptiveSchedule)
+    assert rebuilt.pruning_schedule.get_config() == wrapper.pruning_schedule.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target_sparsity": 1.0}, r"target_sparsity must be in \(0, 1\), got 1.0"),
+        ({"target_sparsity": "0.5"}, "target_sparsity must be a number, got '0.5'"),
+        ({"target_sparsity": 0.5, "kind": "step"}, "schedule must be one of 'polynomial', 'constant', got 'step'"),
+        ({"target_sparsity": 0.5, "begin": 1.0}, r"begin must be in \[0, 1\), got 1.0"),
+        ({"target_sparsity": 0.5, "epochs": -1}, "epochs must be an integer >= 1, got -1"),
+        ({"target_sparsity": 0.5, "steps_per_epoch": True}, "steps_per_epoch must be an integer, got True"),
+    ],
+)
+def test_schedule_refuses_bad_arguments_with_the_value(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        AdaptiveSchedule(**kwargs)
+
+
+def test_callback_checks_its_arguments_when_made():
+    with pytest.raises(InputError, match="strict must be True or False, got 'yes'"):
+        tfedge.PruningCallback(strict="yes")
+    with pytest.raises(InputError, match="log_dir must be a folder path or None, got ''"):
+        tfedge.PruningCallback(log_dir="")
+    callback = tfedge.PruningCallback(log_dir=Path("logs"), strict=True)
+    assert (callback.log_dir, callback.strict) == ("logs", True)
+    with pytest.raises(InputError, match=r"a pruning run needs at least 1 training step, got 0"):
+        AdaptiveSchedule(0.5).configure(0)
+
+
+def test_sparsity_report_prints_with_the_shared_table_printer():
+    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2, name="d")])
+    model.set_weights([np.array([[0, 1], [0, 2], [3, 0], [0, 0]], "float32"), np.ones(2, "float32")])
+    lines = str(tfedge.sparsity_report(model)).splitlines()
+    assert lines[0].split() == ["layer", "class", "weights", "zeros", "sparsity", "target"]
+    assert lines[2].split() == ["d", "Dense", "8", "5", "0.625", "-"]
+    assert lines[3].split() == ["overall", "8", "5", "0.625", "-"]

@@ -75,7 +75,7 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int
 
 def check_bool(value: Any, name: str) -> bool:
     """``True`` or ``False`` (numpy booleans too); ``0`` / ``1`` / strings are refused."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return bool(value)
     raise _fail(name, "True or False", value, "")
 
