@@ -83,3 +83,17 @@ def test_fast_commands_start_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def _choices(command: str, option: str) -> tuple:
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices[command]
+    return tuple(next(a for a in sub._actions if option in a.option_strings).choices)
+
+
+def test_cli_choices_are_the_library_constants():
+    """The parser keeps its choices as literals (the CLI starts without importing these modules): stay in step."""
+    from tfedge.conversion import MODES
+    from tfedge.distribute import STRATEGIES
+
+    assert _choices("convert", "--quantization") == MODES
+    assert _choices("compress", "--distribute") == STRATEGIES

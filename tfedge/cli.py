@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", parents=[common], help="convert a Keras model to TFLite (int8 audited op by op)")
     p.add_argument("model", help="Keras model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", help="calibration data .npz with x (required for int8)")
+    # conversion.MODES (tests/test_cli.py keeps them in step; importing it here would slow down --help)
     p.add_argument("--quantization", choices=("int8", "int16x8", "float16", "dynamic", "float32"), default="int8")
     p.add_argument("--float-io", action="store_true", help="int8 / int16x8: keep float32 input and output")
     p.add_argument("--out", required=True, help="output .tflite file (written atomically)")
