@@ -63,7 +63,8 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int
     """An integer (numpy integers too, never ``bool``) within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _fail(name, "an integer", value, hint)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    number = int(value)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         if maximum is None:
             requirement = f"an integer >= {minimum}"
         elif minimum is None:
@@ -71,7 +72,7 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int
         else:
             requirement = f"an integer in [{minimum}, {maximum}]"
         raise _fail(name, requirement, value, hint)
-    return int(value)
+    return number
 
 
 def check_bool(value: Any, name: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -79,6 +79,12 @@ def _check_unpacked_size(p, where: str) -> None:
     if unpacked > files.MAX_FILE_BYTES:
         raise InputError(f"{where} unpacks to {unpacked:,} bytes, over the {files.MAX_FILE_BYTES:,}-byte cap: "
                          "pass less data (or raise tfedge.files.MAX_FILE_BYTES if you trust it)")
+
+
+@overload
+def load_npz(path: PathLike, labels: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
