@@ -96,8 +96,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tfedge.datasets import load_npz  # numpy: not needed by --help
-    from tfedge.runtimes import check_runtimes  # LiteRT and TFLite Micro: only for this command
-    from tfedge.validation import validate
+    from tfedge.runtimes import check_runtimes  # LiteRT and TFLite Micro, imported by this command only
+    from tfedge.validation import validate  # (the runtimes above)
 
     runtimes = check_runtimes(args.runtimes)
     if args.min_accuracy is not None:

@@ -792,5 +792,6 @@ __all__ = [
     "SparsityReport",
     "PruningWarning",
     "pruned_layers",
+    "prune_scope",
     "TOLERANCE",
 ]
