@@ -66,3 +66,34 @@ def test_cli_and_api_stay_in_step():
     assert {"reference", "runtimes"} <= set(validate_params)
     export_params = pyinspect.signature(tfedge.export_c_array).parameters
     assert "name" in export_params
+
+
+def test_min_accuracy_is_checked_before_any_file_is_read(tmp_path, capsys):
+    missing = str(tmp_path / "missing.tflite")
+    code = cli.main(["validate", missing, "--data", str(tmp_path / "missing.npz"), "--min-accuracy", "95"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "tfedge: error: --min-accuracy must be in [0, 1], got 95.0: a fraction of the samples, e.g. 0.95")
+
+
+def test_fast_commands_start_without_tensorflow():
+    """--help, inspect and export-c import no TensorFlow: the CLI imports heavy modules inside its commands."""
+    code = ("import sys; from tfedge import cli; cli.build_parser(); "
+            "import tfedge.inspection, tfedge.export; print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def _choices(command: str, option: str) -> tuple:
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices[command]
+    return tuple(next(a for a in sub._actions if option in a.option_strings).choices)
+
+
+def test_cli_choices_are_the_library_constants():
+    """The parser keeps its choices as literals (the CLI starts without importing these modules): stay in step."""
+    from tfedge.conversion import MODES
+    from tfedge.distribute import STRATEGIES
+
+    assert _choices("convert", "--quantization") == MODES
+    assert _choices("compress", "--distribute") == STRATEGIES

@@ -70,7 +70,8 @@ def _write(tmp_path, name, **arrays):
         (lambda t: _write(t, "floaty.npz", x=np.zeros((2, 1), np.float32), y=np.array([0.5, 1.0])), "not integers"),
         (lambda t: _write(t, "stry.npz", x=np.zeros((2, 1), np.float32), y=np.array(["a", "b"])), "integer class ids"),
         (lambda t: _write(t, "negy.npz", x=np.zeros((2, 1), np.float32), y=np.array([0, -1])), "negative class ids"),
-        (lambda t: _write(t, "leny.npz", x=np.zeros((3, 1), np.float32), y=np.array([0, 1])), "3 samples but 'y' has 2"),
+        (lambda t: _write(t, "leny.npz", x=np.zeros((3, 1), np.float32), y=np.array([0, 1])),
+         "3 samples but 'y' has 2"),
     ],
 )
 def test_bad_npz_gives_one_line_error_naming_the_file(tmp_path, make, message):
@@ -103,3 +104,13 @@ def test_shape_and_label_checks():
         datasets.check_inputs_match(np.zeros((2, 8, 8)), (None, 8, 8, 1))
     with pytest.raises(InputError, match="label 10 is out of range for a model with 10 outputs"):
         datasets.check_labels_fit(np.array([0, 10]), 10)
+
+
+def test_argument_checks_name_the_value(tmp_path):
+    path = _write(tmp_path, "x.npz", x=np.zeros((2, 1), np.float32))
+    with pytest.raises(InputError, match="labels must be True or False, got 'y'"):
+        datasets.load_npz(path, labels="y")
+    with pytest.raises(InputError, match="num_classes must be an integer >= 1, got 0"):
+        datasets.check_labels_fit(np.array([0, 1]), 0)
+    with pytest.raises(InputError, match="num_classes must be an integer, got 10.0"):
+        datasets.check_labels_fit(np.array([0, 1]), 10.0)

@@ -120,7 +120,7 @@ def test_strategy_for_each_distribute_choice():
     strategy, chief = strategy_for("mirrored")
     assert chief and isinstance(strategy, tf.distribute.MirroredStrategy)
     assert strategy_for("mirrored")[0] is strategy  # one per process: a second one could clash (see above)
-    with pytest.raises(InputError, match="distribute must be none, mirrored or multiworker, got 'tpu'"):
+    with pytest.raises(InputError, match="distribute must be one of 'none', 'mirrored', 'multiworker', got 'tpu'"):
         strategy_for("tpu")
 
 

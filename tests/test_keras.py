@@ -22,9 +22,9 @@ def test_tfedge_keras_is_keras2():
 def test_model_built_with_tfedge_keras_is_wrapped_by_tfmot():
     model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
-    assert [type(l).__name__ for l in pruned.layers] == ["PruneLowMagnitude"]
+    assert [type(layer).__name__ for layer in pruned.layers] == ["PruneLowMagnitude"]
     qat = tfmot.quantization.keras.quantize_model(model)
-    assert any("quant" in l.name for l in qat.layers)
+    assert any("quant" in layer.name for layer in qat.layers)
 
 
 def test_keras3_imported_first_still_works_and_keras3_models_are_refused():

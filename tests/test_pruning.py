@@ -11,17 +11,19 @@ import sys
 import warnings
 from pathlib import Path
 
+from tfedge._keras import tf
+
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 from tensorflow.core.util import event_pb2
 
 import tfedge
-from conftest import accuracy, build_small_cnn, compile_classifier
 from tfedge import keras
-from tfedge._keras import tf
 from tfedge.errors import CheckFailed, InputError, ModelError
 from tfedge.pruning import AdaptiveSchedule, PruneLowMagnitude, PruningWarning, pruned_layers
+
+from conftest import accuracy, build_small_cnn, compile_classifier
 
 L = keras.layers
 BATCH = 64
@@ -218,8 +220,8 @@ def test_saved_model_loads_and_resumes_at_its_pruning_step(digits, small_cnn, tm
 def test_a_pruned_model_loads_in_a_fresh_process(small_cnn, tmp_path):
     path = tmp_path / "pruned.keras"
     tfedge.save_model(tfedge.prune(small_cnn, 0.5), path)
-    code = ("import tfedge; m = tfedge.load_model(r'%s'); "
-            "print(type(m.layers[0].pruning_schedule).__name__)" % path)
+    code = (f"import tfedge; m = tfedge.load_model(r'{path}'); "
+            "print(type(m.layers[0].pruning_schedule).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -286,7 +288,8 @@ def test_callback_finds_a_student_nested_in_a_distillation_model_and_logs_tensor
     assert abs(history.history["sparsity"][-1] - 0.6) <= 0.01
     for old, now in zip(teacher_before, small_cnn.get_weights()):
         np.testing.assert_array_equal(old, now)
-    with pytest.raises(ModelError, match=r"subclassed model \(_Distiller\) holding pruned layers.*tfedge.strip\(distiller.student\)"):
+    with pytest.raises(ModelError, match=r"subclassed model \(_Distiller\) holding pruned layers"
+                                         r".*tfedge.strip\(distiller.student\)"):
         tfedge.strip(distiller)
     report = tfedge.sparsity_report(distiller)  # student and teacher share the name "small_cnn"
     assert report["layers"]["small_cnn/conv"]["target"] == 0.6
@@ -433,7 +436,8 @@ class _Subclassed(keras.Model):
 def test_subclassed_model_is_refused_naming_the_class_and_the_fix():
     model = _Subclassed()
     model(np.zeros((1, 4), "float32"))
-    with pytest.raises(ModelError, match=r"subclassed model \(_Subclassed\).*Sequential or Functional.*keras\.Model\(inputs, outputs\)"):
+    with pytest.raises(ModelError, match=r"subclassed model \(_Subclassed\).*Sequential or Functional"
+                                         r".*keras\.Model\(inputs, outputs\)"):
         tfedge.prune(model, 0.5)
 
 
@@ -449,11 +453,14 @@ def test_target_outside_0_1_is_refused_showing_the_value(small_cnn, target):
 
 
 def test_unknown_layer_names_list_the_available_layers(small_cnn):
-    with pytest.raises(InputError, match=r"layers= names 'dense', which is not in the model; layers: conv, pool, flatten, logits"):
+    with pytest.raises(InputError,
+                       match=r"layers= names 'dense', which is not in the model; layers: conv, pool, flatten, logits"):
         tfedge.prune(small_cnn, 0.5, layers=["dense"])
     with pytest.raises(InputError, match=r"skip= names 'convv', which is not in the model; layers: conv, pool"):
         tfedge.prune(small_cnn, 0.5, skip="convv")
-    with pytest.raises(InputError, match=r"'pool' \(MaxPooling2D\), which has no weights TF-MOT can prune; prunable layers: conv, logits"):
+    with pytest.raises(InputError,
+                       match=r"'pool' \(MaxPooling2D\), which has no weights TF-MOT can prune; "
+                             r"prunable layers: conv, logits"):
         tfedge.prune(small_cnn, 0.5, layers="pool")
     with pytest.raises(InputError, match="leave nothing to prune"):
         tfedge.prune(small_cnn, 0.5, skip=["conv", "logits"])
@@ -477,9 +484,9 @@ def test_model_with_nothing_prunable_is_refused():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"schedule": "cubic"}, "schedule must be 'polynomial' or 'constant', got 'cubic'"),
-        ({"epochs": 0}, "epochs must be a positive integer or None, got 0"),
-        ({"steps_per_epoch": 2.5}, "steps_per_epoch must be a positive integer or None, got 2.5"),
+        ({"schedule": "cubic"}, "schedule must be one of 'polynomial', 'constant', got 'cubic'"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0: or None"),
+        ({"steps_per_epoch": 2.5}, "steps_per_epoch must be an integer, got 2.5: or None"),
         ({"begin": 0.8, "end": 0.5}, "begin must not be after end, got begin=0.8 and end=0.5"),
         ({"end": 0}, r"end must be in \(0, 1\], got 0"),
         ({"m_by_n": (4, 2)}, r"m_by_n must be two integers 0 < m < n such as \(2, 4\), got \(4, 2\)"),
@@ -531,3 +538,72 @@ def test_qat_warns_that_it_cannot_keep_pruned_depthwise_zeros(depthwise_run):
     with pytest.warns(tfedge.quantization.QuantizationWarning,
                       match=r"cannot keep the zeros of DepthwiseConv2D 'dw' \(75% zeros\).*skip="):
         tfedge.quantize_aware(tfedge.strip(pruned), preserve_sparsity=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# fast: config round-trips and argument checks (no training)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"target_sparsity": 0.8, "epochs": 2, "steps_per_epoch": 10},  # sized here
+    {"target_sparsity": 0.5, "kind": "constant", "begin": 0.2, "end": 0.9},  # sized later, by the callback
+    {"target_sparsity": 0.5, "m_by_n": (2, 4), "epochs": 1, "steps_per_epoch": 100},
+])
+def test_schedule_config_round_trips_through_the_keras_registry(kwargs):
+    schedule = AdaptiveSchedule(**kwargs)
+    saved = json.loads(json.dumps(schedule.get_config()))
+    cls = keras.utils.get_registered_object(saved["class_name"])
+    assert cls is AdaptiveSchedule
+    rebuilt = cls.from_config(saved["config"])
+    assert rebuilt.get_config() == saved
+    assert (rebuilt.begin_step, rebuilt.end_step, rebuilt.frequency) == (
+        schedule.begin_step, schedule.end_step, schedule.frequency)
+    for step in (0, 1, 5, 50, 200):
+        assert [float(v) for v in rebuilt(step)] == [float(v) for v in schedule(step)]
+
+
+def test_pruning_wrapper_config_round_trips_in_prune_scope():
+    from tfedge.pruning import prune_scope
+
+    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, name="d")])
+    wrapper = tfedge.prune(model, 0.5, epochs=1, steps_per_epoch=10).layers[0]
+    with prune_scope():
+        rebuilt = keras.layers.deserialize(keras.layers.serialize(wrapper))
+    assert isinstance(rebuilt, PruneLowMagnitude) and isinstance(rebuilt.pruning_schedule, AdaptiveSchedule)
+    assert rebuilt.pruning_schedule.get_config() == wrapper.pruning_schedule.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target_sparsity": 1.0}, r"target_sparsity must be in \(0, 1\), got 1.0"),
+        ({"target_sparsity": "0.5"}, "target_sparsity must be a number, got '0.5'"),
+        ({"target_sparsity": 0.5, "kind": "step"}, "schedule must be one of 'polynomial', 'constant', got 'step'"),
+        ({"target_sparsity": 0.5, "begin": 1.0}, r"begin must be in \[0, 1\), got 1.0"),
+        ({"target_sparsity": 0.5, "epochs": -1}, "epochs must be an integer >= 1, got -1"),
+        ({"target_sparsity": 0.5, "steps_per_epoch": True}, "steps_per_epoch must be an integer, got True"),
+    ],
+)
+def test_schedule_refuses_bad_arguments_with_the_value(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        AdaptiveSchedule(**kwargs)
+
+
+def test_callback_checks_its_arguments_when_made():
+    with pytest.raises(InputError, match="strict must be True or False, got 'yes'"):
+        tfedge.PruningCallback(strict="yes")
+    with pytest.raises(InputError, match="log_dir must be a folder path or None, got ''"):
+        tfedge.PruningCallback(log_dir="")
+    callback = tfedge.PruningCallback(log_dir=Path("logs"), strict=True)
+    assert (callback.log_dir, callback.strict) == ("logs", True)
+    with pytest.raises(InputError, match=r"a pruning run needs at least 1 training step, got 0"):
+        AdaptiveSchedule(0.5).configure(0)
+
+
+def test_sparsity_report_prints_with_the_shared_table_printer():
+    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2, name="d")])
+    model.set_weights([np.array([[0, 1], [0, 2], [3, 0], [0, 0]], "float32"), np.ones(2, "float32")])
+    lines = str(tfedge.sparsity_report(model)).splitlines()
+    assert lines[0].split() == ["layer", "class", "weights", "zeros", "sparsity", "target"]
+    assert lines[2].split() == ["d", "Dense", "8", "5", "0.625", "-"]
+    assert lines[3].split() == ["overall", "8", "5", "0.625", "-"]

@@ -170,7 +170,7 @@ def test_cli_validate_exit_codes(int8_file, test_npz, result):
     code, _, err = _cli("validate", str(int8_file), "--data", str(test_npz), "--runtimes", "litert,gpu")
     assert code == 2 and "runtimes must be a non-empty list" in err
     code, _, err = _cli("validate", str(int8_file), "--data", str(test_npz), "--min-accuracy", "95")
-    assert code == 2 and "--min-accuracy must be a fraction in [0, 1], got 95" in err
+    assert code == 2 and "--min-accuracy must be in [0, 1], got 95.0" in err
 
 
 def _corrupt(content: bytes, kind: str, rng: np.random.Generator) -> bytes:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+from tfedge.errors import InputError
+
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 
@@ -22,8 +24,9 @@ def _tf_keras_is_keras3() -> bool:
     return not resolved.__name__.startswith("tf_keras")
 
 
-import tensorflow as tf  # noqa: E402  (the env var must be set first)
-import tf_keras as keras  # noqa: E402
+# After the environment variable above (pyproject.toml lets this file break ruff's E402 for it).
+import tensorflow as tf
+import tf_keras as keras
 
 #: True when ``tf.keras`` in this process is Keras 3 (TensorFlow and ``tf.keras`` were used before
 #: ``import tfedge``). tfedge itself never uses ``tf.keras``, so it still works; models built with
@@ -33,8 +36,6 @@ TF_KERAS_IS_KERAS3 = _tf_keras_is_keras3()
 
 def ensure_keras2_model(model: object, what: str = "model") -> None:
     """Raise :class:`tfedge.errors.InputError` unless ``model`` is a Keras 2 (``tf_keras``) model."""
-    from tfedge.errors import InputError
-
     if isinstance(model, keras.Model):
         return
     module = type(model).__module__

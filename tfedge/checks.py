@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tfedge.errors import InputError
 
@@ -62,7 +63,8 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int
     """An integer (numpy integers too, never ``bool``) within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _fail(name, "an integer", value, hint)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    number = int(value)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         if maximum is None:
             requirement = f"an integer >= {minimum}"
         elif minimum is None:
@@ -70,12 +72,12 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int
         else:
             requirement = f"an integer in [{minimum}, {maximum}]"
         raise _fail(name, requirement, value, hint)
-    return int(value)
+    return number
 
 
 def check_bool(value: Any, name: str) -> bool:
     """``True`` or ``False`` (numpy booleans too); ``0`` / ``1`` / strings are refused."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return bool(value)
     raise _fail(name, "True or False", value, "")
 

@@ -2,23 +2,26 @@
 
 Exit codes: 0 success, 1 a check failed (``CheckFailed``), 2 bad input or a failed step.
 Errors print one line (``tfedge: error: ...``); ``--debug`` shows the traceback.
+
+The subcommands import what they use inside their functions: ``tfedge --help``, ``inspect`` and
+``export-c`` start without TensorFlow (seconds faster), and the heavy modules load only when needed.
+This module imports at its top only light ones (no TensorFlow).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from tfedge.errors import InputError, TfedgeError, first_line
-
-
-def _version() -> str:
-    import tfedge
-
-    return tfedge.__version__
+from tfedge import __version__
+from tfedge.checks import check_fraction
+from tfedge.errors import CheckFailed, InputError, TfedgeError, first_line
+from tfedge.files import check_output_path
 
 
 def _quiet_tensorflow() -> None:
@@ -31,20 +34,20 @@ def _quiet_tensorflow() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tfedge._keras  # noqa: F401  (imports TensorFlow once, quietly)
+            importlib.import_module("tfedge._keras")  # TensorFlow, once, with its chatter sent to /dev/null
     finally:
         os.dup2(saved, 2)
         os.close(saved)
 
 
 def _load_model(path: str, trust: bool):
-    from tfedge.models import load_model
+    from tfedge.models import load_model  # TensorFlow and TF-MOT: only for the commands that load a model
 
     return load_model(path, trust=trust)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from tfedge.pipeline import demo
+    from tfedge.pipeline import demo  # (each command imports what it needs: see the module docstring)
 
     demo(out_dir=args.out, quick=args.quick, verbose=1)
     return 0
@@ -105,9 +108,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from tfedge.conversion import convert
-    from tfedge.datasets import load_npz
-    from tfedge.files import check_output_path
+    from tfedge.conversion import convert  # heavy: TensorFlow
+    from tfedge.datasets import load_npz  # numpy: not needed by --help
 
     check_output_path(args.out, inputs=(args.model, args.data))
     model = _load_model(args.model, args.trust_model)
@@ -121,7 +123,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from tfedge.inspection import inspect
+    from tfedge.inspection import inspect  # no TensorFlow: flatbuffer reading only
 
     info = inspect(args.file)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.format_table())
@@ -129,14 +131,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from tfedge.datasets import load_npz
-    from tfedge.errors import CheckFailed
-    from tfedge.runtimes import check_runtimes
-    from tfedge.validation import validate
+    from tfedge.datasets import load_npz  # numpy: not needed by --help
+    from tfedge.runtimes import check_runtimes  # LiteRT and TFLite Micro, imported by this command only
+    from tfedge.validation import validate  # (the runtimes above)
 
     runtimes = check_runtimes(args.runtimes)
-    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
-        raise InputError(f"--min-accuracy must be a fraction in [0, 1], got {args.min_accuracy:g} (e.g. 0.95)")
+    if args.min_accuracy is not None:
+        check_fraction(args.min_accuracy, "--min-accuracy", hint="a fraction of the samples, e.g. 0.95")
     x, y = load_npz(args.data, labels=args.min_accuracy is not None)
     reference = _load_model(args.reference, args.trust_model) if args.reference else None
     result = validate(args.file, x, y, reference=reference, runtimes=runtimes, verbose=0 if args.json else 1)
@@ -148,7 +149,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_c(args: argparse.Namespace) -> int:
-    from tfedge.export import c_identifier_from, check_c_identifier, export_c_array
+    from tfedge.export import c_identifier_from, check_c_identifier, export_c_array  # no TensorFlow
 
     if not os.path.isdir(args.out):
         raise InputError(f"output folder '{args.out}' does not exist: create it first (mkdir -p {args.out})")
@@ -165,13 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prune, quantize, distill and convert Keras models to fully int8 TFLite, "
         "validated on LiteRT and TFLite Micro.",
     )
-    parser.add_argument("--version", action="version", version=f"tfedge {_version()}")
+    parser.add_argument("--version", action="version", version=f"tfedge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)  # --debug also works after the subcommand
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
-    p = sub.add_parser("demo", parents=[common], help="the main job: teacher -> distilled, pruned, QAT int8 student on bundled digits")
+    p = sub.add_parser("demo", parents=[common],
+                       help="the main job: teacher -> distilled, pruned, QAT int8 student on bundled digits")
     p.add_argument("--out", default="tflite_models", help="output folder (default: tflite_models)")
     p.add_argument("--quick", action="store_true", help="a short run for tests (under a minute)")
     p.set_defaults(func=_cmd_demo)
@@ -193,18 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", parents=[common], help="convert a Keras model to TFLite (int8 audited op by op)")
     p.add_argument("model", help="Keras model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", help="calibration data .npz with x (required for int8)")
+    # conversion.MODES (tests/test_cli.py keeps them in step; importing it here would slow down --help)
     p.add_argument("--quantization", choices=("int8", "int16x8", "float16", "dynamic", "float32"), default="int8")
     p.add_argument("--float-io", action="store_true", help="int8 / int16x8: keep float32 input and output")
     p.add_argument("--out", required=True, help="output .tflite file (written atomically)")
     p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("inspect", parents=[common], help="read a .tflite without running it: ops, dtypes, sparsity, size")
+    p = sub.add_parser("inspect", parents=[common],
+                       help="read a .tflite without running it: ops, dtypes, sparsity, size")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("validate", parents=[common], help="run a .tflite on LiteRT and TFLite Micro: accuracy, agreement, arena, latency")
+    p = sub.add_parser("validate", parents=[common],
+                       help="run a .tflite on LiteRT and TFLite Micro: accuracy, agreement, arena, latency")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--data", required=True, help="test data .npz with x (and y for accuracy)")
     p.add_argument("--reference", help="Keras model to compare against (.keras)")
@@ -239,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tfedge: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. `tfedge inspect FILE | head`: the reader left, nothing is wrong
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
+from typing import Any, Literal, overload
 
 import numpy as np
 
+from tfedge import files
+from tfedge.checks import check_bool, check_int
 from tfedge.errors import InputError, first_line
-from tfedge.files import PathLike, check_input_file
+from tfedge.files import PathLike, atomic_writer, check_input_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +39,7 @@ def digits() -> Split:
 
     Split with ``train_test_split(test_size=0.25, random_state=0, stratify=target)``: 1,347 / 450.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # here, not at the top: scikit-learn takes a second to import
     from sklearn.model_selection import train_test_split
 
     raw = load_digits()
@@ -48,9 +51,7 @@ def digits() -> Split:
 
 def save_npz(path: PathLike, x: np.ndarray, y: np.ndarray | None = None) -> None:
     """Write ``x`` (and ``y``) in the tfedge ``.npz`` convention, atomically."""
-    from tfedge.files import atomic_writer
-
-    arrays = {"x": np.asarray(x, np.float32)}
+    arrays: dict[str, Any] = {"x": np.asarray(x, np.float32)}
     if y is not None:
         arrays["y"] = np.asarray(y, np.int64)
     with atomic_writer(path, "wb") as fh:
@@ -59,7 +60,8 @@ def save_npz(path: PathLike, x: np.ndarray, y: np.ndarray | None = None) -> None
 
 def _check_array(name: str, arr: np.ndarray, where: str) -> np.ndarray:
     if arr.dtype == object:
-        raise InputError(f"{where}: '{name}' holds Python objects; save plain numeric arrays (np.savez(path, x=x.astype('float32')))")
+        raise InputError(f"{where}: '{name}' holds Python objects; save plain numeric arrays "
+                         "(np.savez(path, x=x.astype('float32')))")
     if arr.size == 0:
         raise InputError(f"{where}: '{name}' is empty (shape {arr.shape}); it needs at least one sample")
     if arr.ndim == 0:
@@ -69,8 +71,6 @@ def _check_array(name: str, arr: np.ndarray, where: str) -> np.ndarray:
 
 def _check_unpacked_size(p, where: str) -> None:
     """Refuse an archive that unpacks to more than the size cap (a small compressed file can hold gigabytes)."""
-    from tfedge import files
-
     try:
         with zipfile.ZipFile(p) as zf:
             unpacked = sum(info.file_size for info in zf.infolist())
@@ -81,6 +81,12 @@ def _check_unpacked_size(p, where: str) -> None:
                          "pass less data (or raise tfedge.files.MAX_FILE_BYTES if you trust it)")
 
 
+@overload
+def load_npz(path: PathLike, labels: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
 def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Load ``x`` (float32) and, if present, ``y`` (int64 labels) from an ``.npz`` file.
 
@@ -88,6 +94,7 @@ def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarr
     ``None`` when the file has none. Every problem is an :class:`~tfedge.errors.InputError`
     naming the file.
     """
+    labels = check_bool(labels, "labels")
     p = check_input_file(path, "data file")
     where = f"data file '{p}'"
     if not zipfile.is_zipfile(p):
@@ -105,7 +112,8 @@ def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarr
         raise
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise InputError(f"{where} holds Python objects (pickled arrays), refused for safety; save numeric arrays") from None
+            raise InputError(f"{where} holds Python objects (pickled arrays), refused for safety; "
+                             "save numeric arrays") from None
         raise InputError(f"{where} is not a readable .npz: {exc}") from None
     except Exception as exc:  # numpy raises many types for a damaged archive
         raise InputError(f"{where} is not a readable .npz: {first_line(exc)}") from None
@@ -155,10 +163,12 @@ def check_inputs_match(x: np.ndarray, shape: tuple, where: str = "data") -> None
 
 def check_labels_fit(y: np.ndarray, num_classes: int, where: str = "data") -> None:
     """Check that labels are valid class ids for a model with ``num_classes`` outputs."""
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
     top = int(y.max())
     if top >= num_classes:
         raise InputError(
-            f"{where}: label {top} is out of range for a model with {num_classes} outputs (classes 0..{num_classes - 1})"
+            f"{where}: label {top} is out of range for a model with {num_classes} outputs "
+            f"(classes 0..{num_classes - 1})"
         )
 
 

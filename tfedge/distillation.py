@@ -24,12 +24,14 @@ True
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tfedge._keras import keras, tf
+
+from tfedge.checks import check_fraction, check_range
 from tfedge.errors import InputError, ModelError
-from tfedge.models import check_graph_model
+from tfedge.graph import check_graph_model, unwrap
 
 #: Output activations whose values can be used as logits as they are (softmax is shift-invariant).
 _LOGIT_ACTIVATIONS = {None, "linear", "log_softmax"}
@@ -44,30 +46,13 @@ _EXPOSE_LOGITS = (
 # argument checks
 
 
-def _check_number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise InputError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    number = float(value)
-    if not math.isfinite(number):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
-    return number
-
-
 def _check_temperature(value: Any) -> float:
-    t = _check_number(value, "temperature")
-    if t <= 0:
-        raise InputError(f"temperature must be > 0, got {value!r}: use e.g. 4.0 (1.0 means no softening)")
-    return t
+    return check_range(value, "temperature", 0.0, low_open=True, hint="use e.g. 4.0 (1.0 means no softening)")
 
 
 def _check_alpha(value: Any) -> float:
-    a = _check_number(value, "alpha")
-    if not 0.0 <= a <= 1.0:
-        raise InputError(
-            f"alpha must be in [0, 1], got {value!r}: it weights the hard-label loss "
-            "(1 - alpha weights the teacher's soft labels), e.g. 0.1"
-        )
-    return a
+    return check_fraction(value, "alpha", hint="it weights the hard-label loss (1 - alpha weights the teacher's "
+                                               "soft labels), e.g. 0.1")
 
 
 def _shape_str(shape: Any) -> str:
@@ -103,14 +88,8 @@ def _output_node(model: keras.Model) -> tuple[keras.layers.Layer, Any]:
     return layer, layer._inbound_nodes[node_index]
 
 
-def _unwrap(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """The layer inside TF-MOT pruning / quantization wrappers (any ``keras.layers.Wrapper``)."""
-    while isinstance(layer, keras.layers.Wrapper):
-        layer = layer.layer
-    return layer
-
-
-def _activation_name(layer: keras.layers.Layer) -> str | None:
+def _output_activation(layer: keras.layers.Layer) -> str | None:
+    """The lower-case name of the activation ``layer`` applies last, or None when it has none."""
     activation = getattr(layer, "activation", None)
     if activation is None:
         return None
@@ -123,7 +102,7 @@ def _activation_name(layer: keras.layers.Layer) -> str | None:
 def _head_kind(model: keras.Model, role: str) -> str:
     """``"logits"``, ``"softmax_layer"`` (a separate Softmax / Activation layer) or ``"dense_softmax"``."""
     layer, _ = _output_node(model)
-    inner = _unwrap(layer)
+    inner = unwrap(layer)
     where = f"{role} '{model.name}' ends in {type(layer).__name__} '{layer.name}'"
     if isinstance(inner, keras.Model):
         if _head_kind(inner, f"nested model '{inner.name}'") != "logits":
@@ -134,7 +113,7 @@ def _head_kind(model: keras.Model, role: str) -> str:
         return "logits"
     if isinstance(inner, keras.layers.Softmax):
         return "softmax_layer"
-    name = _activation_name(inner)
+    name = _output_activation(inner)
     if name in _LOGIT_ACTIVATIONS:
         return "logits"
     if name == "softmax":
@@ -283,7 +262,7 @@ class Distiller(keras.Model):
     >>> Distiller(student, teacher, alpha=1.5)
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: alpha must be in [0, 1], got 1.5: it weights the hard-label loss (1 - alpha weights the teacher's soft labels), e.g. 0.1
+    tfedge.errors.InputError: alpha must be in [0, 1], got 1.5: it weights the hard-label loss ...
     """
 
     def __init__(
@@ -409,7 +388,9 @@ class Distiller(keras.Model):
         """The student's output (what ``predict`` returns)."""
         return self._student(inputs, training=training)
 
-    def _distillation_losses(self, x: Any, y: Any, sample_weight: Any, training: bool) -> tuple[tf.Tensor, tf.Tensor, dict]:
+    def _distillation_losses(
+        self, x: Any, y: Any, sample_weight: Any, training: bool
+    ) -> tuple[tf.Tensor, tf.Tensor, dict]:
         teacher_logits, _ = self._teacher_head(x, training=False)
         teacher_logits = tf.stop_gradient(tf.cast(teacher_logits, tf.float32))
         student_logits, student_output = self._student_head(x, training=training)
@@ -430,7 +411,8 @@ class Distiller(keras.Model):
         combined = self._alpha * student_loss + (1.0 - self._alpha) * distillation_loss
         if sample_weight is not None:
             weight = tf.reshape(tf.cast(sample_weight, tf.float32), tf.shape(combined))
-            student_loss, distillation_loss, combined = (v * weight for v in (student_loss, distillation_loss, combined))
+            student_loss, distillation_loss, combined = (
+                v * weight for v in (student_loss, distillation_loss, combined))
         # Sum over this replica's examples / examples in the global batch: summing the replicas'
         # gradients (as the optimizer does under a strategy) then gives the global-batch mean.
         loss = tf.math.divide_no_nan(tf.reduce_sum(combined), _global_batch_size(combined))
@@ -474,13 +456,12 @@ class Distiller(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Distiller":
-        from tfedge.models import custom_objects as custom_object_scope
-
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Distiller:
+        """Rebuild from :meth:`get_config`. A pruned or quantization-aware student or teacher needs the
+        caller's scope (``tfedge.models.custom_objects()``, which :func:`tfedge.load_model` enters)."""
         config = dict(config)
-        with custom_object_scope():
-            student = keras.saving.deserialize_keras_object(config.pop("student"), custom_objects=custom_objects)
-            teacher = keras.saving.deserialize_keras_object(config.pop("teacher"), custom_objects=custom_objects)
+        student = keras.saving.deserialize_keras_object(config.pop("student"), custom_objects=custom_objects)
+        teacher = keras.saving.deserialize_keras_object(config.pop("teacher"), custom_objects=custom_objects)
         return cls(student, teacher, **config)
 
 

@@ -15,10 +15,15 @@ import json
 import os
 import re
 
+from tfedge._keras import keras, tf
+
 import numpy as np
 
-from tfedge._keras import keras, tf
+from tfedge.checks import check_choice
 from tfedge.errors import InputError, TfedgeError
+
+#: The values of ``--distribute`` / ``strategy_for``.
+STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +78,7 @@ def cluster_task(raw: str | None) -> ClusterTask:
                          f"{kind} addresses (index 0 to {len(cluster[kind]) - 1}): give every process its own "
                          "task index")
     chief = kind == "chief" or ("chief" not in cluster and index == 0)
-    return ClusterTask(kind, index, sum(len(hosts) for hosts in cluster.values()), chief)
+    return ClusterTask(str(kind), index, sum(len(hosts) for hosts in cluster.values()), chief)
 
 
 def lost_worker(task: ClusterTask, exc: Exception) -> TfedgeError:
@@ -89,7 +94,7 @@ def lost_worker(task: ClusterTask, exc: Exception) -> TfedgeError:
                        "logs, then start the command again on every worker")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
     """One MirroredStrategy per process, reused by every ``--distribute mirrored`` run.
 
@@ -104,22 +109,21 @@ def strategy_for(distribute: str) -> tuple[tf.distribute.Strategy, bool]:
 
     ``multiworker`` reads ``TF_CONFIG`` and joins the cluster: it waits until every task has started.
     """
+    check_choice(distribute, "distribute", STRATEGIES)
     if distribute == "none":
         return tf.distribute.get_strategy(), True
     if distribute == "mirrored":
         return _mirrored_strategy(), True
-    if distribute == "multiworker":
-        task = cluster_task(os.environ.get("TF_CONFIG"))
-        try:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        except RuntimeError as exc:
-            if "program startup" not in str(exc):
-                raise
-            raise InputError("--distribute multiworker must start before anything else runs TensorFlow in this "
-                             "process, but TensorFlow was already running: start `tfedge compress ... --distribute "
-                             "multiworker` as a process of its own on every worker") from None
-        return strategy, task.chief
-    raise InputError(f"distribute must be none, mirrored or multiworker, got {distribute!r}")
+    task = cluster_task(os.environ.get("TF_CONFIG"))
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as exc:
+        if "program startup" not in str(exc):
+            raise
+        raise InputError("--distribute multiworker must start before anything else runs TensorFlow in this "
+                         "process, but TensorFlow was already running: start `tfedge compress ... --distribute "
+                         "multiworker` as a process of its own on every worker") from None
+    return strategy, task.chief
 
 
 def weights_sha256(model: keras.Model) -> str:

@@ -1,4 +1,4 @@
-"""Loading and saving Keras models safely, and checks that a model is one tfedge can wrap.
+"""Loading and saving Keras models safely, pruned, quantization-aware and distillation models included.
 
 ``.keras`` files load with Keras safe mode on, after tfedge has read their ``config.json`` and
 refused layers that would run code or read files (``Lambda``, ``TFSMLayer``, lookup layers with a
@@ -22,13 +22,23 @@ import contextlib
 import json
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tfedge._keras import ensure_keras2_model, keras
-from tfedge import files
+
+from tfedge import distillation, files, pruning, quantization
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.files import PathLike, atomic_path, check_input_file
+
+# Re-exported for callers that still import it from here; it lives in tfedge.graph, below the feature modules.
+from tfedge.graph import check_graph_model
+
+#: The feature modules whose classes a saved model may name: importing them registers tfedge's classes
+#: (``tfedge>AdaptiveSchedule``, ``tfedge>Distiller``, ...) with Keras, and each gives the scope its
+#: TF-MOT classes need (:func:`custom_objects`).
+FEATURES = (pruning, quantization, distillation)
 
 _UNSAFE_LAYERS = {
     "Lambda": "it runs arbitrary Python code when loaded",
@@ -55,27 +65,27 @@ def _foreign_module(entry: dict) -> str | None:
 
 @contextlib.contextmanager
 def custom_objects() -> Iterator[None]:
-    """Scope in which TF-MOT's and tfedge's custom layers, wrappers and quantizers deserialize."""
-    import tensorflow_model_optimization as tfmot
-
-    from tfedge.quantization import load_objects  # tfedge's QAT classes (and TF-MOT's QuantizeLayer, fixed)
-    import tfedge.pruning  # noqa: F401  registers tfedge's pruning schedule ("tfedge>AdaptiveSchedule")
-    import tfedge.distillation  # noqa: F401  (registers Distiller for deserialization)
-
-    with tfmot.sparsity.keras.prune_scope(), tfmot.quantization.keras.quantize_scope(), \
-            keras.utils.custom_object_scope(load_objects()):
+    """Scope in which TF-MOT's and tfedge's custom layers, wrappers and quantizers deserialize: the
+    feature modules' scopes (:func:`tfedge.pruning.prune_scope`, :func:`tfedge.quantization.quantize_scope`)
+    together. :func:`load_model` enters it; enter it yourself around ``keras.models.load_model`` or
+    ``Distiller.from_config`` of a pruned or quantization-aware model."""
+    with pruning.prune_scope(), quantization.quantize_scope():
         yield
 
 
-def _walk_layers(config: Any) -> Iterator[dict]:
+def _config_objects(config: Any) -> Iterator[dict]:
+    """Every serialized object (a dict with a ``class_name``) in a model's ``config.json``, at any depth.
+
+    This walks the saved configuration, not a live model (for that, see :func:`tfedge.graph.walk_layers`).
+    """
     if isinstance(config, dict):
         if "class_name" in config:
             yield config
         for value in config.values():
-            yield from _walk_layers(value)
+            yield from _config_objects(value)
     elif isinstance(config, list):
         for value in config:
-            yield from _walk_layers(value)
+            yield from _config_objects(value)
 
 
 def _check_keras_archive(p: Path) -> None:
@@ -101,7 +111,7 @@ def _check_keras_archive(p: Path) -> None:
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as exc:
         raise InputError(f"{where} is corrupted: {first_line(exc, 200)}") from None
     try:
-        entries = list(_walk_layers(config))
+        entries = list(_config_objects(config))
     except RecursionError:
         raise InputError(f"{where}: config.json is nested too deeply, refused as implausible") from None
     for layer in entries:
@@ -189,28 +199,6 @@ def save_model(model: keras.Model, path: PathLike) -> None:
         raise InputError(f"cannot save to '{p}': use a .keras (recommended) or .h5 file name")
     with atomic_path(p, suffix=f".tmp{suffix}") as tmp:
         model.save(tmp)
-
-
-def check_graph_model(
-    model: object,
-    what: str = "model",
-    *,
-    needs: str = "TF-MOT can only wrap Sequential or Functional models",
-    built: bool = True,
-) -> None:
-    """Raise :class:`ModelError` unless ``model`` is a Keras 2 Sequential or Functional model (and, with
-    ``built``, has a known input shape). ``needs`` says why, in the message."""
-    ensure_keras2_model(model, what)
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
-        raise ModelError(
-            f"{what} is a subclassed model ({type(model).__name__}); {needs}: rebuild it with "
-            "keras.Sequential([...]) or keras.Model(inputs, outputs)"
-        )
-    if built and (not model.built or not model.inputs):
-        raise ModelError(
-            f"{what} '{model.name}' is not built (its input shape is unknown): start it with "
-            "keras.layers.Input(shape) or call model.build((None, *shape)) first"
-        )
 
 
 __all__ = ["load_model", "save_model", "custom_objects", "check_graph_model"]

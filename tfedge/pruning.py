@@ -20,24 +20,28 @@ leave a run of fewer than ~100 steps at zero sparsity without a word.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
 import warnings
-from typing import Any, Iterator, Sequence
-
-import numpy as np
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from tfedge._keras import keras, tf
-from tfedge.errors import CheckFailed, InputError, ModelError, first_line
-from tfedge.models import check_graph_model
 
-import tensorflow_model_optimization as tfmot  # after tfedge._keras chose Keras 2
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+import numpy as np
+import tensorflow_model_optimization as tfmot
 from tensorflow.core.framework import summary_pb2
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
 # TF-MOT keeps its wrapper class (what prune_low_magnitude returns) out of its public namespace.
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+from tfedge.checks import check_bool, check_choice, check_fraction, check_int
+from tfedge.errors import CheckFailed, InputError, ModelError, first_line
+from tfedge.graph import check_graph_model, is_layer_wrapper, walk_layers
+from tfedge.tables import format_table
 
 #: Tolerance of the end-of-training check: a layer below ``target - TOLERANCE`` is reported.
 TOLERANCE = 0.01
@@ -54,26 +58,31 @@ class PruningWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------------------------------
-# argument checks
+# scope and argument checks
 
 
-def _check_fraction(name: str, value: Any, low: float, high: float, open_low: bool, open_high: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    bad_low = value <= low if open_low else value < low
-    bad_high = value >= high if open_high else value > high
-    if bad_low or bad_high:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise InputError(f"{name} must be in {interval}, got {value}")
-    return float(value)
+@contextlib.contextmanager
+def prune_scope() -> Iterator[None]:
+    """Scope in which pruned models deserialize: TF-MOT's pruning wrapper (which Keras does not know).
+
+    tfedge's own classes (:class:`AdaptiveSchedule`, :class:`PrunableDepthwiseConv2D`) are registered
+    with Keras when this module is imported. :func:`tfedge.load_model` enters this scope for you.
+    """
+    with tfmot.sparsity.keras.prune_scope():
+        yield
 
 
 def _check_count(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be a positive integer or None, got {value!r}")
-    return int(value)
+    """A training length: a positive integer, or None for "learn it from fit"."""
+    return None if value is None else check_int(value, name, minimum=1, hint="or None to take it from fit")
+
+
+def _check_run_fractions(begin: Any, end: Any) -> tuple[float, float]:
+    begin = check_fraction(begin, "begin", high_open=True)
+    end = check_fraction(end, "end", low_open=True)
+    if begin > end:
+        raise InputError(f"begin must not be after end, got begin={begin} and end={end}")
+    return begin, end
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,14 +120,9 @@ class AdaptiveSchedule(tfmot.sparsity.keras.PruningSchedule):
         power: int = 3,
         m_by_n: Sequence[int] | None = None,
     ):
-        if kind not in _SCHEDULES:
-            raise InputError(f"schedule must be 'polynomial' or 'constant', got {kind!r}")
-        self.target_sparsity = _check_fraction("target_sparsity", target_sparsity, 0.0, 1.0, True, True)
-        self.kind = kind
-        self.begin = _check_fraction("begin", begin, 0.0, 1.0, False, True)
-        self.end = _check_fraction("end", end, 0.0, 1.0, True, False)
-        if self.begin > self.end:
-            raise InputError(f"begin must not be after end, got begin={begin} and end={end}")
+        self.kind = check_choice(kind, "schedule", _SCHEDULES)
+        self.target_sparsity = check_fraction(target_sparsity, "target_sparsity", low_open=True, high_open=True)
+        self.begin, self.end = _check_run_fractions(begin, end)
         self.epochs = _check_count("epochs", epochs)
         self.steps_per_epoch = _check_count("steps_per_epoch", steps_per_epoch)
         self.power = int(power)
@@ -226,33 +230,6 @@ def _plain_class(layer: keras.layers.Layer) -> type:
 # finding layers
 
 
-def _walk(model: keras.layers.Layer, prefix: str = "", _prefixes: dict | None = None) -> Iterator[tuple[str, Any]]:
-    """Yield ``(name, layer)`` for every non-model layer, recursing into nested models.
-
-    Layers of nested models are named ``"<model>/<layer>"``; two different nested models with the
-    same name (a teacher and a student both called "cnn") get ``"cnn"`` and ``"cnn_2"``.
-    """
-    prefixes = {} if _prefixes is None else _prefixes
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            base = f"{prefix}{layer.name}"
-            key, k = base, 1
-            while prefixes.get(key, id(layer)) != id(layer):
-                k += 1
-                key = f"{base}_{k}"
-            prefixes[key] = id(layer)
-            yield from _walk(layer, f"{key}/", prefixes)
-        elif _unwraps(layer):  # pruning / QAT wrappers: named after the layer they wrap
-            yield f"{prefix}{layer.layer.name}", layer
-        elif not isinstance(layer, keras.layers.InputLayer):
-            yield f"{prefix}{layer.name}", layer
-
-
-def _unwraps(layer: Any) -> bool:
-    """True for wrappers whose ``.layer`` is the layer that computes (TF-MOT pruning / QAT wrappers)."""
-    return isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional)
-
-
 def pruned_layers(model: keras.Model) -> list[tuple[str, Any]]:
     """Every TF-MOT ``PruneLowMagnitude`` wrapper in ``model`` with its name, nested models included.
 
@@ -260,7 +237,7 @@ def pruned_layers(model: keras.Model) -> list[tuple[str, Any]]:
     """
     seen: set[int] = set()
     found = []
-    for name, layer in _walk(model):
+    for name, layer in walk_layers(model):
         if isinstance(layer, PruneLowMagnitude) and id(layer) not in seen:
             seen.add(id(layer))
             found.append((name, layer))
@@ -274,7 +251,7 @@ def _registry_weights(layer: keras.layers.Layer, extra: Sequence = ()) -> list:
     """
     if isinstance(layer, PruneLowMagnitude):
         return [w for w, _, _ in layer.pruning_vars]
-    if _unwraps(layer):
+    if is_layer_wrapper(layer):
         return _registry_weights(layer.layer, extra=layer.weights)
     if hasattr(layer, "get_prunable_weights"):
         return list(layer.get_prunable_weights())
@@ -342,7 +319,7 @@ def _matches(entry: Any, layer: keras.layers.Layer) -> bool:
 
 def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) -> set[int]:
     """ids of the layers to wrap, with clear errors for names that match nothing."""
-    all_layers = [layer for _, layer in _walk(model)]
+    all_layers = [layer for _, layer in walk_layers(model)]
     names = ", ".join(layer.name for layer in all_layers)
     prunable = [layer for layer in all_layers if _is_prunable(layer, m_by_n)]
     kinds = ("Conv1D/2D/3D, Dense, DepthwiseConv2D, SeparableConv pointwise kernels, Embedding, RNN and "
@@ -435,15 +412,11 @@ def prune(
     tfedge.errors.InputError: target_sparsity must be in (0, 1), got 1.5
     """
     check_graph_model(model)
-    target = _check_fraction("target_sparsity", target_sparsity, 0.0, 1.0, True, True)
+    target = check_fraction(target_sparsity, "target_sparsity", low_open=True, high_open=True)
     epochs = _check_count("epochs", epochs)
     steps_per_epoch = _check_count("steps_per_epoch", steps_per_epoch)
-    begin = _check_fraction("begin", begin, 0.0, 1.0, False, True)
-    end = _check_fraction("end", end, 0.0, 1.0, True, False)
-    if begin > end:
-        raise InputError(f"begin must not be after end, got begin={begin} and end={end}")
-    if schedule not in _SCHEDULES:
-        raise InputError(f"schedule must be 'polynomial' or 'constant', got {schedule!r}")
+    begin, end = _check_run_fractions(begin, end)
+    check_choice(schedule, "schedule", _SCHEDULES)
     pair = _check_m_by_n(m_by_n, target)
     wrapped = pruned_layers(model)
     if wrapped:
@@ -473,11 +446,11 @@ def prune(
     return out
 
 
-def _copy_layer(layer: keras.layers.Layer, cls: type | None = None) -> keras.layers.Layer:
+def _copy_layer(layer: keras.layers.Layer, cls: Any = None) -> keras.layers.Layer:
     """A new, unbuilt layer like ``layer``, of class ``cls`` if given (weights are copied once the model is rebuilt)."""
     try:
         return (cls or layer.__class__).from_config(layer.get_config())
-    except Exception as exc:  # noqa: BLE001 - custom layers fail in many ways
+    except Exception as exc:  # custom layers fail in many ways
         first = first_line(exc, 200)
         raise ModelError(
             f"layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from its config ({first}): "
@@ -543,20 +516,13 @@ class SparsityReport(dict):
     """A plain dict ``{"overall", "zeros", "weights", "layers": {name: {...}}}`` that prints as a table."""
 
     def format_table(self) -> str:
-        rows = [("layer", "class", "weights", "zeros", "sparsity", "target")]
-        for name, info in self["layers"].items():
-            target = "-" if info["target"] is None else f"{info['target']:.2f}"
-            rows.append((name, info["class"], f"{info['weights']:,}", f"{info['zeros']:,}",
-                         f"{info['sparsity']:.3f}", target))
-        rows.append(("overall", "", f"{self['weights']:,}", f"{self['zeros']:,}", f"{self['overall']:.3f}", ""))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = []
-        for i, row in enumerate(rows):
-            cells = [c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))]
-            lines.append("  ".join(cells).rstrip())
-            if i == 0 or i == len(rows) - 2:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        rows: list[list[Any]] = [
+            [name, info["class"], f"{info['weights']:,}", f"{info['zeros']:,}", f"{info['sparsity']:.3f}",
+             None if info["target"] is None else f"{info['target']:.2f}"]
+            for name, info in self["layers"].items()
+        ]
+        rows.append(["overall", "", f"{self['weights']:,}", f"{self['zeros']:,}", f"{self['overall']:.3f}", None])
+        return format_table(rows, ["layer", "class", "weights", "zeros", "sparsity", "target"])
 
     def __str__(self) -> str:
         return self.format_table()
@@ -586,15 +552,14 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
     layer    class  weights  zeros  sparsity  target
     -------  -----  -------  -----  --------  ------
     d        Dense        8      5     0.625       -
-    -------  -----  -------  -----  --------  ------
-    overall               8      5     0.625
+    overall               8      5     0.625       -
     """
     ensure = getattr(model, "layers", None)
     if ensure is None:
         raise InputError(f"sparsity_report needs a Keras model, got {type(model).__name__}")
     layers: dict[str, dict] = {}
     total = zeros = 0
-    for name, layer in _walk(model):
+    for name, layer in walk_layers(model):
         if isinstance(layer, PruneLowMagnitude):
             if not layer.built:
                 continue
@@ -607,7 +572,7 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
             if not layer.built:
                 continue
             weights = [keras.backend.get_value(w) for w in _registry_weights(layer)]
-            cls, target = _plain_class(layer.layer if _unwraps(layer) else layer).__name__, None
+            cls, target = _plain_class(layer.layer if is_layer_wrapper(layer) else layer).__name__, None
         if not weights:
             continue
         size = int(sum(w.size for w in weights))
@@ -662,12 +627,10 @@ class PruningCallback(keras.callbacks.Callback):
         super().__init__()
         if log_dir is not None and (not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir)):
             raise InputError(f"log_dir must be a folder path or None, got {log_dir!r}")
-        if not isinstance(strict, bool):
-            raise InputError(f"strict must be True or False, got {strict!r}")
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
-        self.strict = strict
+        self.strict = check_bool(strict, "strict")
         self._layers: list[tuple[str, Any]] = []
-        self._writer = None
+        self._writer: Any = None  # a tf.summary writer while training with log_dir
         self._sized = False
 
     # -- helpers
@@ -829,5 +792,6 @@ __all__ = [
     "SparsityReport",
     "PruningWarning",
     "pruned_layers",
+    "prune_scope",
     "TOLERANCE",
 ]

@@ -30,33 +30,37 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from tfedge._keras import keras, tf
-from tfedge.errors import InputError, ModelError, first_line
-from tfedge.models import check_graph_model, custom_objects
 
-import tensorflow_model_optimization as tfmot  # noqa: E402  (after tfedge._keras chose Keras 2)
-from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras import (
     quantize_annotate as _qannotate,
     quantize_aware_activation as _qaa,
     quantize_layer as _qlayer,
     quantize_wrapper as _qwrapper,
     utils as _qutils,
 )
-from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E402
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
     prune_preserve_quantize_registry as _ppq,
 )
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_registry as _d8,
 )
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper
+
+from tfedge.checks import check_bool
+from tfedge.errors import InputError, ModelError, first_line
+from tfedge.graph import check_graph_model, unwrap, walk_layers
+from tfedge.pruning import strip
 
 #: Activation functions TF-MOT can fake-quantize when they are fused into a Dense / Conv layer.
 _FUSED_ACTIVATIONS = frozenset(
-    _qaa.QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS  # pylint: disable=protected-access
-    | _qaa.QuantizeAwareActivation._POST_QUANT_ACTIVATIONS  # pylint: disable=protected-access
-    | _qaa.QuantizeAwareActivation._NO_QUANTIZE_ACTIVATIONS  # pylint: disable=protected-access
+    _qaa.QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS
+    | _qaa.QuantizeAwareActivation._POST_QUANT_ACTIVATIONS
+    | _qaa.QuantizeAwareActivation._NO_QUANTIZE_ACTIVATIONS
 )
 
 _COST = (
@@ -109,9 +113,8 @@ def quantize_aware(
     >>> [type(layer).__name__ for layer in qat.layers][-3:]
     ['Rescaling', 'QuantizeWrapperV2', 'QuantizeWrapperV2']
     """
-    for flag, value in (("preserve_sparsity", preserve_sparsity), ("strict", strict)):
-        if not isinstance(value, bool):
-            raise InputError(f"{flag} must be True or False, got {value!r}")
+    check_bool(preserve_sparsity, "preserve_sparsity")
+    check_bool(strict, "strict")
     check_graph_model(model, "model to quantize")
     _refuse_already_quantized(model)
 
@@ -172,21 +175,12 @@ def _scope(model: keras.Model) -> Iterator[None]:
     Safe mode is off only for rebuilding layers that are already in this process (a ``Lambda``'s
     code is the caller's own); nothing is read from a file here.
     """
-    classes = {type(layer).__name__: type(layer) for layer in _all_layers(model)
+    layers = [inner for _, outer in walk_layers(model, models=True) for inner in (outer, unwrap(outer))]
+    classes = {type(layer).__name__: type(layer) for layer in layers
                if not type(layer).__module__.startswith(("tf_keras.", "tensorflow_model_optimization."))}
-    with custom_objects(), keras.utils.custom_object_scope(classes), \
+    with quantize_scope(), keras.utils.custom_object_scope(classes), \
             keras.src.saving.serialization_lib.SafeModeScope(False):
         yield
-
-
-def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        inner = getattr(layer, "layer", None)
-        if isinstance(inner, keras.layers.Layer):
-            yield inner
 
 
 def _refuse_already_quantized(model: keras.Model) -> None:
@@ -201,9 +195,7 @@ def _refuse_already_quantized(model: keras.Model) -> None:
 
 def _strip_pruning(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with its own weights; pruning wrappers are stripped (:func:`tfedge.strip`, zeros kept)."""
-    if any(isinstance(layer, _pwrapper.PruneLowMagnitude) for layer in _all_layers(model)):
-        from tfedge.pruning import strip
-
+    if any(isinstance(layer, _pwrapper.PruneLowMagnitude) for _, layer in walk_layers(model)):
         return strip(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
@@ -229,7 +221,8 @@ def _resolve_skip(model: keras.Model, skip: Iterable[str | type] | None) -> set[
                                  f"(its layers: {known[:400]}): check the name")
             chosen.add(item)
         elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
-            found = {layer.name for layer in model.layers if isinstance(layer, item)}
+            layer_class: Any = item
+            found = {layer.name for layer in model.layers if isinstance(layer, layer_class)}
             if not found:
                 raise InputError(f"skip names layer class {item.__name__}, but model '{model.name}' has "
                                  "no such layer: check the class")
@@ -245,7 +238,8 @@ def _scheme(preserve_sparsity: bool):
     return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
-def _activation_name(fn: object) -> str:
+def _function_name(fn: object) -> str:
+    """The name of an activation function (``relu``), or of the class of a callable object."""
     return getattr(fn, "__name__", type(fn).__name__)
 
 
@@ -266,19 +260,19 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
         elif isinstance(layer, keras.layers.Lambda):
             refuse(layer, "TF-MOT cannot see the code inside a Lambda")
         elif not isinstance(layer, keras.layers.Activation) and callable(getattr(layer, "activation", None)):
-            act = _activation_name(layer.activation)
+            act = _function_name(layer.activation)
             if act not in _FUSED_ACTIVATIONS:
                 refuse(layer, f"fused activation '{act}' has no quantization-aware version; use a separate "
                               f"activation layer (e.g. keras.layers.ReLU(6.0) for relu6)")
 
     # The rest: run TF-MOT's layout transforms (BatchNorm folding, ...) and ask its registry.
     layer_map = {name: {"quantize_config": None} for name in candidates if name not in found}
-    for inp in model._input_layers:  # pylint: disable=protected-access
-        if any(node.outbound_layer.name in layer_map for node in inp._outbound_nodes):  # pylint: disable=protected-access
+    for inp in model._input_layers:
+        if any(node.outbound_layer.name in layer_map for node in inp._outbound_nodes):
             layer_map[inp.name] = {}
     try:
         transformed, layer_map = scheme.get_layout_transformer().apply(model, layer_map)
-    except Exception as exc:  # noqa: BLE001 - TF-MOT raises many types; report them as ours
+    except Exception as exc:  # TF-MOT raises many types; report them as ours
         raise ModelError(f"TF-MOT could not analyse model '{model.name}' for quantization: "
                          f"{first_line(exc)}; pass the offending layers in skip=[...]") from None
     registry = scheme.get_quantize_registry()
@@ -293,18 +287,18 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
                 continue
             try:
                 config = registry.get_quantize_config(layer)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 refuse(original, f"TF-MOT has no quantize config for it ({first_line(exc)})")
                 continue
         try:
             config.get_output_quantizers(layer)
             for fn, _ in config.get_activations_and_quantizers(layer):
-                if _activation_name(fn) not in _FUSED_ACTIVATIONS:
-                    raise ValueError(f"activation '{_activation_name(fn)}' has no quantization-aware version")
-        except Exception as exc:  # noqa: BLE001
+                if _function_name(fn) not in _FUSED_ACTIVATIONS:
+                    raise ValueError(f"activation '{_function_name(fn)}' has no quantization-aware version")
+        except Exception as exc:
             reason = first_line(exc)
             if isinstance(layer, keras.layers.Activation):
-                reason = f"activation '{_activation_name(layer.activation)}' has no int8 QAT support"
+                reason = f"activation '{_function_name(layer.activation)}' has no int8 QAT support"
             refuse(original, reason)
     return [found[name] for name in candidates if name in found]
 
@@ -383,7 +377,7 @@ class PrunePreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __init__(self, config):
         if isinstance(config, dict):
-            config = _qutils.deserialize_keras_object(config, module_objects=_d8._types_dict())  # pylint: disable=protected-access
+            config = _qutils.deserialize_keras_object(config, module_objects=_d8._types_dict())
         self.config = config
         conv = isinstance(config, _d8.Default8BitConvQuantizeConfig)
         config.weight_quantizer = _KeepZerosConvWeightsQuantizer() if conv else _KeepZerosWeightsQuantizer()
@@ -412,13 +406,22 @@ class PrunePreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
 
 def load_objects() -> dict:
-    """The classes tfedge's QAT models need to load (used by :func:`tfedge.models.custom_objects`).
+    """The classes tfedge's QAT models need to load, by the names saved files use (see :func:`quantize_scope`).
 
     >>> sorted(load_objects())
     ['QuantizeLayer', 'QuantizeWrapperV2', 'tfedge>PrunePreserveQuantizeConfig']
     """
     return {"QuantizeLayer": QuantizeLayer, "QuantizeWrapperV2": QuantizeWrapperV2,
             "tfedge>PrunePreserveQuantizeConfig": PrunePreserveQuantizeConfig}
+
+
+@contextlib.contextmanager
+def quantize_scope() -> Iterator[None]:
+    """Scope in which quantization-aware models deserialize: TF-MOT's quantize scope with tfedge's fixed
+    wrapper and input quantizer (:func:`load_objects`). :func:`tfedge.load_model` enters it for you.
+    """
+    with tfmot.quantization.keras.quantize_scope(), keras.utils.custom_object_scope(load_objects()):
+        yield
 
 
 class _AnnotatedOnly(tfmot.quantization.keras.QuantizeScheme):
@@ -469,7 +472,7 @@ def _apply(model: keras.Model, annotate: set[str], scheme, preserve_sparsity: bo
         annotated = keras.models.clone_model(model, clone_function=wrap)
         return tfmot.quantization.keras.quantize_apply(
             annotated, _AnnotatedOnly(scheme, keep_float, preserve_sparsity))
-    except Exception as exc:  # noqa: BLE001 - never hand TF-MOT's bare error to the user
+    except Exception as exc:  # never hand TF-MOT's bare error to the user
         raise ModelError(f"TF-MOT could not quantize model '{model.name}': {first_line(exc)}; "
                          "pass the layer it names in skip=[...] to keep it float") from None
 
@@ -479,7 +482,7 @@ def _rebuilt(qat: keras.Model) -> keras.Model:
 
     It saves and reloads exactly (``.keras`` and ``.h5``), and a reloaded model is built the same way.
     """
-    fixed = {_qwrapper.QuantizeWrapperV2: QuantizeWrapperV2, _qlayer.QuantizeLayer: QuantizeLayer}
+    fixed: dict[type, Any] = {_qwrapper.QuantizeWrapperV2: QuantizeWrapperV2, _qlayer.QuantizeLayer: QuantizeLayer}
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         return fixed.get(type(layer), type(layer)).from_config(layer.get_config())
@@ -493,4 +496,4 @@ def _rebuilt(qat: keras.Model) -> keras.Model:
     return fresh
 
 
-__all__ = ["quantize_aware", "QuantizationWarning", "PrunePreserveQuantizeConfig", "load_objects"]
+__all__ = ["quantize_aware", "QuantizationWarning", "PrunePreserveQuantizeConfig", "load_objects", "quantize_scope"]
