@@ -11,12 +11,14 @@ process with a signal, which the parent reports.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +89,7 @@ def _load(runtime, content: bytes, arena: int | None, progress: _Progress):
     size = arena or max(64 * 1024, 4 * len(content))
     while True:
         progress.stage(f"loading the model (arena {size:,} bytes)")
-        value, log = _capture_native_output(lambda: _open(runtime, content, size))
+        value, log = _capture_native_output(functools.partial(_open, runtime, content, size))
         if not isinstance(value, Exception):
             return value, size
         if arena is None and _is_arena_shortage(log) and size < MAX_ARENA:

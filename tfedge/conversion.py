@@ -19,7 +19,8 @@ import dataclasses
 import logging
 import re
 import warnings
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def _model_inputs(model: Any, notes: list[str]) -> list[_Input]:
                          "(or call model.build(shape)) before converting")
     names = list(getattr(model, "input_names", None) or [t.name for t in inputs])
     out = []
-    for name, tensor in zip(names, inputs):
+    for name, tensor in zip(names, inputs, strict=False):
         dims = list(tensor.shape)
         if not dims:
             raise ModelError(f"model input '{name}' is a scalar; give it at least a batch dimension")
@@ -115,7 +116,7 @@ def _item_arrays(item: Any, inputs: list[_Input], where: str, single_ok: bool = 
     else:
         values = [item]
     arrays = []
-    for value, inp in zip(values, inputs):
+    for value, inp in zip(values, inputs, strict=False):
         arr = _to_array(value, f"{where} for input '{inp.name}'")
         if single_ok and arr.ndim == len(inp.shape) - 1:
             arr = arr[None]  # a single sample
@@ -146,7 +147,7 @@ def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
     count = 0
     for k, item in enumerate(stream):
         arrays = _item_arrays(item, inputs, f"{where} item {k}")
-        for part, arr in zip(parts, arrays):
+        for part, arr in zip(parts, arrays, strict=False):
             part.append(arr)
         count += len(arrays[0]) if arrays[0].ndim else 1
         if count >= limit or k + 1 >= limit:
@@ -154,7 +155,7 @@ def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
     if not count:
         raise InputError(f"{where} yielded no samples; it must yield at least {MIN_CALIBRATION_SAMPLES}")
     out = []
-    for part, inp in zip(parts, inputs):
+    for part, inp in zip(parts, inputs, strict=False):
         ranks = {a.ndim for a in part}
         if len(ranks) > 1:
             raise InputError(f"{where} for input '{inp.name}' yields arrays of different ranks {sorted(ranks)}")
@@ -174,13 +175,13 @@ def _check_calibration(arrays: list[np.ndarray], inputs: list[_Input], samples: 
     counts = {len(a) for a in arrays}
     if len(counts) > 1:
         raise InputError(f"representative_data has different sample counts per input "
-                         f"{dict(zip([i.name for i in inputs], map(len, arrays)))}: they must match")
+                         f"{dict(zip([i.name for i in inputs], map(len, arrays), strict=False))}: they must match")
     n = counts.pop()
     if n < MIN_CALIBRATION_SAMPLES:
         raise InputError(f"representative_data has {n} sample(s); int8 calibration needs at least "
                          f"{MIN_CALIBRATION_SAMPLES} (about 100-500 typical samples is best)")
     out = []
-    for arr, inp in zip(arrays, inputs):
+    for arr, inp in zip(arrays, inputs, strict=False):
         where = f"representative_data for input '{inp.name}'"
         check_inputs_match(arr, (None, *inp.shape[1:]), where=where)
         if inp.dtype.kind == "f":
@@ -232,7 +233,7 @@ def _quiet_converter() -> Iterator[Captured]:
         with capture_fds((2,)) as native:
             yield native
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=False):
             lg.setLevel(level)
 
 
@@ -318,7 +319,8 @@ def _align16_buffer(buf):
 
 def _signature_is_pinned(signature: list[int], shape: list[int]) -> bool:
     """True when a shape signature says no more than the shape: equal, or -1 only where the shape has 1."""
-    return len(signature) == len(shape) and all(s == d or (s == -1 and d == 1) for s, d in zip(signature, shape))
+    return len(signature) == len(shape) and all(s == d or (s == -1 and d == 1)
+                                                for s, d in zip(signature, shape, strict=True))
 
 
 def _has_data(buffers: Any, index: int) -> bool:
@@ -333,8 +335,8 @@ def _seq(value: Any) -> Any:
 
 def strip_debug_info(content: bytes) -> bytes:
     """Rewrite a flatbuffer without what only tools read: the description, metadata, signature defs,
-    subgraph names, inner tensor names (model inputs / outputs become ``input_0``, ``output_0``, ...) and redundant shape
-    signatures (a -1 batch is pinned to 1). Tensors without constant data share the empty buffer 0,
+    subgraph names, inner tensor names (model inputs / outputs become ``input_0``, ``output_0``, ...) and redundant
+    shape signatures (a -1 batch is pinned to 1). Tensors without constant data share the empty buffer 0,
     unused buffers are dropped, and constant data stays 16-byte aligned.
     """
     import flatbuffers
@@ -394,14 +396,15 @@ def _same_on_litert(a: bytes, b: bytes) -> bool:
                     feeds.append(rng.random(d["shape"]).astype(dt))
                 elif dt.kind in "iu":
                     info = np.iinfo(dt)
-                    feeds.append(rng.integers(max(info.min, -128), min(info.max, 127), d["shape"], endpoint=True).astype(dt))
+                    low, high = max(info.min, -128), min(info.max, 127)
+                    feeds.append(rng.integers(low, high, d["shape"], endpoint=True).astype(dt))
                 else:
                     feeds.append(np.zeros(d["shape"], dt))
-        for d, x in zip(details, feeds):
+        for d, x in zip(details, feeds, strict=False):
             it.set_tensor(d["index"], x)
         it.invoke()
         outputs.append([it.get_tensor(d["index"]).copy() for d in it.get_output_details()])
-    return len(outputs[0]) == len(outputs[1]) and all(np.array_equal(x, y) for x, y in zip(*outputs))
+    return len(outputs[0]) == len(outputs[1]) and all(np.array_equal(x, y) for x, y in zip(*outputs, strict=False))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,7 +462,8 @@ def _trace(model: Any, inputs: list[_Input]) -> Any:
     """The model as a concrete function at the (batch-pinned) input shapes."""
     from tfedge._keras import tf
 
-    specs = [tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=n) for i, n in zip(inputs, _argument_names(inputs))]
+    names = _argument_names(inputs)
+    specs = [tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=n) for i, n in zip(inputs, names, strict=True)]
     single = len(inputs) == 1
     fn = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
     try:
@@ -507,7 +511,7 @@ def _representative(calibration: list[np.ndarray], inputs: list[_Input]) -> Any:
         for start in range(0, len(calibration[0]) - batch + 1, batch):
             arrays = [arr[start:start + batch] for arr in calibration]
             # several inputs go by name: the calibrator does not keep the argument order
-            yield arrays if len(inputs) == 1 else dict(zip(names, arrays))
+            yield arrays if len(inputs) == 1 else dict(zip(names, arrays, strict=True))
 
     return representative
 

@@ -50,7 +50,7 @@ def check_c_identifier(name: str) -> str:
     >>> check_c_identifier("2model")
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: name '2model' is not a C identifier: use letters, digits and _, not starting with a digit (e.g. 'model_2model')
+    tfedge.errors.InputError: name '2model' is not a C identifier: use letters, digits and _, ... (e.g. 'model_2model')
     """
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
         suggestion = c_identifier_from(str(name))
@@ -103,7 +103,8 @@ def export_c_array(
     if not folder.is_dir():
         raise InputError(f"output folder '{folder}' does not exist: create it first (mkdir -p {folder})")
     ident = check_c_identifier(name) if name is not None else c_identifier_from(prefix.name)
-    if arena_bytes is not None and (isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 1):
+    if arena_bytes is not None and (isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int)
+                                    or arena_bytes < 1):
         raise InputError(f"arena_bytes must be a positive number of bytes, got {arena_bytes!r}")
     content, source = model_bytes(model_or_path)
     header_path, source_path = Path(f"{prefix}.h"), Path(f"{prefix}.cc")

@@ -13,7 +13,7 @@ every kernel's arithmetic, so TFLite Micro still belongs in a child process.
 >>> parse(b"\\x10\\x00\\x00\\x00NOPE" + bytes(16), source="x.tflite")
 Traceback (most recent call last):
 ...
-tfedge.errors.InputError: x.tflite is not a TFLite model: its file identifier is b'NOPE', expected b'TFL3'; pass a .tflite file made by the TFLite converter
+tfedge.errors.InputError: x.tflite is not a TFLite model: its file identifier is b'NOPE', expected b'TFL3'; ...
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import dataclasses
 import itertools
 import math
 import struct
-from typing import Any, Callable, Iterable, NoReturn
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
 
 from ai_edge_litert import schema_py_generated as _schema  # fast, TensorFlow-free import
 
@@ -308,7 +309,8 @@ class _Table:
         if off == 0:
             return None
         if off < 4 or off + size > self.size:
-            self.r.fail(f"{self.what} field {slot} (offset {off}, {size} bytes) lies outside its {self.size}-byte table")
+            self.r.fail(f"{self.what} field {slot} (offset {off}, {size} bytes) lies outside its "
+                        f"{self.size}-byte table")
         pos = self.pos + off
         self.r.aligned(pos, min(size, 8), f"{self.what} field {slot}")
         return pos
@@ -620,7 +622,8 @@ def _check_reshape(c: _OpCheck) -> None:
 
 def _check_reduce(c: _OpCheck) -> None:
     (x, axes), y = c.io(2)
-    c.need(axes.dtype == "int32" and len(axes.shape) <= 1, f"has a {axes.dtype} axis tensor of shape {list(axes.shape)}")
+    c.need(axes.dtype == "int32" and len(axes.shape) <= 1,
+           f"has a {axes.dtype} axis tensor of shape {list(axes.shape)}")
     rank = len(x.shape)
     values = c.constant_ints(axes)
     c.need(values is None or all(-rank <= v < rank for v in values), f"reduces axes {values} of a rank-{rank} input")
@@ -729,7 +732,8 @@ def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffe
 
 def _subgraph(r: _Reader, t: _Table, s: int, opcodes, buffers, nsubgraphs: int) -> Subgraph:
     where = f"subgraph {s}"
-    tensors = tuple(_tensor(r, tt, k, where, buffers) for k, tt in enumerate(t.tables(SUBGRAPH["Tensors"], f"{where} tensors")))
+    tensor_tables = t.tables(SUBGRAPH["Tensors"], f"{where} tensors")
+    tensors = tuple(_tensor(r, tt, k, where, buffers) for k, tt in enumerate(tensor_tables))
     inputs = t.numbers(SUBGRAPH["Inputs"], "i", f"{where} inputs")
     outputs = t.numbers(SUBGRAPH["Outputs"], "i", f"{where} outputs")
     for i in (*inputs, *outputs):

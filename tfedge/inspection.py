@@ -21,8 +21,17 @@ import numpy as np
 
 from tfedge.flatbuffer import Model, parse
 from tfedge.tables import format_table
-from tfedge.tflite import (FLOAT_DTYPES, INT8_MODEL_DTYPES, ModelSource, TensorInfo, guess_quantization, gzip_size,
-                           model_bytes, non_int8_ops, tensor_labels)
+from tfedge.tflite import (
+    FLOAT_DTYPES,
+    INT8_MODEL_DTYPES,
+    ModelSource,
+    TensorInfo,
+    guess_quantization,
+    gzip_size,
+    model_bytes,
+    non_int8_ops,
+    tensor_labels,
+)
 
 #: Builtin ops with a kernel in the stock TFLite Micro op resolver (the kernels registered in the
 #: ``tflite_micro`` Python package's runtime; tests/test_inspection.py checks this against it).
@@ -54,7 +63,7 @@ def verify(content: bytes, source: str = "model") -> None:
     >>> verify(b"\\xff\\xff\\x00\\x00TFL3" + bytes(24), source="junk.tflite")
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: junk.tflite is not a valid TFLite model: model table at byte 65535 (+4 bytes) lies outside the 32-byte file; ...
+    tfedge.errors.InputError: junk.tflite is not a valid TFLite model: model table at byte 65535 (+4 bytes) ...
     """
     parse(content, source)
 
@@ -181,7 +190,7 @@ def inspect(model_or_path: ModelSource) -> ModelInfo:
     >>> inspect(b"not a model")
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: TFLite model (bytes) is not a TFLite model: only 11 bytes (a .tflite file is far larger); the file is empty or truncated
+    tfedge.errors.InputError: TFLite model (bytes) is not a TFLite model: only 11 bytes ...; the file is empty ...
     """
     content, source = model_bytes(model_or_path, "inspect()'s argument")
     model = parse(content, source)

@@ -20,7 +20,7 @@ import importlib
 import os
 import sys
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 #: At most this many bytes of captured output are kept (the end of the log, where the error is).
 MAX_CAPTURED_BYTES = 200_000
@@ -55,7 +55,7 @@ def capture_fds(fds: tuple[int, ...] = (2,), *, keep: bool = True) -> Iterator[C
                 with contextlib.suppress(ValueError, OSError):  # Python-level buffers written inside the block
                     sys.stdout.flush()
                     sys.stderr.flush()
-                for fd, copy in zip(fds, saved):
+                for fd, copy in zip(fds, saved, strict=True):
                     os.dup2(copy, fd)
                 if keep:
                     size = sink.seek(0, os.SEEK_END)

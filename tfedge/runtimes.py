@@ -28,8 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -190,7 +190,8 @@ class LiteRT:
                 if out.shape != (1, *outputs.shape[1:]):  # a corrupted option (e.g. padding) can resize it
                     raise ValidationError(
                         f"LiteRT produced an output of shape {out.shape} from {self.source}, which declares "
-                        f"{(1, *outputs.shape[1:])}: the file is corrupted or unsupported; re-create it with tfedge.convert")
+                        f"{(1, *outputs.shape[1:])}: the file is corrupted or unsupported; "
+                        "re-create it with tfedge.convert")
                 outputs[i] = out[0]
                 if progress is not None:
                     progress(i + 1)
@@ -230,8 +231,10 @@ class TFLiteMicro:
 
     def measure_arena(self) -> int:
         """The smallest arena (bytes) in which the model allocates and invokes."""
-        result = self._run_child(None, measure_arena=True, progress=None)
-        return int(result.arena_bytes)
+        arena = self._run_child(None, measure_arena=True, progress=None).arena_bytes
+        if arena is None:  # the worker always measures when asked
+            raise ValidationError(f"TFLite Micro reported no arena size for {self.source}")
+        return int(arena)
 
     def run(self, x: np.ndarray, *, measure_arena: bool = True, progress: ProgressFn | None = None) -> RunResult:
         """Run each sample of ``x`` (floats, shape ``(N, ...)``); all samples in one child process."""
@@ -308,9 +311,11 @@ class TFLiteMicro:
                 fix = f"arenas under {ARENA_LOWER_BOUND} bytes crash it: leave arena_size unset or give more"
             else:
                 fix = "the file is probably corrupted or unsupported: re-create it with tfedge.convert"
-            raise ValidationError(f"TFLite Micro crashed (signal {-code}, {name}) on {self.source} while {stage}; {fix}")
+            raise ValidationError(
+                f"TFLite Micro crashed (signal {-code}, {name}) on {self.source} while {stage}; {fix}")
         if code != 0 and not (folder / "result.json").exists():
-            raise ValidationError(f"TFLite Micro failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
+            raise ValidationError(
+                f"TFLite Micro failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
         return stage
 
     def _follow(self, proc: subprocess.Popen, read_fd: int, progress: ProgressFn | None) -> str:

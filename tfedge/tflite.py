@@ -18,8 +18,9 @@ import dataclasses
 import functools
 import gzip
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 

@@ -12,14 +12,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfedge.checks import check_int
 from tfedge.errors import InputError
-from tfedge.runtimes import (RUNTIMES, WARMUP_INVOKES, RunResult, TensorInfo, check_runtimes, check_samples,
-                             model_io, open_runtime)
+from tfedge.runtimes import (
+    RUNTIMES,
+    WARMUP_INVOKES,
+    RunResult,
+    TensorInfo,
+    check_runtimes,
+    check_samples,
+    model_io,
+    open_runtime,
+)
 from tfedge.tables import format_table
 from tfedge.tflite import ModelSource, model_bytes
 
@@ -135,7 +144,8 @@ def _check_labels(y, n: int, num_classes: int, source: str) -> np.ndarray:
         labels = labels.reshape(-1)
     if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer)
                                 or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
-        raise InputError(f"labels y must be one integer class id per sample, got dtype {labels.dtype} shape {labels.shape}")
+        raise InputError(
+            f"labels y must be one integer class id per sample, got dtype {labels.dtype} shape {labels.shape}")
     if len(labels) != n:
         raise InputError(f"x has {n} samples but y has {len(labels)} labels; they must match")
     labels = labels.astype(np.int64)
@@ -193,8 +203,8 @@ def _compare(results: dict[str, RunResult], labels: np.ndarray | None, ref: np.n
                        max_abs_diff=float(diff.max()) if diff.size else 0.0)
     if "tflm" in results:
         figures["arena_bytes"] = results["tflm"].arena_bytes
-    if "litert" in results:
-        times = results["litert"].invoke_us
+    times = results["litert"].invoke_us if "litert" in results else None
+    if times is not None:
         figures["latency_us"] = {"median": round(float(np.median(times)), 2),
                                  "p90": round(float(np.percentile(times, 90)), 2)}
     return figures
