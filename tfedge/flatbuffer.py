@@ -6,8 +6,10 @@ is used (Python integers, so nothing overflows), caps the work at a multiple of 
 crafted file cannot make it hang, and raises :class:`~tfedge.errors.InputError` naming the problem
 and the source; nothing else escapes it. Beyond the structure it checks what the common kernels
 (conv, depthwise, fully connected, pools, reshape, reductions, pad, concatenation, elementwise)
-index memory by: shapes, dtypes, strides, axes and quantization parameters. It does not replay
-every kernel's arithmetic, so TFLite Micro still belongs in a child process.
+index memory by: shapes, dtypes, strides, axes and quantization parameters, one checker per op
+family (:data:`OP_CHECKERS`). It does not replay every kernel's arithmetic, so TFLite Micro still
+belongs in a child process. Field slots, types and defaults are not written here by hand: each comes
+from the generated schema's builder functions (:func:`schema_field`), the schema ``ai_edge_litert`` ships.
 
 >>> from tfedge.flatbuffer import parse
 >>> parse(b"\\x10\\x00\\x00\\x00NOPE" + bytes(16), source="x.tflite")

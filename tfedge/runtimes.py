@@ -6,8 +6,9 @@ flatbuffer verifier runs). :class:`TFLiteMicro` runs the real TFLite Micro kerne
 interpreter verifies nothing and segfaults on some corrupted files and on tiny arenas: a crash, a hang
 or an error there becomes a one-line :class:`~tfedge.errors.ValidationError` here. Both take float
 samples, quantize them with the model's own input scale / zero point (:func:`quantize`) and return the
-raw outputs; :meth:`TensorInfo.dequantize` turns those into floats. :data:`RUNTIMES` maps each runtime
-name to its class: a new kernel set is one more entry.
+raw outputs; :meth:`TensorInfo.dequantize` turns those into floats. :func:`open_runtime` opens a model on
+a runtime named in :data:`RUNTIMES`, and every runtime answers ``run(x, progress=...)`` with a
+:class:`RunResult`, so a new kernel set is one more name and one more class.
 
 >>> import numpy as np
 >>> q = quantize([0.0, 0.5, 1.0, 9.0], scale=1 / 255, zero_point=-128)
@@ -54,7 +55,7 @@ TFLM_TIMEOUT_S = 60.0
 ProgressFn = Callable[[int], None]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RunResult:
     """What one runtime produced for a batch of samples.
 
@@ -72,19 +73,6 @@ class RunResult:
 
     def dequantized(self) -> np.ndarray:
         return self.output.dequantize(self.outputs)
-
-
-def load_tflite_bytes(model_or_path: ModelSource, what: str = "model") -> tuple[bytes, str]:
-    """Return ``(content, source)`` for a path, ``bytes`` or ``TFLiteModel``, after the structural check.
-
-    The same as :func:`tfedge.tflite.model_bytes`, kept under this name for existing callers.
-
-    >>> load_tflite_bytes(b"not a model")
-    Traceback (most recent call last):
-    ...
-    tfedge.errors.InputError: TFLite model (bytes) is not a TFLite model: only 11 bytes ...
-    """
-    return model_bytes(model_or_path, what)
 
 
 def model_io(content: bytes, source: str = "model") -> tuple[TensorInfo, TensorInfo]:
@@ -145,7 +133,7 @@ class LiteRT:
     def __init__(self, model_or_path: ModelSource, source: str | None = None, *, threads: int = 1):
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
-        content, src = load_tflite_bytes(model_or_path)
+        content, src = model_bytes(model_or_path)
         self.source = source or src
         from ai_edge_litert.interpreter import Interpreter
 
@@ -223,7 +211,7 @@ class TFLiteMicro:
             raise InputError(f"arena_size must be a positive number of bytes, got {arena_size!r}")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self._content, src = load_tflite_bytes(model_or_path)
+        self._content, src = model_bytes(model_or_path)
         self.source = source or src
         self.arena_size = arena_size
         self.timeout = float(timeout)
@@ -391,7 +379,6 @@ __all__ = [
     "TFLiteMicro",
     "open_runtime",
     "check_runtimes",
-    "load_tflite_bytes",
     "ModelSource",
     "model_io",
     "check_samples",
