@@ -4,6 +4,7 @@ calibration-data checks, metadata stripping and atomic saving."""
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import re
@@ -13,7 +14,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import tensorflow_model_optimization as tfmot  # noqa: E402,I001  (after tfedge._keras chose Keras 2)
 from ai_edge_litert.interpreter import Interpreter
 from conftest import accuracy, compile_classifier
 
@@ -24,6 +24,9 @@ from tfedge.conversion import MODES, TFLiteModel, convert
 from tfedge.errors import ConversionError, InputError, ModelError
 from tfedge.flatbuffer import parse
 from tfedge.inspection import inspect
+
+# TF-MOT only after tfedge._keras has chosen Keras 2 (TF_USE_LEGACY_KERAS=1)
+tfmot = importlib.import_module("tensorflow_model_optimization")
 
 L = keras.layers
 MOMENTUM = 0.7  # batch-norm statistics settle within a short training run
