@@ -603,7 +603,7 @@ def tflm_crasher(tmp_path_factory, digits) -> Path:
 
 def test_8_tflite_micro_crash_is_a_clear_error(tflm_crasher, ws, tmp_path, capsys, digits):
     tfedge.inspect(tflm_crasher)  # structurally sound: only running it shows the problem
-    crash = r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite while .*; the file is probably " \
+    crash = r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite'? while .*; the file is probably " \
             r"corrupted or unsupported: re-create it with tfedge\.convert"
     api_error(ValidationError, crash, tfedge.validate, tflm_crasher, digits.x_test[:8], runtimes=("tflm",), verbose=0)
     api_error(ValidationError, crash, tfedge.export_c_array, tflm_crasher, tmp_path / "crash")

@@ -4,6 +4,7 @@ calibration-data checks, metadata stripping and atomic saving."""
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import re
@@ -14,17 +15,18 @@ import textwrap
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from conftest import accuracy, compile_classifier
 
 import tfedge
 from tfedge import cli, keras
 from tfedge._keras import tf
-import tensorflow_model_optimization as tfmot  # noqa: E402,I001  (after tfedge._keras chose Keras 2)
 from tfedge.conversion import MODES, TFLiteModel, convert
 from tfedge.errors import ConversionError, InputError, ModelError
 from tfedge.flatbuffer import parse
 from tfedge.inspection import inspect
 
-from conftest import accuracy, compile_classifier
+# TF-MOT only after tfedge._keras has chosen Keras 2 (TF_USE_LEGACY_KERAS=1)
+tfmot = importlib.import_module("tensorflow_model_optimization")
 
 L = keras.layers
 MOMENTUM = 0.7  # batch-norm statistics settle within a short training run
@@ -388,7 +390,8 @@ def test_failed_save_leaves_the_existing_file_untouched(small_cnn, digits, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
 
 
-def test_cli_convert_writes_a_valid_file_and_a_failing_conversion_keeps_the_old_one(small_cnn, digits, tmp_path, capsys):
+def test_cli_convert_writes_a_valid_file_and_a_failing_conversion_keeps_the_old_one(small_cnn, digits, tmp_path,
+                                                                                    capsys):
     model_path = tmp_path / "cnn.keras"
     tfedge.save_model(small_cnn, model_path)
     good, bad = tmp_path / "calib.npz", tmp_path / "bad.npz"

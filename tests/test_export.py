@@ -61,7 +61,8 @@ def test_c_array_compiles_links_and_round_trips(int8_file, tmp_path):
     _compile("-c", "digits_model.cc", "-o", "digits_model.o", cwd=tmp_path)  # the .cc alone, as firmware builds it
     (tmp_path / "main.cc").write_text(MAIN_CC.format(header="digits_model.h", name="digits_model"))
     _compile("main.cc", "digits_model.o", "-o", "dump", cwd=tmp_path)
-    proc = subprocess.run([str(tmp_path / "dump"), str(tmp_path / "out.bin")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([str(tmp_path / "dump"), str(tmp_path / "out.bin")], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.returncode
     assert (tmp_path / "out.bin").read_bytes() == content
     arena = int(proc.stdout)

@@ -226,10 +226,10 @@ def test_fuzz_mutants(fresh_model, tmp_path, capsys, digits):
     assert len(mutants) >= 200
 
     outcomes = {}
-    for name, (kind, data) in mutants.items():
+    for name, (_kind, data) in mutants.items():
         outcomes[name] = inspect_outcome(data, name)
     # what a user of the CLI sees: one line and exit 2, or the summary and exit 0
-    for name, (kind, data) in mutants.items():
+    for name, (_kind, data) in mutants.items():
         path = tmp_path / name
         path.write_bytes(data)
         rc = cli.main(["inspect", str(path)])

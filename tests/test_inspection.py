@@ -23,8 +23,8 @@ from tfedge import cli, keras
 from tfedge._keras import tf
 from tfedge.conversion import convert
 from tfedge.errors import InputError
-from tfedge.inspection import TFLM_BUILTIN_OPS, inspect, verify
 from tfedge.flatbuffer import parse
+from tfedge.inspection import TFLM_BUILTIN_OPS, inspect, verify
 
 L = keras.layers
 
@@ -59,7 +59,7 @@ def test_inspect_reports_ops_dtypes_io_and_sizes_like_litert(int8_tfl, tmp_path)
     for ours, theirs in ((info.inputs, it.get_input_details()), (info.outputs, it.get_output_details())):
         assert [(o["name"], o["shape"], o["dtype"]) for o in ours] == \
                [(t["name"], list(t["shape"]), np.dtype(t["dtype"]).name) for t in theirs]
-        for o, t in zip(ours, theirs):
+        for o, t in zip(ours, theirs, strict=False):
             assert (o["scale"], o["zero_point"]) == pytest.approx(t["quantization"])
 
     path = tmp_path / "m.tflite"
@@ -246,8 +246,10 @@ def _set_scale(index, value):
         (lambda m: setattr(m, "version", 2), "schema version is 2, expected 3"),
         (lambda m: setattr(m.subgraphs[0], "inputs", np.array([], np.int32)), "main subgraph has no inputs"),
         (_shrink_buffer_of_fc_weights, "(int8, shape [10, 72]) needs 720 bytes of data but its buffer has 3"),
-        (lambda m: setattr(m.subgraphs[0].operators[0].builtinOptions, "strideW", 0), "stride, dilation or window size of 0"),
-        (_set_tensor((0, "out", 0), shape=np.array([1, 6, 6, 9], np.int32)), "has 9 output channels for a filter of shape"),
+        (lambda m: setattr(m.subgraphs[0].operators[0].builtinOptions, "strideW", 0),
+         "stride, dilation or window size of 0"),
+        (_set_tensor((0, "out", 0), shape=np.array([1, 6, 6, 9], np.int32)),
+         "has 9 output channels for a filter of shape"),
         (_set_tensor((3, "out", 0), shape=np.array([3016, 10], np.int32)), "the shapes do not fit"),
     ],
 )

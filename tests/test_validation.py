@@ -165,7 +165,8 @@ def test_cli_validate_exit_codes(int8_file, test_npz, result):
                           "--min-accuracy", str(too_high))
     assert code == 1
     assert "litert" in out and "accuracy" in out  # the table is printed before the verdict
-    assert err.strip() == f"tfedge: error: litert accuracy {result.accuracy['litert']:.4f} is below the minimum {too_high:.4f}"
+    assert err.strip() == (f"tfedge: error: litert accuracy {result.accuracy['litert']:.4f} is below the minimum "
+                           f"{too_high:.4f}")
 
     code, _, err = _cli("validate", str(int8_file), "--data", str(test_npz), "--runtimes", "litert,gpu")
     assert code == 2 and "runtimes must be a non-empty list" in err

@@ -37,7 +37,7 @@ _EXPORTS = {
     "quantize_aware": "tfedge.quantization",
     "Distiller": "tfedge.distillation",
     "convert": "tfedge.conversion",
-    "TFLiteModel": "tfedge.conversion",
+    "TFLiteModel": "tfedge.tflite",
     "inspect": "tfedge.inspection",
     "validate": "tfedge.validation",
     "export_c_array": "tfedge.export",
@@ -45,7 +45,8 @@ _EXPORTS = {
     "run_pipeline": "tfedge.pipeline",
 }
 _SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "quantization", "distillation",
-               "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
+               "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report", "tflite",
+               "native")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -11,17 +11,21 @@ process with a signal, which the parent reports.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tfedge.errors import InputError, first_line
-from tfedge.runtimes import TensorInfo, check_samples
+from tfedge.native import capture_fds
+from tfedge.runtimes import check_samples
+from tfedge.tflite import TensorInfo
 
 #: Largest arena tried when growing the inference arena (bytes).
 MAX_ARENA = 1 << 30
@@ -48,26 +52,14 @@ class _Progress:
             self.send(f"done {n}")
 
 
-def _capture_native_output(fn):
-    """Call ``fn()`` with file descriptors 1 and 2 sent to a temp file; return (value or exc, text)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 1)
-        os.dup2(tmp.fileno(), 2)
+def _capture_native_output(fn: Callable[[], Any]) -> tuple[Any, str]:
+    """Call ``fn()`` with file descriptors 1 and 2 captured; return (its value or exception, the text)."""
+    with capture_fds((1, 2)) as captured:
         try:
             value = fn()
-        except Exception as exc:  # noqa: BLE001  (the caller decides)
+        except Exception as exc:  # the caller decides what a failure means
             value = exc
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-        tmp.seek(0)
-        text = tmp.read().decode("utf-8", "replace")
-    return value, text
+    return value, captured.text
 
 
 def _short(text: str, exc: BaseException | None = None) -> str:
@@ -97,7 +89,7 @@ def _load(runtime, content: bytes, arena: int | None, progress: _Progress):
     size = arena or max(64 * 1024, 4 * len(content))
     while True:
         progress.stage(f"loading the model (arena {size:,} bytes)")
-        value, log = _capture_native_output(lambda: _open(runtime, content, size))
+        value, log = _capture_native_output(functools.partial(_open, runtime, content, size))
         if not isinstance(value, Exception):
             return value, size
         if arena is None and _is_arena_shortage(log) and size < MAX_ARENA:
@@ -128,7 +120,7 @@ def _probe(runtime, content: bytes, arena: int, sample: np.ndarray) -> bool:
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
             code = 0 if attempt() else 1
-        except BaseException:  # noqa: BLE001
+        except BaseException:  # any failure, even SystemExit, means the arena is too small
             code = 1
         os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -203,7 +195,7 @@ def main(argv: list[str]) -> int:
         result = run(folder, progress)
     except InputError as exc:
         result = {"error": str(exc), "stage": "checking the samples", "kind": "input"}
-    except Exception as exc:  # noqa: BLE001  (reported to the parent as one line)
+    except Exception as exc:  # reported to the parent as one line
         result = {"error": first_line(exc),
                   "stage": "loading or running the model"}
     result["seconds"] = round(time.monotonic() - start, 3)

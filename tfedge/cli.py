@@ -22,22 +22,9 @@ from tfedge import __version__
 from tfedge.checks import check_fraction
 from tfedge.errors import CheckFailed, InputError, TfedgeError, first_line
 from tfedge.files import check_output_path
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with the C++ start-up chatter (oneDNN, CUDA probes) kept off the terminal."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            importlib.import_module("tfedge._keras")  # TensorFlow, once, with its chatter sent to /dev/null
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+from tfedge.native import quiet_tensorflow_import
+from tfedge.runtimes import RUNTIMES  # TensorFlow-free, like every import at the top of this module
+from tfedge.tflite import QUANTIZATION_MODES
 
 
 def _load_model(path: str, trust: bool):
@@ -195,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", parents=[common], help="convert a Keras model to TFLite (int8 audited op by op)")
     p.add_argument("model", help="Keras model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", help="calibration data .npz with x (required for int8)")
-    # conversion.MODES (tests/test_cli.py keeps them in step; importing it here would slow down --help)
-    p.add_argument("--quantization", choices=("int8", "int16x8", "float16", "dynamic", "float32"), default="int8")
+    p.add_argument("--quantization", choices=QUANTIZATION_MODES, default="int8")
     p.add_argument("--float-io", action="store_true", help="int8 / int16x8: keep float32 input and output")
     p.add_argument("--out", required=True, help="output .tflite file (written atomically)")
     p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
@@ -213,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help=".tflite file")
     p.add_argument("--data", required=True, help="test data .npz with x (and y for accuracy)")
     p.add_argument("--reference", help="Keras model to compare against (.keras)")
-    p.add_argument("--runtimes", default="litert,tflm", help="comma-separated: litert,tflm (default both)")
+    runtimes = ",".join(RUNTIMES)
+    p.add_argument("--runtimes", default=runtimes, help=f"comma-separated: {runtimes} (default all)")
     p.add_argument("--min-accuracy", type=float, default=None, help="exit 1 if any runtime is below this (0-1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--trust-model", action="store_true", help="allow an .h5 / SavedModel reference")
@@ -236,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if not args.debug and args.command not in ("inspect", "export-c"):  # these two need no TensorFlow
-            _quiet_tensorflow()
+            quiet_tensorflow_import()
         return int(args.func(args) or 0)
     except TfedgeError as exc:
         if args.debug:

@@ -6,8 +6,8 @@
 >>> model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
 >>> x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
 >>> tfl = tfedge.convert(model, representative_data=x)
->>> tfl.quantization, tfl.input_details[0]["dtype"], tfl.input_details[0]["shape"]
-('int8', dtype('int8'), (1, 4))
+>>> tfl.quantization, tfl.inputs[0].dtype, tfl.inputs[0].shape
+('int8', 'int8', (1, 4))
 >>> tfl.notes[0]
 'batch dimension pinned to 1 (it was dynamic): the model runs one sample at a time'
 """
@@ -15,119 +15,37 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
+import dataclasses
 import logging
-import os
 import re
-import sys
-import tempfile
 import warnings
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from tfedge.errors import ConversionError, InputError, ModelError, first_line
-from tfedge.files import PathLike, atomic_write_bytes, check_output_path, read_bytes
 from tfedge.flatbuffer import Model, parse
-from tfedge.inspection import FLOAT_DTYPES, _guess_quantization, non_int8_ops, tensor_labels
+from tfedge.native import Captured, capture_fds
+from tfedge.tflite import FLOAT_DTYPES, QUANTIZATION_MODES, TFLiteModel, non_int8_ops, tensor_labels
 
-#: Conversion modes: full integer (int8, or int16 activations with int8 weights), float16 weights,
-#: dynamic-range (int8 weights, float math) and plain float32.
-MODES = ("int8", "int16x8", "float16", "dynamic", "float32")
+#: Conversion modes (the same tuple as :data:`tfedge.tflite.QUANTIZATION_MODES`).
+MODES = QUANTIZATION_MODES
 #: Fewest calibration samples tfedge accepts: fewer give unstable activation ranges.
 MIN_CALIBRATION_SAMPLES = 10
-
-
-class TFLiteModel:
-    """A converted (or loaded) TFLite flatbuffer, structurally checked when created.
-
-    ``content`` holds the bytes; ``input_details`` / ``output_details`` list one dict per tensor
-    (``name``, ``index``, ``shape``, ``dtype``, ``scale``, ``zero_point``; scale 0.0 = not quantized).
-
-    >>> from tfedge.errors import InputError
-    >>> try:
-    ...     TFLiteModel.from_bytes(b"hello", source="upload")
-    ... except InputError as exc:
-    ...     print(exc)
-    upload is not a TFLite model: only 5 bytes (a .tflite file is far larger); the file is empty or truncated
-    """
-
-    def __init__(self, content: bytes, *, quantization: str | None = None, notes: Iterable[str] = (),
-                 source: str = "TFLite model"):
-        parsed = parse(content, source)
-        self._content = parsed.content
-        self.source = source
-        self.notes: tuple[str, ...] = tuple(notes)
-        self._gzip_size: int | None = None
-        self.input_details = _details(parsed, parsed.subgraphs[0].inputs)
-        self.output_details = _details(parsed, parsed.subgraphs[0].outputs)
-        if quantization is None:
-            tensors = [t for sub in parsed.subgraphs for t in sub.tensors]
-            quantization = _guess_quantization(tensors, not non_int8_ops(parsed, allow_float_io=True))
-        self.quantization = quantization
-
-    @property
-    def content(self) -> bytes:
-        """The flatbuffer bytes."""
-        return self._content
-
-    @property
-    def size(self) -> int:
-        """Size of the file in bytes."""
-        return len(self._content)
-
-    @property
-    def gzip_size(self) -> int:
-        """Size after gzip (level 9): what pruning's zeros buy on the wire and in flash images."""
-        if self._gzip_size is None:
-            self._gzip_size = len(gzip.compress(self._content, compresslevel=9, mtime=0))
-        return self._gzip_size
-
-    @classmethod
-    def from_bytes(cls, content: bytes, source: str = "TFLite model") -> "TFLiteModel":
-        """Wrap ``.tflite`` bytes after the structural checks (``InputError`` if malformed)."""
-        return cls(content, source=source)
-
-    @classmethod
-    def from_file(cls, path: PathLike) -> "TFLiteModel":
-        """Read a ``.tflite`` file after the structural checks (``InputError`` if malformed)."""
-        return cls(read_bytes(path, what="TFLite model"), source=f"TFLite model '{path}'")
-
-    def save(self, path: PathLike) -> Path:
-        """Write the model to ``path`` atomically: on any failure an existing file is left untouched."""
-        p = check_output_path(path, what="output model")
-        try:
-            atomic_write_bytes(p, self._content)
-        except OSError as exc:
-            raise InputError(f"cannot write '{p}': {exc.strerror or exc}; any existing file there is unchanged") from None
-        return p
-
-    def __repr__(self) -> str:
-        def fmt(details: list[dict]) -> str:
-            return ", ".join(f"{d['dtype']}{list(d['shape'])}" for d in details)
-
-        return (f"TFLiteModel({self.quantization}, {self.size:,} bytes, inputs=[{fmt(self.input_details)}], "
-                f"outputs=[{fmt(self.output_details)}])")
-
-
-def _details(model: Model, indices: tuple[int, ...]) -> list[dict]:
-    out = []
-    for i in indices:
-        t = model.subgraphs[0].tensors[i]
-        out.append({"name": t.name, "index": i, "shape": t.shape, "dtype": np.dtype(t.dtype),
-                    "scale": float(t.scale[0]) if len(t.scale) == 1 else 0.0,
-                    "zero_point": int(t.zero_point[0]) if len(t.zero_point) == 1 else 0})
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
 # model inputs and calibration data
 
 
+@dataclasses.dataclass(frozen=True)
 class _Input:
-    def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype):
-        self.name, self.shape, self.dtype = name, shape, dtype
+    """A Keras model input as the converter will see it (batch pinned)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 def _model_inputs(model: Any, notes: list[str]) -> list[_Input]:
@@ -141,7 +59,7 @@ def _model_inputs(model: Any, notes: list[str]) -> list[_Input]:
                          "(or call model.build(shape)) before converting")
     names = list(getattr(model, "input_names", None) or [t.name for t in inputs])
     out = []
-    for name, tensor in zip(names, inputs):
+    for name, tensor in zip(names, inputs, strict=False):
         dims = list(tensor.shape)
         if not dims:
             raise ModelError(f"model input '{name}' is a scalar; give it at least a batch dimension")
@@ -198,7 +116,7 @@ def _item_arrays(item: Any, inputs: list[_Input], where: str, single_ok: bool = 
     else:
         values = [item]
     arrays = []
-    for value, inp in zip(values, inputs):
+    for value, inp in zip(values, inputs, strict=False):
         arr = _to_array(value, f"{where} for input '{inp.name}'")
         if single_ok and arr.ndim == len(inp.shape) - 1:
             arr = arr[None]  # a single sample
@@ -229,7 +147,7 @@ def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
     count = 0
     for k, item in enumerate(stream):
         arrays = _item_arrays(item, inputs, f"{where} item {k}")
-        for part, arr in zip(parts, arrays):
+        for part, arr in zip(parts, arrays, strict=False):
             part.append(arr)
         count += len(arrays[0]) if arrays[0].ndim else 1
         if count >= limit or k + 1 >= limit:
@@ -237,7 +155,7 @@ def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
     if not count:
         raise InputError(f"{where} yielded no samples; it must yield at least {MIN_CALIBRATION_SAMPLES}")
     out = []
-    for part, inp in zip(parts, inputs):
+    for part, inp in zip(parts, inputs, strict=False):
         ranks = {a.ndim for a in part}
         if len(ranks) > 1:
             raise InputError(f"{where} for input '{inp.name}' yields arrays of different ranks {sorted(ranks)}")
@@ -257,13 +175,13 @@ def _check_calibration(arrays: list[np.ndarray], inputs: list[_Input], samples: 
     counts = {len(a) for a in arrays}
     if len(counts) > 1:
         raise InputError(f"representative_data has different sample counts per input "
-                         f"{dict(zip([i.name for i in inputs], map(len, arrays)))}: they must match")
+                         f"{dict(zip([i.name for i in inputs], map(len, arrays), strict=False))}: they must match")
     n = counts.pop()
     if n < MIN_CALIBRATION_SAMPLES:
         raise InputError(f"representative_data has {n} sample(s); int8 calibration needs at least "
                          f"{MIN_CALIBRATION_SAMPLES} (about 100-500 typical samples is best)")
     out = []
-    for arr, inp in zip(arrays, inputs):
+    for arr, inp in zip(arrays, inputs, strict=False):
         where = f"representative_data for input '{inp.name}'"
         check_inputs_match(arr, (None, *inp.shape[1:]), where=where)
         if inp.dtype.kind == "f":
@@ -276,7 +194,7 @@ def _check_calibration(arrays: list[np.ndarray], inputs: list[_Input], samples: 
         if arr.size and float(arr.max()) == float(arr.min()):
             msg = (f"{where} is constant (every value is {arr.flat[0]!r}): the int8 ranges will be wrong; "
                    "calibrate with real samples")
-            warnings.warn(msg, UserWarning, stacklevel=4)
+            warnings.warn(msg, UserWarning, stacklevel=5)  # convert -> _calibration -> here
             notes.append(msg)
         out.append(arr)
     if n < samples:
@@ -302,30 +220,20 @@ def _is_qat(model: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_converter() -> Iterator[list[str]]:
-    """Send the converter's native log lines (written straight to fd 2) to a temporary file.
+def _quiet_converter() -> Iterator[Captured]:
+    """Keep the converter's log lines (Python loggers and native fd 2) off the terminal.
 
-    Yields a list that receives the captured text, used to explain a failed conversion.
+    Yields the captured native text (filled in when the block ends), used to explain a failed conversion.
     """
-    captured: list[str] = []
     loggers = [logging.getLogger(n) for n in ("tensorflow", "absl")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    sys.stderr.flush()
-    saved = os.dup(2)
     try:
-        with tempfile.TemporaryFile() as tmp:
-            os.dup2(tmp.fileno(), 2)
-            try:
-                yield captured
-            finally:
-                os.dup2(saved, 2)
-                tmp.seek(0)
-                captured.append(tmp.read()[-200_000:].decode("utf-8", errors="replace"))
+        with capture_fds((2,)) as native:
+            yield native
     finally:
-        os.close(saved)
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=False):
             lg.setLevel(level)
 
 
@@ -391,7 +299,7 @@ def _align16_buffer(buf):
     from ai_edge_litert import schema_py_generated as schema
 
     class _Aligned(schema.BufferT):
-        def Pack(self, builder):  # noqa: N802 (flatbuffers naming)
+        def Pack(self, builder):  # the generated schema's method name
             data = None
             if self.data is not None and len(self.data):
                 raw = bytes(np.asarray(self.data, dtype=np.uint8))
@@ -411,7 +319,8 @@ def _align16_buffer(buf):
 
 def _signature_is_pinned(signature: list[int], shape: list[int]) -> bool:
     """True when a shape signature says no more than the shape: equal, or -1 only where the shape has 1."""
-    return len(signature) == len(shape) and all(s == d or (s == -1 and d == 1) for s, d in zip(signature, shape))
+    return len(signature) == len(shape) and all(s == d or (s == -1 and d == 1)
+                                                for s, d in zip(signature, shape, strict=True))
 
 
 def _has_data(buffers: Any, index: int) -> bool:
@@ -426,8 +335,8 @@ def _seq(value: Any) -> Any:
 
 def strip_debug_info(content: bytes) -> bytes:
     """Rewrite a flatbuffer without what only tools read: the description, metadata, signature defs,
-    subgraph names, inner tensor names (model inputs / outputs become ``input_0``, ``output_0``, ...) and redundant shape
-    signatures (a -1 batch is pinned to 1). Tensors without constant data share the empty buffer 0,
+    subgraph names, inner tensor names (model inputs / outputs become ``input_0``, ``output_0``, ...) and redundant
+    shape signatures (a -1 batch is pinned to 1). Tensors without constant data share the empty buffer 0,
     unused buffers are dropped, and constant data stays 16-byte aligned.
     """
     import flatbuffers
@@ -487,14 +396,175 @@ def _same_on_litert(a: bytes, b: bytes) -> bool:
                     feeds.append(rng.random(d["shape"]).astype(dt))
                 elif dt.kind in "iu":
                     info = np.iinfo(dt)
-                    feeds.append(rng.integers(max(info.min, -128), min(info.max, 127), d["shape"], endpoint=True).astype(dt))
+                    low, high = max(info.min, -128), min(info.max, 127)
+                    feeds.append(rng.integers(low, high, d["shape"], endpoint=True).astype(dt))
                 else:
                     feeds.append(np.zeros(d["shape"], dt))
-        for d, x in zip(details, feeds):
+        for d, x in zip(details, feeds, strict=False):
             it.set_tensor(d["index"], x)
         it.invoke()
         outputs.append([it.get_tensor(d["index"]).copy() for d in it.get_output_details()])
-    return len(outputs[0]) == len(outputs[1]) and all(np.array_equal(x, y) for x, y in zip(*outputs))
+    return len(outputs[0]) == len(outputs[1]) and all(np.array_equal(x, y) for x, y in zip(*outputs, strict=False))
+
+
+# ----------------------------------------------------------------------------------------------
+# convert, step by step
+
+
+def _check_arguments(model: Any, quantization: str, int8_io: bool, calibration_samples: int) -> None:
+    """Argument and model checks that come before any work."""
+    from tfedge._keras import ensure_keras2_model
+
+    if quantization not in MODES:
+        raise InputError(f"quantization must be one of {', '.join(MODES)}, got {quantization!r}")
+    if not isinstance(int8_io, bool):
+        raise InputError(f"int8_io must be True or False, got {int8_io!r}")
+    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, (int, np.integer)) \
+            or calibration_samples < MIN_CALIBRATION_SAMPLES:
+        raise InputError(
+            f"calibration_samples must be an integer >= {MIN_CALIBRATION_SAMPLES}, got {calibration_samples!r}"
+        )
+    ensure_keras2_model(model)
+    if _has_layer(model, ("PruneLowMagnitude",)):
+        raise ModelError("model still has TF-MOT pruning wrappers: call tfedge.strip(model) before converting")
+
+
+def _calibration(model: Any, representative_data: Any, quantization: str, inputs: list[_Input], samples: int,
+                 notes: list[str]) -> list[np.ndarray] | None:
+    """The checked calibration arrays (one per input) an integer mode needs, or None; notes what was used."""
+    qat = _is_qat(model)
+    integer = quantization in ("int8", "int16x8")
+    calibration = None
+    if integer and representative_data is None and not (qat and quantization == "int8"):
+        raise InputError(
+            f"{quantization} conversion needs representative_data (about 100-500 typical input samples, e.g. "
+            f"x_train) to calibrate activation ranges; or use a quantization-aware model, or quantization='dynamic'"
+        )
+    if integer and representative_data is not None:
+        calibration = _check_calibration(_collect(representative_data, inputs, samples), inputs, samples, notes)
+    elif representative_data is not None:
+        notes.append(f"representative_data not used: {quantization} needs no calibration")
+    elif integer:
+        notes.append("quantization-aware model: activation ranges come from training (no calibration data)")
+    if qat and not integer:
+        notes.append("quantization-aware model converted to a float mode; int8 is what its training prepared")
+    return calibration
+
+
+def _argument_names(inputs: list[_Input]) -> list[str]:
+    """The traced function's argument names: ``input``, or one per input named after it."""
+    if len(inputs) == 1:
+        return ["input"]
+    return [f"{re.sub(r'[^A-Za-z0-9_]', '_', i.name)}_{k}" for k, i in enumerate(inputs)]
+
+
+def _trace(model: Any, inputs: list[_Input]) -> Any:
+    """The model as a concrete function at the (batch-pinned) input shapes."""
+    from tfedge._keras import tf
+
+    names = _argument_names(inputs)
+    specs = [tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=n) for i, n in zip(inputs, names, strict=True)]
+    single = len(inputs) == 1
+    fn = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
+    try:
+        return fn.get_concrete_function(*specs)
+    except Exception as exc:
+        raise ModelError(f"cannot trace the model at input shape(s) {[i.shape for i in inputs]}: "
+                         f"{type(exc).__name__}: {first_line(exc, 200) if str(exc).strip() else ''}") from None
+
+
+def _converter(concrete: Any, model: Any, quantization: str, inputs: list[_Input],
+               calibration: list[np.ndarray] | None, *, int8_io: bool, strip_metadata: bool) -> Any:
+    """A ``TFLiteConverter`` set up for ``quantization`` (ops, types, calibration feed)."""
+    from tfedge._keras import tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.exclude_conversion_metadata = bool(strip_metadata)
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if calibration is not None:
+        converter.representative_dataset = _representative(calibration, inputs)
+    if quantization == "int8":
+        if calibration is not None:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = tf.int8 if int8_io else tf.float32
+        converter.inference_input_type = converter.inference_output_type = io
+    elif quantization == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        io = tf.int16 if int8_io else tf.float32
+        converter.inference_input_type = converter.inference_output_type = io
+    elif quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter
+
+
+def _representative(calibration: list[np.ndarray], inputs: list[_Input]) -> Any:
+    """The converter's representative dataset: batches of the model's fixed batch size."""
+    batch = inputs[0].shape[0]
+    if len(calibration[0]) < batch:
+        raise InputError(f"representative_data has {len(calibration[0])} samples, fewer than the model's "
+                         f"fixed batch size {batch}: pass at least {batch}")
+    names = _argument_names(inputs)
+
+    def representative() -> Iterator[Any]:
+        for start in range(0, len(calibration[0]) - batch + 1, batch):
+            arrays = [arr[start:start + batch] for arr in calibration]
+            # several inputs go by name: the calibrator does not keep the argument order
+            yield arrays if len(inputs) == 1 else dict(zip(names, arrays, strict=True))
+
+    return representative
+
+
+def _run_converter(converter: Any, quantization: str) -> Model:
+    """Convert quietly; a failure becomes one ``ConversionError`` line taken from the converter's log."""
+    with _quiet_converter() as log, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Statistics for quantized inputs.*")
+        warnings.filterwarnings("ignore", message=".*Interpreter is deprecated.*")  # the calibrator uses TF's
+        try:
+            content = converter.convert()
+        except Exception as exc:  # the converter raises many types; the log holds the reason
+            failure: Exception | None = exc
+        else:
+            failure = None
+    if failure is not None:
+        raise ConversionError(
+            f"TFLite {quantization} conversion failed: {_first_error(failure, log.text)}. "
+            "Fix: check the model's layers are TFLite builtins, or try another quantization mode"
+        ) from None
+    try:
+        return parse(content, "converter output")
+    except InputError as exc:
+        raise ConversionError(f"the TFLite converter wrote a malformed file ({exc})") from None
+
+
+def _check_output(parsed: Model, model: Any, quantization: str, int8_io: bool, notes: list[str]) -> None:
+    """Audit an integer result op by op; note what a dynamic-range conversion quantized."""
+    if quantization in ("int8", "int16x8"):
+        _audit(parsed, model, quantization, float_io=not int8_io)
+    if quantization == "dynamic":
+        n_int8 = sum(1 for t in parsed.subgraphs[0].tensors if t.is_constant and t.dtype == "int8")
+        notes.append(f"dynamic range: {n_int8} weight tensor(s) stored as int8" if n_int8 else
+                     "dynamic range: no weight tensor was large enough (1024+ values) to quantize; the file is float32")
+
+
+def _stripped(content: bytes, notes: list[str]) -> bytes:
+    """The file without debug info when it runs identically on LiteRT, else the file as it was."""
+    stripped = strip_debug_info(content)
+    if stripped == content:
+        return content
+    with _quiet_converter():  # LiteRT announces its delegate on stderr
+        try:
+            same = _same_on_litert(content, stripped)
+        except Exception:  # e.g. a custom op LiteRT lacks: keep the converter's file
+            same = False
+    if same:
+        notes.append(f"debug info stripped: {len(content) - len(stripped):,} bytes saved")
+        return stripped
+    msg = "debug info kept: the stripped file did not run identically on LiteRT"
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    notes.append(msg)
+    return content
 
 
 def convert(
@@ -524,121 +594,15 @@ def convert(
     ...
     tfedge.errors.InputError: int8 conversion needs representative_data ...
     """
-    from tfedge._keras import ensure_keras2_model, tf
-
-    if quantization not in MODES:
-        raise InputError(f"quantization must be one of {', '.join(MODES)}, got {quantization!r}")
-    if not isinstance(int8_io, bool):
-        raise InputError(f"int8_io must be True or False, got {int8_io!r}")
-    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, (int, np.integer)) \
-            or calibration_samples < MIN_CALIBRATION_SAMPLES:
-        raise InputError(f"calibration_samples must be an integer >= {MIN_CALIBRATION_SAMPLES}, got {calibration_samples!r}")
-    ensure_keras2_model(model)
-    if _has_layer(model, ("PruneLowMagnitude",)):
-        raise ModelError("model still has TF-MOT pruning wrappers: call tfedge.strip(model) before converting")
+    _check_arguments(model, quantization, int8_io, calibration_samples)
     notes: list[str] = []
     inputs = _model_inputs(model, notes)
-    qat = _is_qat(model)
-    integer = quantization in ("int8", "int16x8")
-
-    calibration = None
-    if integer and representative_data is None and not (qat and quantization == "int8"):
-        raise InputError(
-            f"{quantization} conversion needs representative_data (about 100-500 typical input samples, e.g. "
-            f"x_train) to calibrate activation ranges; or use a quantization-aware model, or quantization='dynamic'"
-        )
-    if integer and representative_data is not None:
-        calibration = _check_calibration(_collect(representative_data, inputs, int(calibration_samples)),
-                                         inputs, int(calibration_samples), notes)
-    elif representative_data is not None:
-        notes.append(f"representative_data not used: {quantization} needs no calibration")
-    elif integer:
-        notes.append("quantization-aware model: activation ranges come from training (no calibration data)")
-    if qat and not integer:
-        notes.append("quantization-aware model converted to a float mode; int8 is what its training prepared")
-
-    arg_names = [f"{re.sub(r'[^A-Za-z0-9_]', '_', i.name)}_{k}" if len(inputs) > 1 else "input"
-                 for k, i in enumerate(inputs)]
-    specs = [tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=n) for i, n in zip(inputs, arg_names)]
-    single = len(inputs) == 1
-    fn = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
-    try:
-        concrete = fn.get_concrete_function(*specs)
-    except Exception as exc:
-        raise ModelError(f"cannot trace the model at input shape(s) {[i.shape for i in inputs]}: "
-                         f"{type(exc).__name__}: {first_line(exc, 200) if str(exc).strip() else ''}") from None
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    converter.exclude_conversion_metadata = bool(strip_metadata)
-    if quantization != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if calibration is not None:
-        batch = inputs[0].shape[0]
-        if len(calibration[0]) < batch:
-            raise InputError(f"representative_data has {len(calibration[0])} samples, fewer than the model's "
-                             f"fixed batch size {batch}: pass at least {batch}")
-
-        def representative() -> Iterator[Any]:
-            for start in range(0, len(calibration[0]) - batch + 1, batch):
-                arrays = [arr[start:start + batch] for arr in calibration]
-                # several inputs go by name: the calibrator does not keep the argument order
-                yield arrays if single else dict(zip(arg_names, arrays))
-
-        converter.representative_dataset = representative
-    if quantization == "int8":
-        if calibration is not None:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io = tf.int8 if int8_io else tf.float32
-        converter.inference_input_type = converter.inference_output_type = io
-    elif quantization == "int16x8":
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        io = tf.int16 if int8_io else tf.float32
-        converter.inference_input_type = converter.inference_output_type = io
-    elif quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-
-    with _quiet_converter() as log, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Statistics for quantized inputs.*")
-        warnings.filterwarnings("ignore", message=".*Interpreter is deprecated.*")  # the calibrator uses the old TF one
-        try:
-            content = converter.convert()
-        except Exception as exc:  # the converter raises many types; the log holds the reason
-            failure: Exception | None = exc
-        else:
-            failure = None
-    if failure is not None:
-        raise ConversionError(
-            f"TFLite {quantization} conversion failed: {_first_error(failure, log[0] if log else '')}. "
-            "Fix: check the model's layers are TFLite builtins, or try another quantization mode"
-        ) from None
-
-    try:
-        parsed = parse(content, "converter output")
-    except InputError as exc:
-        raise ConversionError(f"the TFLite converter wrote a malformed file ({exc})") from None
-    if integer:
-        _audit(parsed, model, quantization, float_io=not int8_io)
-    if quantization == "dynamic":
-        n_int8 = sum(1 for t in parsed.subgraphs[0].tensors if t.is_constant and t.dtype == "int8")
-        notes.append(f"dynamic range: {n_int8} weight tensor(s) stored as int8" if n_int8 else
-                     "dynamic range: no weight tensor was large enough (1024+ values) to quantize; the file is float32")
-
-    if strip_metadata:
-        stripped = strip_debug_info(content)
-        if stripped != content:
-            with _quiet_converter():  # LiteRT announces its delegate on stderr
-                try:
-                    same = _same_on_litert(content, stripped)
-                except Exception:  # e.g. a custom op LiteRT lacks: keep the converter's file
-                    same = False
-            if same:
-                notes.append(f"debug info stripped: {len(content) - len(stripped):,} bytes saved")
-                content = stripped
-            else:
-                msg = "debug info kept: the stripped file did not run identically on LiteRT"
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                notes.append(msg)
+    calibration = _calibration(model, representative_data, quantization, inputs, int(calibration_samples), notes)
+    converter = _converter(_trace(model, inputs), model, quantization, inputs, calibration,
+                           int8_io=int8_io, strip_metadata=strip_metadata)
+    parsed = _run_converter(converter, quantization)
+    _check_output(parsed, model, quantization, int8_io, notes)
+    content = _stripped(parsed.content, notes) if strip_metadata else parsed.content
     return TFLiteModel(content, quantization=quantization, notes=notes, source=f"converted {quantization} model")
 
 

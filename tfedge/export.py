@@ -6,7 +6,7 @@ TFLite Micro (measured in a child process unless given).
 
 >>> import os, tempfile, tfedge
 >>> folder = tempfile.mkdtemp()
->>> h, cc = tfedge.export_c_array(tfedge.runtimes._example_model(), os.path.join(folder, "tiny"), arena_bytes=1024)
+>>> h, cc = tfedge.export_c_array(tfedge.tflite.tiny_int8_model(), os.path.join(folder, "tiny"), arena_bytes=1024)
 >>> os.path.basename(h), os.path.basename(cc)
 ('tiny.h', 'tiny.cc')
 >>> [line for line in open(h).read().splitlines() if line.startswith("constexpr")]
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tfedge.errors import InputError
 from tfedge.files import PathLike, atomic_write_text
-from tfedge.runtimes import ModelSource  # noqa: F401  (light: numpy only)
+from tfedge.runtimes import TFLiteMicro
+from tfedge.tflite import ModelSource, model_bytes
 
 #: Bytes per line of the generated array.
 BYTES_PER_LINE = 12
@@ -49,7 +50,7 @@ def check_c_identifier(name: str) -> str:
     >>> check_c_identifier("2model")
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: name '2model' is not a C identifier: use letters, digits and _, not starting with a digit (e.g. 'model_2model')
+    tfedge.errors.InputError: name '2model' is not a C identifier: use letters, digits and _, ... (e.g. 'model_2model')
     """
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
         suggestion = c_identifier_from(str(name))
@@ -82,7 +83,7 @@ def _array_lines(content: bytes) -> list[str]:
 
 
 def export_c_array(
-    model_or_path: "ModelSource",
+    model_or_path: ModelSource,
     prefix: PathLike,
     name: str | None = None,
     arena_bytes: int | None = None,
@@ -93,7 +94,6 @@ def export_c_array(
     to the smallest arena TFLite Micro needed, measured in a child process. Each file is written
     atomically; the model file itself is only read.
     """
-    from tfedge.runtimes import TFLiteMicro, load_tflite_bytes
 
     prefix = Path(prefix)
     if not prefix.name or str(prefix).endswith(os.sep) or prefix.is_dir():
@@ -103,9 +103,10 @@ def export_c_array(
     if not folder.is_dir():
         raise InputError(f"output folder '{folder}' does not exist: create it first (mkdir -p {folder})")
     ident = check_c_identifier(name) if name is not None else c_identifier_from(prefix.name)
-    if arena_bytes is not None and (isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 1):
+    if arena_bytes is not None and (isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int)
+                                    or arena_bytes < 1):
         raise InputError(f"arena_bytes must be a positive number of bytes, got {arena_bytes!r}")
-    content, source = load_tflite_bytes(model_or_path)
+    content, source = model_bytes(model_or_path)
     header_path, source_path = Path(f"{prefix}.h"), Path(f"{prefix}.cc")
     if isinstance(model_or_path, (str, os.PathLike)):
         model_path = Path(model_or_path).resolve()

@@ -6,14 +6,16 @@ is used (Python integers, so nothing overflows), caps the work at a multiple of 
 crafted file cannot make it hang, and raises :class:`~tfedge.errors.InputError` naming the problem
 and the source; nothing else escapes it. Beyond the structure it checks what the common kernels
 (conv, depthwise, fully connected, pools, reshape, reductions, pad, concatenation, elementwise)
-index memory by: shapes, dtypes, strides, axes and quantization parameters. It does not replay
-every kernel's arithmetic, so TFLite Micro still belongs in a child process.
+index memory by: shapes, dtypes, strides, axes and quantization parameters, one checker per op
+family (:data:`OP_CHECKERS`). It does not replay every kernel's arithmetic, so TFLite Micro still
+belongs in a child process. Field slots, types and defaults are not written here by hand: each comes
+from the generated schema's builder functions (:func:`schema_field`), the schema ``ai_edge_litert`` ships.
 
 >>> from tfedge.flatbuffer import parse
 >>> parse(b"\\x10\\x00\\x00\\x00NOPE" + bytes(16), source="x.tflite")
 Traceback (most recent call last):
 ...
-tfedge.errors.InputError: x.tflite is not a TFLite model: its file identifier is b'NOPE', expected b'TFL3'; pass a .tflite file made by the TFLite converter
+tfedge.errors.InputError: x.tflite is not a TFLite model: its file identifier is b'NOPE', expected b'TFL3'; ...
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import dataclasses
 import itertools
 import math
 import struct
-from typing import NoReturn
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
 
 from ai_edge_litert import schema_py_generated as _schema  # fast, TensorFlow-free import
 
-from tfedge.errors import InputError
 from tfedge import files as _files
+from tfedge.errors import InputError
 
 IDENTIFIER = b"TFL3"
 #: Size cap of :func:`parse`; None: ``tfedge.files.MAX_FILE_BYTES`` as it is when parse runs (raising it works).
@@ -37,6 +40,71 @@ SCHEMA_VERSION = 3
 MAX_TENSOR_BYTES = 2**31 - 1
 #: Quantization scales outside this range only come from corruption (kernels underflow on them).
 MIN_SCALE, MAX_SCALE = 1e-30, 1e30
+
+
+# ----------------------------------------------------------------------------------------------
+# field slots, read from the generated schema
+
+#: struct format of each scalar kind the generated builders prepend (``Prepend<Kind>Slot``).
+_SCALAR_FORMATS = {"Bool": "<B", "Int8": "<b", "Uint8": "<B", "Int16": "<h", "Uint16": "<H", "Int32": "<i",
+                   "Uint32": "<I", "Int64": "<q", "Uint64": "<Q", "Float32": "<f", "Float64": "<d"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One field of a schema table: its vtable slot, and for a scalar its struct format and default."""
+
+    table: str
+    name: str
+    slot: int
+    fmt: str | None  # None: an offset (table, vector, string)
+    default: Any
+
+
+class _SlotRecorder:
+    """Stands in for a ``flatbuffers.Builder``: records the ``Prepend*Slot`` call a generated
+    ``<Table>Add<Field>`` function makes, which names the field's slot, type and default."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, tuple]] = []
+
+    def __getattr__(self, method: str) -> Callable[..., None]:
+        def record(slot: int, *args: Any) -> None:
+            self.calls.append((method, slot, args))
+
+        return record
+
+
+def schema_field(table: str, name: str) -> Field:
+    """The slot, format and default of ``table.name`` as the generated ``<table>Add<name>`` builder writes it.
+
+    >>> schema_field("Conv2DOptions", "DilationWFactor")
+    Field(table='Conv2DOptions', name='DilationWFactor', slot=4, fmt='<i', default=1)
+    """
+    recorder = _SlotRecorder()
+    getattr(_schema, f"{table}Add{name}")(recorder, 0)
+    ((method, slot, args),) = recorder.calls
+    kind = method.removeprefix("Prepend").removesuffix("Slot")
+    fmt = _SCALAR_FORMATS.get(kind)
+    return Field(table, name, slot, fmt, args[-1] if fmt else None)
+
+
+def _fields(table: str, names: str) -> dict[str, Field]:
+    return {name: schema_field(table, name) for name in names.split()}
+
+
+MODEL = _fields("Model", "Version OperatorCodes Subgraphs Description Buffers MetadataBuffer Metadata SignatureDefs")
+OPERATOR_CODE = _fields("OperatorCode", "DeprecatedBuiltinCode CustomCode Version BuiltinCode")
+BUFFER = _fields("Buffer", "Data Offset Size")
+SUBGRAPH = _fields("SubGraph", "Tensors Inputs Outputs Operators Name")
+TENSOR = _fields("Tensor", "Shape Type Buffer Name Quantization IsVariable Sparsity ShapeSignature")
+QUANTIZATION = _fields("QuantizationParameters", "Min Max Scale ZeroPoint DetailsType Details QuantizedDimension")
+OPERATOR = _fields("Operator", "OpcodeIndex Inputs Outputs BuiltinOptionsType BuiltinOptions CustomOptions "
+                               "MutatingVariableInputs Intermediates LargeCustomOptionsOffset LargeCustomOptionsSize "
+                               "BuiltinOptions2Type BuiltinOptions2")
+METADATA = _fields("Metadata", "Name Buffer")
+SIGNATURE = _fields("SignatureDef", "Inputs Outputs SignatureKey SubgraphIndex")
+TENSOR_MAP = _fields("TensorMap", "Name TensorIndex")
 
 
 def _enum_names(cls: type) -> dict[int, str]:
@@ -55,29 +123,40 @@ _BITS = {
     "uint4": 4, "float8_e4m3fn": 8, "float8_e5m2": 8,
 }
 _ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
-# builtin options whose fields are subgraph indices: options type -> field slots
+# builtin options whose fields are subgraph indices: options type -> fields
 _SUBGRAPH_FIELDS = {
-    _schema.BuiltinOptions.IfOptions: (0, 1),
-    _schema.BuiltinOptions.WhileOptions: (0, 1),
-    _schema.BuiltinOptions.CallOnceOptions: (0,),
+    _schema.BuiltinOptions.IfOptions: (schema_field("IfOptions", "ThenSubgraphIndex"),
+                                       schema_field("IfOptions", "ElseSubgraphIndex")),
+    _schema.BuiltinOptions.WhileOptions: (schema_field("WhileOptions", "CondSubgraphIndex"),
+                                          schema_field("WhileOptions", "BodySubgraphIndex")),
+    _schema.BuiltinOptions.CallOnceOptions: (schema_field("CallOnceOptions", "InitSubgraphIndex"),),
 }
 
 
-# ops that divide by strides / dilations / window sizes: options type, (slot, default) that must be >= 1
+def _options(table: str, names: str) -> tuple[int, tuple[Field, ...]]:
+    return getattr(_schema.BuiltinOptions, table), tuple(schema_field(table, n) for n in names.split())
+
+
+_CONV = "StrideW StrideH DilationWFactor DilationHFactor"
+_POOL = _options("Pool2DOptions", "StrideW StrideH FilterWidth FilterHeight")
+# ops that divide by strides / dilations / window sizes: options type, fields that must be >= 1
 _WINDOW_OPTIONS = {
-    "CONV_2D": (_schema.BuiltinOptions.Conv2DOptions, ((1, 0), (2, 0), (4, 1), (5, 1))),
-    "DEPTHWISE_CONV_2D": (_schema.BuiltinOptions.DepthwiseConv2DOptions, ((1, 0), (2, 0), (5, 1), (6, 1))),
-    "AVERAGE_POOL_2D": (_schema.BuiltinOptions.Pool2DOptions, ((1, 0), (2, 0), (3, 0), (4, 0))),
-    "MAX_POOL_2D": (_schema.BuiltinOptions.Pool2DOptions, ((1, 0), (2, 0), (3, 0), (4, 0))),
-    "L2_POOL_2D": (_schema.BuiltinOptions.Pool2DOptions, ((1, 0), (2, 0), (3, 0), (4, 0))),
+    "CONV_2D": _options("Conv2DOptions", _CONV),
+    "DEPTHWISE_CONV_2D": _options("DepthwiseConv2DOptions", _CONV),
+    "AVERAGE_POOL_2D": _POOL,
+    "MAX_POOL_2D": _POOL,
+    "L2_POOL_2D": _POOL,
 }
 _REDUCE_OPS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "REDUCE_ANY", "REDUCE_ALL"})
 _PAD_OPS = frozenset({"PAD", "PADV2", "MIRROR_PAD"})
-# options the shape checks read: op -> (options type, ((param, slot, struct format, default), ...))
+# options the shape checks read: op -> (options type, ((param name, field), ...))
 _PARAM_OPTIONS = {
-    "CONCATENATION": (_schema.BuiltinOptions.ConcatenationOptions, (("axis", 0, "<i", 0),)),
-    "DEPTHWISE_CONV_2D": (_schema.BuiltinOptions.DepthwiseConv2DOptions, (("depth_multiplier", 3, "<i", 0),)),
-    **{op: (_schema.BuiltinOptions.ReducerOptions, (("keep_dims", 0, "<B", 0),)) for op in _REDUCE_OPS},
+    "CONCATENATION": (_schema.BuiltinOptions.ConcatenationOptions,
+                      (("axis", schema_field("ConcatenationOptions", "Axis")),)),
+    "DEPTHWISE_CONV_2D": (_schema.BuiltinOptions.DepthwiseConv2DOptions,
+                          (("depth_multiplier", schema_field("DepthwiseConv2DOptions", "DepthMultiplier")),)),
+    **{op: (_schema.BuiltinOptions.ReducerOptions, (("keep_dims", schema_field("ReducerOptions", "KeepDims")),))
+       for op in _REDUCE_OPS},
 }
 # ops whose output has the shape and dtype of their first input
 _SAME_SHAPE_OPS = frozenset("""
@@ -200,7 +279,7 @@ class _Reader:
         self.need(pos, size, what)
         return struct.unpack_from(fmt, self.data, pos)[0]
 
-    def table(self, pos: int, what: str) -> "_Table":
+    def table(self, pos: int, what: str) -> _Table:
         return _Table(self, pos, what)
 
 
@@ -232,30 +311,37 @@ class _Table:
         if off == 0:
             return None
         if off < 4 or off + size > self.size:
-            self.r.fail(f"{self.what} field {slot} (offset {off}, {size} bytes) lies outside its {self.size}-byte table")
+            self.r.fail(f"{self.what} field {slot} (offset {off}, {size} bytes) lies outside its "
+                        f"{self.size}-byte table")
         pos = self.pos + off
         self.r.aligned(pos, min(size, 8), f"{self.what} field {slot}")
         return pos
 
-    def scalar(self, slot: int, fmt: str, default):
-        pos = self._field(slot, struct.calcsize(fmt))
-        return default if pos is None else self.r.unpack(fmt, pos, f"{self.what} field {slot}")
+    def has(self, f: Field) -> bool:
+        """True when the field is present (not left at its default)."""
+        return self._field(f.slot, 4 if f.fmt is None else struct.calcsize(f.fmt)) is not None
 
-    def _ref(self, slot: int, what: str) -> int | None:
-        pos = self._field(slot, 4)
+    def scalar(self, f: Field) -> Any:
+        """A scalar field's value, or the schema's default when absent."""
+        assert f.fmt is not None, f"{f.table}.{f.name} is not a scalar"
+        pos = self._field(f.slot, struct.calcsize(f.fmt))
+        return f.default if pos is None else self.r.unpack(f.fmt, pos, f"{self.what} field {f.slot}")
+
+    def _ref(self, f: Field, what: str) -> int | None:
+        pos = self._field(f.slot, 4)
         if pos is None:
             return None
         target = pos + self.r.unpack("<I", pos, what)
         self.r.need(target, 4, what)
         return target
 
-    def child(self, slot: int, what: str) -> "_Table | None":
-        target = self._ref(slot, what)
+    def child(self, f: Field, what: str) -> _Table | None:
+        target = self._ref(f, what)
         return None if target is None else _Table(self.r, target, what)
 
-    def vector(self, slot: int, elem_size: int, what: str) -> tuple[int, int]:
+    def vector(self, f: Field, elem_size: int, what: str) -> tuple[int, int]:
         """(start, count) of a vector field; (0, 0) when absent."""
-        target = self._ref(slot, what)
+        target = self._ref(f, what)
         if target is None:
             return 0, 0
         r = self.r
@@ -268,24 +354,25 @@ class _Table:
         r.spend(count, what)
         return start, count
 
-    def numbers(self, slot: int, fmt: str, what: str) -> tuple:
-        start, count = self.vector(slot, struct.calcsize(fmt), what)
+    def numbers(self, f: Field, fmt: str, what: str) -> tuple:
+        """The elements of a vector of scalars (``fmt``: their struct code)."""
+        start, count = self.vector(f, struct.calcsize(fmt), what)
         if not count:
             return ()
         return struct.unpack_from(f"<{count}{fmt}", self.r.data, start)
 
-    def string(self, slot: int, what: str) -> str | None:
-        target = self._ref(slot, what)
+    def string(self, f: Field, what: str) -> str | None:
+        target = self._ref(f, what)
         if target is None:
             return None
-        start, count = self.vector(slot, 1, what)
+        start, count = self.vector(f, 1, what)
         self.r.need(start + count, 1, f"{what} terminator")
         if self.r.data[start + count] != 0:
             self.r.fail(f"{what} at byte {target} is not NUL-terminated")
         return self.r.data[start:start + count].decode("utf-8", errors="replace")
 
-    def tables(self, slot: int, what: str) -> list["_Table"]:
-        start, count = self.vector(slot, 4, what)
+    def tables(self, f: Field, what: str) -> list[_Table]:
+        start, count = self.vector(f, 4, what)
         out = []
         for k in range(count):
             pos = start + 4 * k
@@ -302,28 +389,28 @@ def _check_index(r: _Reader, value: int, limit: int, what: str, allow_minus_one:
 
 def _opcodes(r: _Reader, root: _Table) -> tuple[OpCode, ...]:
     codes = []
-    for k, t in enumerate(root.tables(1, "operator code")):
-        deprecated = t.scalar(0, "<b", 0)
-        builtin = t.scalar(3, "<i", 0)
+    for k, t in enumerate(root.tables(MODEL["OperatorCodes"], "operator code")):
+        deprecated = t.scalar(OPERATOR_CODE["DeprecatedBuiltinCode"])
+        builtin = t.scalar(OPERATOR_CODE["BuiltinCode"])
         code = max(deprecated, builtin)
         if code < 0:
             r.fail(f"operator code {k} has a negative builtin code {code}")
-        custom = t.string(1, f"operator code {k} custom name")
+        custom = t.string(OPERATOR_CODE["CustomCode"], f"operator code {k} custom name")
         if code == CUSTOM_CODE:
             if not custom:
                 r.fail(f"operator code {k} is a custom operator without a name")
             name = f"CUSTOM:{custom}"
         else:
             name = OP_NAMES.get(code, f"UNKNOWN_OP_{code}")
-        codes.append(OpCode(code, name, custom, t.scalar(2, "<i", 1)))
+        codes.append(OpCode(code, name, custom, t.scalar(OPERATOR_CODE["Version"])))
     return tuple(codes)
 
 
 def _buffers(r: _Reader, root: _Table) -> tuple[tuple[int, int], ...]:
     out = []
-    for k, t in enumerate(root.tables(4, "buffer")):
-        start, size = t.vector(0, 1, f"buffer {k} data")
-        offset, ext_size = t.scalar(1, "<Q", 0), t.scalar(2, "<Q", 0)
+    for k, t in enumerate(root.tables(MODEL["Buffers"], "buffer")):
+        start, size = t.vector(BUFFER["Data"], 1, f"buffer {k} data")
+        offset, ext_size = t.scalar(BUFFER["Offset"]), t.scalar(BUFFER["Size"])
         if offset or ext_size:  # data stored after the flatbuffer (models over 2 GB)
             if size:
                 r.fail(f"buffer {k} has both inline data and an external offset")
@@ -335,16 +422,16 @@ def _buffers(r: _Reader, root: _Table) -> tuple[tuple[int, int], ...]:
 
 
 def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int, ...]):
-    q = t.child(4, f"{what} quantization")
+    q = t.child(TENSOR["Quantization"], f"{what} quantization")
     if q is None:
         return (), (), 0
-    q.numbers(0, "f", f"{what} min")
-    q.numbers(1, "f", f"{what} max")
-    scale = q.numbers(2, "f", f"{what} scale")
-    zero_point = q.numbers(3, "q", f"{what} zero point")
-    if q.scalar(4, "<B", 0):
-        q.child(5, f"{what} quantization details")
-    qdim = q.scalar(6, "<i", 0)
+    q.numbers(QUANTIZATION["Min"], "f", f"{what} min")
+    q.numbers(QUANTIZATION["Max"], "f", f"{what} max")
+    scale = q.numbers(QUANTIZATION["Scale"], "f", f"{what} scale")
+    zero_point = q.numbers(QUANTIZATION["ZeroPoint"], "q", f"{what} zero point")
+    if q.scalar(QUANTIZATION["DetailsType"]):
+        q.child(QUANTIZATION["Details"], f"{what} quantization details")
+    qdim = q.scalar(QUANTIZATION["QuantizedDimension"])
     for s in scale:
         if not (math.isfinite(s) and s > 0):
             r.fail(f"{what} has quantization scale {s}; scales must be finite and positive")
@@ -365,20 +452,21 @@ def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int
 
 def _tensor(r: _Reader, t: _Table, k: int, where: str, buffers) -> Tensor:
     what = f"tensor {k} of {where}"
-    shape = t.numbers(0, "i", f"{what} shape")
-    code = t.scalar(1, "<b", 0)
+    shape = t.numbers(TENSOR["Shape"], "i", f"{what} shape")
+    code = t.scalar(TENSOR["Type"])
     dtype = TENSOR_TYPES.get(code)
     if dtype is None:
         r.fail(f"{what} has unknown type code {code}")
-    buffer = t.scalar(2, "<I", 0)
+    buffer = t.scalar(TENSOR["Buffer"])
     _check_index(r, buffer, len(buffers), f"{what} buffer index")
-    name = t.string(3, f"{what} name") or ""
+    name = t.string(TENSOR["Name"], f"{what} name") or ""
     if any(d < 0 for d in shape):
         r.fail(f"{what} has a negative dimension in shape {list(shape)}")
     scale, zero_point, qdim = _quantization(r, t, what, dtype, shape)
-    is_variable = bool(t.scalar(5, "<B", 0))
-    sparse = t.child(6, f"{what} sparsity") is not None
-    signature = t.numbers(7, "i", f"{what} shape signature") if t._field(7, 4) is not None else None
+    is_variable = bool(t.scalar(TENSOR["IsVariable"]))
+    sparse = t.child(TENSOR["Sparsity"], f"{what} sparsity") is not None
+    signature = t.numbers(TENSOR["ShapeSignature"], "i", f"{what} shape signature") \
+        if t.has(TENSOR["ShapeSignature"]) else None
     if signature is not None and (len(signature) != len(shape) or any(d < -1 for d in signature)):
         r.fail(f"{what} has shape signature {list(signature)} that does not fit shape {list(shape)}")
     elements = 0 if 0 in shape else 1
@@ -398,44 +486,45 @@ def _tensor(r: _Reader, t: _Table, k: int, where: str, buffers) -> Tensor:
 
 def _operator(r: _Reader, t: _Table, k: int, where: str, opcodes, ntensors: int, nsubgraphs: int) -> Operator:
     what = f"operator {k} of {where}"
-    opcode_index = t.scalar(0, "<I", 0)
+    opcode_index = t.scalar(OPERATOR["OpcodeIndex"])
     _check_index(r, opcode_index, len(opcodes), f"{what} opcode index")
-    inputs = t.numbers(1, "i", f"{what} inputs")
-    outputs = t.numbers(2, "i", f"{what} outputs")
+    inputs = t.numbers(OPERATOR["Inputs"], "i", f"{what} inputs")
+    outputs = t.numbers(OPERATOR["Outputs"], "i", f"{what} outputs")
     for i in inputs:
         _check_index(r, i, ntensors, f"{what} input tensor", allow_minus_one=True)
     for i in outputs:
         _check_index(r, i, ntensors, f"{what} output tensor")
-    options_type = t.scalar(3, "<B", 0)
-    options = t.child(4, f"{what} options") if options_type else None
+    options_type = t.scalar(OPERATOR["BuiltinOptionsType"])
+    options = t.child(OPERATOR["BuiltinOptions"], f"{what} options") if options_type else None
     if options is not None:
-        for slot in _SUBGRAPH_FIELDS.get(options_type, ()):
-            _check_index(r, options.scalar(slot, "<i", 0), nsubgraphs, f"{what} subgraph reference")
+        for field in _SUBGRAPH_FIELDS.get(options_type, ()):
+            _check_index(r, options.scalar(field), nsubgraphs, f"{what} subgraph reference")
     name = opcodes[opcode_index].name
     if name in _WINDOW_OPTIONS:
         expected, positive = _WINDOW_OPTIONS[name]
         if options is None or options_type != expected:
             r.fail(f"{what} ({name}) lacks its options table (strides, padding)")
-        for slot, default in positive:
-            value = options.scalar(slot, "<i", default)
+        for field in positive:
+            value = options.scalar(field)
             if value < 1:
                 r.fail(f"{what} ({name}) has a stride, dilation or window size of {value}; it must be at least 1")
-    t.vector(5, 1, f"{what} custom options")
-    t.vector(7, 1, f"{what} mutating inputs")
-    intermediates = t.numbers(8, "i", f"{what} intermediates")
+    t.vector(OPERATOR["CustomOptions"], 1, f"{what} custom options")
+    t.vector(OPERATOR["MutatingVariableInputs"], 1, f"{what} mutating inputs")
+    intermediates = t.numbers(OPERATOR["Intermediates"], "i", f"{what} intermediates")
     for i in intermediates:
         _check_index(r, i, ntensors, f"{what} intermediate tensor")
-    large_offset, large_size = t.scalar(9, "<Q", 0), t.scalar(10, "<Q", 0)
+    large_offset = t.scalar(OPERATOR["LargeCustomOptionsOffset"])
+    large_size = t.scalar(OPERATOR["LargeCustomOptionsSize"])
     if large_offset or large_size:
         r.need(large_offset, large_size, f"{what} large custom options")
-    if t.scalar(11, "<B", 0):
-        t.child(12, f"{what} options (2)")
+    if t.scalar(OPERATOR["BuiltinOptions2Type"]):
+        t.child(OPERATOR["BuiltinOptions2"], f"{what} options (2)")
     params: list[tuple[str, int]] = []
     if name in _PARAM_OPTIONS:
         expected, fields = _PARAM_OPTIONS[name]
         if options is None or options_type != expected:
             r.fail(f"{what} ({name}) lacks its options table")
-        params = [(key, options.scalar(slot, fmt, default)) for key, slot, fmt, default in fields]
+        params = [(key, int(options.scalar(field))) for key, field in fields]
     return Operator(k, opcode_index, name, tuple(inputs), tuple(outputs), tuple(intermediates), tuple(params))
 
 
@@ -462,140 +551,202 @@ def _constant_ints(r: _Reader, t: Tensor, buffers) -> tuple[int, ...] | None:
     return struct.unpack_from(f"<{count}i", r.data, start)
 
 
-def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str) -> None:
-    """Shape, dtype and parameter rules of the common ops: kernels index memory by these."""
-    what = f"operator {op.index} of {where} ({op.op})"
-    ins = [tensors[i] if i >= 0 else None for i in op.inputs]
-    outs = [tensors[i] for i in op.outputs]
+class _OpCheck:
+    """The tensors of one operator and the small rules its checker states; a broken rule fails the parse."""
 
-    def need(ok: bool, problem: str) -> None:
+    def __init__(self, r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str):
+        self.r, self.op, self.buffers = r, op, buffers
+        self.what = f"operator {op.index} of {where} ({op.op})"
+        self.ins: list[Tensor | None] = [tensors[i] if i >= 0 else None for i in op.inputs]
+        self.outs = [tensors[i] for i in op.outputs]
+
+    def need(self, ok: bool, problem: str) -> None:
         if not ok:
-            r.fail(f"{what} {problem}")
+            self.r.fail(f"{self.what} {problem}")
 
-    for t in (*ins, *outs):  # quantized kernels read scale[0] / zero_point[0] unconditionally
+    def io(self, n_in: int) -> tuple[list[Tensor], Tensor]:
+        """The first ``n_in`` inputs (all present) and the first output."""
+        ins, outs = self.ins, self.outs
+        self.need(len(ins) >= n_in and all(t is not None for t in ins[:n_in]) and len(outs) >= 1,
+                  f"needs {n_in} input(s) and an output, has {len(ins)} and {len(outs)}")
+        return [t for t in ins[:n_in] if t is not None], outs[0]
+
+    def optional_input(self, k: int) -> Tensor | None:
+        return self.ins[k] if len(self.ins) > k else None
+
+    def same_dtype(self, *ts: Tensor) -> None:
+        self.need(len({t.dtype for t in ts}) == 1, f"mixes tensor types {[t.dtype for t in ts]}")
+
+    def bias_fits(self, channels: int) -> None:
+        bias = self.optional_input(2)
+        if bias is not None:
+            self.need(bias.shape == (channels,), f"has bias shape {list(bias.shape)} for {channels} output channels")
+
+    def constant_ints(self, t: Tensor) -> tuple[int, ...] | None:
+        return _constant_ints(self.r, t, self.buffers)
+
+
+def _check_quantized(c: _OpCheck) -> None:
+    """Quantized kernels read scale[0] / zero_point[0] of every integer tensor unconditionally."""
+    for t in (*c.ins, *c.outs):
         if t is not None and t.dtype in _ZERO_POINT_RANGE:
-            need(len(t.scale) > 0, f"uses {t.dtype} tensor {t.index} without quantization parameters")
+            c.need(len(t.scale) > 0, f"uses {t.dtype} tensor {t.index} without quantization parameters")
 
-    def needs_io(n_in: int) -> None:
-        need(len(ins) >= n_in and all(t is not None for t in ins[:n_in]) and len(outs) >= 1,
-             f"needs {n_in} input(s) and an output, has {len(ins)} and {len(outs)}")
 
-    def same_dtype(*ts: Tensor) -> None:
-        need(len({t.dtype for t in ts}) == 1, f"mixes tensor types {[t.dtype for t in ts]}")
+def _check_same_shape(c: _OpCheck) -> None:
+    (x,), y = c.io(1)
+    c.need(y.shape == x.shape, f"output shape {list(y.shape)} differs from input shape {list(x.shape)}")
+    if c.op.op in _SAME_SHAPE_OPS:
+        c.same_dtype(x, y)
 
-    def bias_fits(channels: int) -> None:
-        if len(ins) > 2 and ins[2] is not None:
-            need(ins[2].shape == (channels,), f"has bias shape {list(ins[2].shape)} for {channels} output channels")
 
-    name = op.op
-    if name in _SAME_SHAPE_OPS or name in _CAST_OPS:
-        needs_io(1)
-        need(outs[0].shape == ins[0].shape, f"output shape {list(outs[0].shape)} differs from input shape {list(ins[0].shape)}")
-        if name in _SAME_SHAPE_OPS:
-            same_dtype(ins[0], outs[0])
-    elif name in _BROADCAST_OPS:
-        needs_io(2)
-        shape = _broadcast(ins[0].shape, ins[1].shape)
-        need(shape is not None, f"inputs of shapes {list(ins[0].shape)} and {list(ins[1].shape)} do not broadcast")
-        need(outs[0].shape == shape, f"output shape {list(outs[0].shape)} is not the broadcast shape {list(shape)}")
-        same_dtype(ins[0], ins[1], outs[0])
-    elif name == "RESHAPE":
-        needs_io(1)
-        need(_prod(ins[0].shape) == _prod(outs[0].shape),
-             f"reshapes {list(ins[0].shape)} into {list(outs[0].shape)}: element counts differ")
-        same_dtype(ins[0], outs[0])
-        if len(ins) > 1 and ins[1] is not None:
-            target = ins[1]
-            need(target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(outs[0].shape),
-                 f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a rank-{len(outs[0].shape)} output")
-            values = _constant_ints(r, target, buffers)
-            if values is not None:
-                need(values.count(-1) <= 1 and all(v in (d, -1) for v, d in zip(values, outs[0].shape)),
-                     f"has new shape {list(values)} but output shape {list(outs[0].shape)}")
-    elif name in _REDUCE_OPS:
-        needs_io(2)
-        axes = ins[1]
-        need(axes.dtype == "int32" and len(axes.shape) <= 1, f"has a {axes.dtype} axis tensor of shape {list(axes.shape)}")
-        x = ins[0].shape
-        rank = len(x)
-        values = _constant_ints(r, axes, buffers)
-        need(values is None or all(-rank <= v < rank for v in values), f"reduces axes {values} of a rank-{rank} input")
+def _check_broadcast(c: _OpCheck) -> None:
+    (a, b), y = c.io(2)
+    shape = _broadcast(a.shape, b.shape)
+    c.need(shape is not None, f"inputs of shapes {list(a.shape)} and {list(b.shape)} do not broadcast")
+    c.need(y.shape == shape, f"output shape {list(y.shape)} is not the broadcast shape {list(shape or ())}")
+    c.same_dtype(a, b, y)
+
+
+def _check_reshape(c: _OpCheck) -> None:
+    (x,), y = c.io(1)
+    c.need(_prod(x.shape) == _prod(y.shape), f"reshapes {list(x.shape)} into {list(y.shape)}: element counts differ")
+    c.same_dtype(x, y)
+    target = c.optional_input(1)
+    if target is not None:
+        c.need(target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(y.shape),
+               f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a rank-{len(y.shape)} output")
+        values = c.constant_ints(target)
         if values is not None:
-            reduced = {v % rank for v in values} if rank else set()
-            keep = op.param("keep_dims")
-            expected = tuple(1 if i in reduced else d for i, d in enumerate(x)) if keep else \
-                tuple(d for i, d in enumerate(x) if i not in reduced)
-            need(outs[0].shape == expected, f"reduces {list(x)} over axes {list(values)} "
-                 f"{'keeping' if keep else 'dropping'} them, but declares output {list(outs[0].shape)}")
-        same_dtype(ins[0], outs[0])
-    elif name in _PAD_OPS:
-        needs_io(2)
-        x, y, pads = ins[0].shape, outs[0].shape, ins[1]
-        need(len(x) == len(y) and pads.shape == (len(x), 2),
-             f"pads input {list(x)} to {list(y)} with paddings of shape {list(pads.shape)}")
-        values = _constant_ints(r, pads, buffers)
-        if values is not None:
-            need(all(v >= 0 for v in values) and
-                 all(y[i] == x[i] + values[2 * i] + values[2 * i + 1] for i in range(len(x))),
-                 f"pads input {list(x)} by {list(values)} but declares output {list(y)}")
-        same_dtype(ins[0], outs[0])
-    elif name == "CONCATENATION":
-        need(len(ins) >= 1 and None not in ins and len(outs) >= 1, "needs inputs and an output")
-        y = outs[0].shape
-        axis = op.param("axis") + len(y) if op.param("axis") < 0 else op.param("axis")
-        need(0 <= axis < len(y) and all(len(t.shape) == len(y) for t in ins),
-             f"concatenates along axis {op.param('axis')} tensors of shapes {[list(t.shape) for t in ins]} into {list(y)}")
-        need(sum(t.shape[axis] for t in ins) == y[axis] and
-             all(t.shape[:axis] + t.shape[axis + 1:] == y[:axis] + y[axis + 1:] for t in ins),
-             f"concatenates {[list(t.shape) for t in ins]} along axis {op.param('axis')} into {list(y)}: the shapes do not fit")
-        same_dtype(*ins, outs[0])
-    elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        needs_io(2)
-        x, w, y = ins[0].shape, ins[1].shape, outs[0].shape
-        need(len(x) == len(w) == len(y) == 4, f"needs 4-D input, filter and output, got {list(x)}, {list(w)}, {list(y)}")
-        need(x[0] == y[0], f"changes the batch from {x[0]} to {y[0]}")
-        if name == "CONV_2D":
-            need(w[3] > 0 and x[3] % w[3] == 0 and w[0] % max(x[3] // w[3], 1) == 0,
-                 f"has {x[3]} input channels for a filter of shape {list(w)}")
-            need(y[3] == w[0], f"has {y[3]} output channels for a filter of shape {list(w)}")
+            c.need(values.count(-1) <= 1 and all(v in (d, -1) for v, d in zip(values, y.shape, strict=False)),
+                   f"has new shape {list(values)} but output shape {list(y.shape)}")
+
+
+def _check_reduce(c: _OpCheck) -> None:
+    (x, axes), y = c.io(2)
+    c.need(axes.dtype == "int32" and len(axes.shape) <= 1,
+           f"has a {axes.dtype} axis tensor of shape {list(axes.shape)}")
+    rank = len(x.shape)
+    values = c.constant_ints(axes)
+    c.need(values is None or all(-rank <= v < rank for v in values), f"reduces axes {values} of a rank-{rank} input")
+    if values is not None:
+        reduced = {v % rank for v in values} if rank else set()
+        keep = c.op.param("keep_dims")
+        if keep:
+            expected = tuple(1 if i in reduced else d for i, d in enumerate(x.shape))
         else:
-            need(w[0] == 1 and y[3] == w[3], f"has output shape {list(y)} for a depthwise filter of shape {list(w)}")
-            need(x[3] > 0 and y[3] % x[3] == 0, f"has {x[3]} input channels for {y[3]} output channels")
-            multiplier = op.param("depth_multiplier")
-            need(multiplier in (0, y[3] // x[3]),
-                 f"has depth multiplier {multiplier} for {x[3]} input and {y[3]} output channels")
-        bias_fits(y[3])
-        same_dtype(ins[0], outs[0])
-    elif name == "FULLY_CONNECTED":
-        needs_io(2)
-        x, w, y = ins[0].shape, ins[1].shape, outs[0].shape
-        need(len(w) == 2 and w[1] > 0 and len(y) >= 1, f"needs 2-D weights, got {list(w)} (output {list(y)})")
-        need(_prod(x) % w[1] == 0 and y[-1] == w[0] and _prod(y) == _prod(x) // w[1] * w[0],
-             f"maps input {list(x)} with weights {list(w)} to output {list(y)}: the shapes do not fit")
-        bias_fits(w[0])
-        same_dtype(ins[0], outs[0])
-    elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D", "L2_POOL_2D"):
-        needs_io(1)
-        x, y = ins[0].shape, outs[0].shape
-        need(len(x) == len(y) == 4 and x[0] == y[0] and x[3] == y[3],
-             f"pools input {list(x)} into output {list(y)}: needs 4-D, same batch and channels")
-        same_dtype(ins[0], outs[0])
+            expected = tuple(d for i, d in enumerate(x.shape) if i not in reduced)
+        c.need(y.shape == expected, f"reduces {list(x.shape)} over axes {list(values)} "
+               f"{'keeping' if keep else 'dropping'} them, but declares output {list(y.shape)}")
+    c.same_dtype(x, y)
+
+
+def _check_pad(c: _OpCheck) -> None:
+    (x, pads), y = c.io(2)
+    c.need(len(x.shape) == len(y.shape) and pads.shape == (len(x.shape), 2),
+           f"pads input {list(x.shape)} to {list(y.shape)} with paddings of shape {list(pads.shape)}")
+    values = c.constant_ints(pads)
+    if values is not None:
+        c.need(all(v >= 0 for v in values) and
+               all(y.shape[i] == x.shape[i] + values[2 * i] + values[2 * i + 1] for i in range(len(x.shape))),
+               f"pads input {list(x.shape)} by {list(values)} but declares output {list(y.shape)}")
+    c.same_dtype(x, y)
+
+
+def _check_concatenation(c: _OpCheck) -> None:
+    c.need(len(c.ins) >= 1 and None not in c.ins and len(c.outs) >= 1, "needs inputs and an output")
+    ins = [t for t in c.ins if t is not None]
+    y = c.outs[0].shape
+    given = c.op.param("axis")
+    axis = given + len(y) if given < 0 else given
+    shapes = [list(t.shape) for t in ins]
+    c.need(0 <= axis < len(y) and all(len(t.shape) == len(y) for t in ins),
+           f"concatenates along axis {given} tensors of shapes {shapes} into {list(y)}")
+    c.need(sum(t.shape[axis] for t in ins) == y[axis] and
+           all(t.shape[:axis] + t.shape[axis + 1:] == y[:axis] + y[axis + 1:] for t in ins),
+           f"concatenates {shapes} along axis {given} into {list(y)}: the shapes do not fit")
+    c.same_dtype(*ins, c.outs[0])
+
+
+def _check_conv(c: _OpCheck) -> None:
+    (inp, filt), out = c.io(2)
+    x, w, y = inp.shape, filt.shape, out.shape
+    c.need(len(x) == len(w) == len(y) == 4, f"needs 4-D input, filter and output, got {list(x)}, {list(w)}, {list(y)}")
+    c.need(x[0] == y[0], f"changes the batch from {x[0]} to {y[0]}")
+    if c.op.op == "CONV_2D":
+        c.need(w[3] > 0 and x[3] % w[3] == 0 and w[0] % max(x[3] // w[3], 1) == 0,
+               f"has {x[3]} input channels for a filter of shape {list(w)}")
+        c.need(y[3] == w[0], f"has {y[3]} output channels for a filter of shape {list(w)}")
+    else:
+        c.need(w[0] == 1 and y[3] == w[3], f"has output shape {list(y)} for a depthwise filter of shape {list(w)}")
+        c.need(x[3] > 0 and y[3] % x[3] == 0, f"has {x[3]} input channels for {y[3]} output channels")
+        multiplier = c.op.param("depth_multiplier")
+        c.need(multiplier in (0, y[3] // x[3]),
+               f"has depth multiplier {multiplier} for {x[3]} input and {y[3]} output channels")
+    c.bias_fits(y[3])
+    c.same_dtype(inp, out)
+
+
+def _check_fully_connected(c: _OpCheck) -> None:
+    (inp, weights), out = c.io(2)
+    x, w, y = inp.shape, weights.shape, out.shape
+    c.need(len(w) == 2 and w[1] > 0 and len(y) >= 1, f"needs 2-D weights, got {list(w)} (output {list(y)})")
+    c.need(_prod(x) % w[1] == 0 and y[-1] == w[0] and _prod(y) == _prod(x) // w[1] * w[0],
+           f"maps input {list(x)} with weights {list(w)} to output {list(y)}: the shapes do not fit")
+    c.bias_fits(w[0])
+    c.same_dtype(inp, out)
+
+
+def _check_pool(c: _OpCheck) -> None:
+    (inp,), out = c.io(1)
+    x, y = inp.shape, out.shape
+    c.need(len(x) == len(y) == 4 and x[0] == y[0] and x[3] == y[3],
+           f"pools input {list(x)} into output {list(y)}: needs 4-D, same batch and channels")
+    c.same_dtype(inp, out)
+
+
+def _family(ops: Iterable[str], check: Callable[[_OpCheck], None]) -> dict[str, Callable[[_OpCheck], None]]:
+    return dict.fromkeys(ops, check)
+
+
+#: op name -> the checker of its family (shape, dtype and parameter rules the kernels index memory by)
+OP_CHECKERS: dict[str, Callable[[_OpCheck], None]] = {
+    **_family(_SAME_SHAPE_OPS | _CAST_OPS, _check_same_shape),
+    **_family(_BROADCAST_OPS, _check_broadcast),
+    **_family(("RESHAPE",), _check_reshape),
+    **_family(_REDUCE_OPS, _check_reduce),
+    **_family(_PAD_OPS, _check_pad),
+    **_family(("CONCATENATION",), _check_concatenation),
+    **_family(("CONV_2D", "DEPTHWISE_CONV_2D"), _check_conv),
+    **_family(("FULLY_CONNECTED",), _check_fully_connected),
+    **_family(("MAX_POOL_2D", "AVERAGE_POOL_2D", "L2_POOL_2D"), _check_pool),
+}
+
+
+def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str) -> None:
+    """Quantization parameters of every op, then the rules of its family (:data:`OP_CHECKERS`)."""
+    check = _OpCheck(r, op, tensors, buffers, where)
+    _check_quantized(check)
+    family = OP_CHECKERS.get(op.op)
+    if family is not None:
+        family(check)
 
 
 def _subgraph(r: _Reader, t: _Table, s: int, opcodes, buffers, nsubgraphs: int) -> Subgraph:
     where = f"subgraph {s}"
-    tensors = tuple(_tensor(r, tt, k, where, buffers) for k, tt in enumerate(t.tables(0, f"{where} tensors")))
-    inputs = t.numbers(1, "i", f"{where} inputs")
-    outputs = t.numbers(2, "i", f"{where} outputs")
+    tensor_tables = t.tables(SUBGRAPH["Tensors"], f"{where} tensors")
+    tensors = tuple(_tensor(r, tt, k, where, buffers) for k, tt in enumerate(tensor_tables))
+    inputs = t.numbers(SUBGRAPH["Inputs"], "i", f"{where} inputs")
+    outputs = t.numbers(SUBGRAPH["Outputs"], "i", f"{where} outputs")
     for i in (*inputs, *outputs):
         _check_index(r, i, len(tensors), f"{where} input/output tensor")
     operators = tuple(
         _operator(r, ot, k, where, opcodes, len(tensors), nsubgraphs)
-        for k, ot in enumerate(t.tables(3, f"{where} operators"))
+        for k, ot in enumerate(t.tables(SUBGRAPH["Operators"], f"{where} operators"))
     )
     for op in operators:
         _check_operator(r, op, tensors, buffers, where)
-    name = t.string(4, f"{where} name") or ""
+    name = t.string(SUBGRAPH["Name"], f"{where} name") or ""
     return Subgraph(name, tensors, tuple(inputs), tuple(outputs), operators)
 
 
@@ -620,37 +771,38 @@ def parse(content: bytes, source: str = "model") -> Model:
                          f"{IDENTIFIER!r}; pass a .tflite file made by the TFLite converter")
     r = _Reader(content, source)
     root = r.table(r.unpack("<I", 0, "root offset"), "model table")
-    version = root.scalar(0, "<I", 0)
+    version = root.scalar(MODEL["Version"])
     if version != SCHEMA_VERSION:
         r.fail(f"schema version is {version}, expected {SCHEMA_VERSION}")
     opcodes = _opcodes(r, root)
     buffers = _buffers(r, root)
-    subgraph_tables = root.tables(2, "subgraph")
+    subgraph_tables = root.tables(MODEL["Subgraphs"], "subgraph")
     if not subgraph_tables:
         r.fail("it has no subgraphs")
     subgraphs = tuple(_subgraph(r, t, s, opcodes, buffers, len(subgraph_tables)) for s, t in enumerate(subgraph_tables))
     if not subgraphs[0].inputs or not subgraphs[0].outputs:
         r.fail("its main subgraph has no inputs or no outputs")
-    description = root.string(3, "model description") or ""
-    for b in root.numbers(5, "i", "metadata buffer list"):
+    description = root.string(MODEL["Description"], "model description") or ""
+    for b in root.numbers(MODEL["MetadataBuffer"], "i", "metadata buffer list"):
         _check_index(r, b, len(buffers), "metadata buffer index")
     metadata = []
-    for k, t in enumerate(root.tables(6, "metadata")):
-        name = t.string(0, f"metadata {k} name") or ""
-        buffer = t.scalar(1, "<I", 0)
+    for k, t in enumerate(root.tables(MODEL["Metadata"], "metadata")):
+        name = t.string(METADATA["Name"], f"metadata {k} name") or ""
+        buffer = t.scalar(METADATA["Buffer"])
         _check_index(r, buffer, len(buffers), f"metadata {name[:40]!r} buffer index")
         metadata.append((name, buffer))
     keys = []
-    for k, t in enumerate(root.tables(7, "signature")):
-        sub = t.scalar(4, "<I", 0)
+    for k, t in enumerate(root.tables(MODEL["SignatureDefs"], "signature")):
+        sub = t.scalar(SIGNATURE["SubgraphIndex"])
         _check_index(r, sub, len(subgraphs), f"signature {k} subgraph index")
-        for slot in (0, 1):
-            for m in t.tables(slot, f"signature {k} tensor map"):
-                m.string(0, f"signature {k} tensor name")
-                _check_index(r, m.scalar(1, "<I", 0), len(subgraphs[sub].tensors), f"signature {k} tensor index")
-        keys.append(t.string(2, f"signature {k} key") or "")
+        for io in (SIGNATURE["Inputs"], SIGNATURE["Outputs"]):
+            for m in t.tables(io, f"signature {k} tensor map"):
+                m.string(TENSOR_MAP["Name"], f"signature {k} tensor name")
+                _check_index(r, m.scalar(TENSOR_MAP["TensorIndex"]), len(subgraphs[sub].tensors),
+                             f"signature {k} tensor index")
+        keys.append(t.string(SIGNATURE["SignatureKey"], f"signature {k} key") or "")
     return Model(n, version, description, opcodes, subgraphs, buffers, tuple(metadata), tuple(keys), content)
 
 
-__all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "TENSOR_TYPES", "OP_NAMES",
-           "IDENTIFIER", "MAX_TENSOR_BYTES"]
+__all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "Field", "schema_field", "OP_CHECKERS",
+           "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES"]

@@ -14,22 +14,24 @@ TFLite Micro, which trusts the file. :func:`inspect` also summarises the model.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
-import os
 from typing import Any
 
 import numpy as np
 
-from tfedge.errors import InputError
-from tfedge.files import read_bytes
-from tfedge.flatbuffer import Model, Subgraph, Tensor, parse
-
-#: Tensor dtypes that make a model not integer-only.
-FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16", "complex64", "complex128",
-                          "float8_e4m3fn", "float8_e5m2"})
-#: Dtypes allowed anywhere in a fully int8 model: int8 data, int32 biases / shapes, int64 / bool indices.
-INT8_MODEL_DTYPES = frozenset({"int8", "int32", "int64", "bool"})
+from tfedge.flatbuffer import Model, parse
+from tfedge.tables import format_table
+from tfedge.tflite import (
+    FLOAT_DTYPES,
+    INT8_MODEL_DTYPES,
+    ModelSource,
+    TensorInfo,
+    guess_quantization,
+    gzip_size,
+    model_bytes,
+    non_int8_ops,
+    tensor_labels,
+)
 
 #: Builtin ops with a kernel in the stock TFLite Micro op resolver (the kernels registered in the
 #: ``tflite_micro`` Python package's runtime; tests/test_inspection.py checks this against it).
@@ -61,80 +63,9 @@ def verify(content: bytes, source: str = "model") -> None:
     >>> verify(b"\\xff\\xff\\x00\\x00TFL3" + bytes(24), source="junk.tflite")
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: junk.tflite is not a valid TFLite model: model table at byte 65535 (+4 bytes) lies outside the 32-byte file; ...
+    tfedge.errors.InputError: junk.tflite is not a valid TFLite model: model table at byte 65535 (+4 bytes) ...
     """
     parse(content, source)
-
-
-def _as_bytes(model_or_path: Any, what: str = "model") -> tuple[bytes, str]:
-    content = getattr(model_or_path, "content", None)
-    if isinstance(content, bytes):
-        return content, str(getattr(model_or_path, "source", "TFLite model"))
-    if isinstance(model_or_path, (bytes, bytearray, memoryview)):
-        return bytes(model_or_path), "TFLite model (bytes)"
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = os.fspath(model_or_path)
-        return read_bytes(path, what="TFLite model"), f"TFLite model '{path}'"
-    raise InputError(
-        f"{what} must be a TFLiteModel, the bytes of a .tflite file or a path, got {type(model_or_path).__name__}"
-    )
-
-
-def _io(model: Model, indices: tuple[int, ...]) -> list[dict]:
-    tensors = model.subgraphs[0].tensors
-    out = []
-    for i in indices:
-        t = tensors[i]
-        out.append({"name": t.name, "index": i, "shape": list(t.shape), "dtype": t.dtype,
-                    "scale": float(t.scale[0]) if len(t.scale) == 1 else 0.0,
-                    "zero_point": int(t.zero_point[0]) if len(t.zero_point) == 1 else 0})
-    return out
-
-
-def tensor_labels(sub: Subgraph) -> list[str]:
-    """Each tensor's name; for a stripped (unnamed) tensor, the op that makes or first reads it,
-    e.g. ``CONV_2D#0.output0`` or ``CONV_2D#0.input1`` (its weights)."""
-    roles: dict[int, str] = {}
-    for op in sub.operators:
-        for k, i in enumerate(op.outputs):
-            roles.setdefault(i, f"{op.op}#{op.index}.output{k}")
-    for op in sub.operators:
-        for k, i in enumerate(op.inputs):
-            if i >= 0:
-                roles.setdefault(i, f"{op.op}#{op.index}.input{k}")
-    return [t.name or roles.get(t.index, f"tensor_{t.index}") for t in sub.tensors]
-
-
-def non_int8_ops(model: Model, allow_float_io: bool = False) -> list[dict]:
-    """Operators (and stray tensors) that are not integer-only.
-
-    With ``allow_float_io``, a QUANTIZE reading a float model input and a DEQUANTIZE writing a float
-    model output are allowed: that is the float boundary of an int8 model converted with float I/O.
-    Each entry: ``{"subgraph", "index", "op", "tensors": [[name, dtype], ...]}`` (index -1: no op).
-    """
-    found = []
-    for s, sub in enumerate(model.subgraphs):
-        labels = tensor_labels(sub)
-        boundary_in = set(sub.inputs) if allow_float_io and s == 0 else set()
-        boundary_out = set(sub.outputs) if allow_float_io and s == 0 else set()
-        seen: set[int] = set()
-        for op in sub.operators:
-            used = [i for i in (*op.inputs, *op.outputs, *op.intermediates) if i >= 0]
-            seen.update(used)
-            if op.op == "QUANTIZE" and set(op.inputs) <= boundary_in:
-                continue
-            if op.op == "DEQUANTIZE" and set(op.outputs) <= boundary_out:
-                continue
-            bad = [sub.tensors[i] for i in dict.fromkeys(used) if sub.tensors[i].dtype not in INT8_MODEL_DTYPES]
-            if bad:
-                found.append({"subgraph": s, "index": op.index, "op": op.op,
-                              "tensors": [[labels[t.index], t.dtype] for t in bad]})
-        allowed = seen | boundary_in | boundary_out
-        stray = [t for t in sub.tensors if t.index not in allowed and t.dtype not in INT8_MODEL_DTYPES]
-        if stray:
-            found.append({"subgraph": s, "index": -1, "op": "(no operator)",
-                          "tensors": [[labels[t.index], t.dtype] for t in stray]})
-    return found
 
 
 def _zero_fraction(data: memoryview, dtype: str) -> tuple[int, int]:
@@ -161,23 +92,6 @@ def _weight_sparsity(model: Model) -> tuple[float, dict[str, float]]:
     return (round(zeros / total, 4) if total else 0.0), per_tensor
 
 
-def _guess_quantization(tensors: list[Tensor], float_io_only: bool) -> str:
-    dtypes = {t.dtype for t in tensors}
-    act = {t.dtype for t in tensors if not t.is_constant}
-    const = {t.dtype for t in tensors if t.is_constant}
-    if not dtypes & FLOAT_DTYPES or float_io_only:
-        if "int16" in act:
-            return "int16x8"
-        return "int8" if "int8" in dtypes else "integer"
-    if "float16" in const:
-        return "float16"
-    if "int8" in const and act & FLOAT_DTYPES:
-        return "dynamic"
-    if dtypes <= FLOAT_DTYPES | {"int32", "int64", "bool"}:
-        return "float32"
-    return "mixed"
-
-
 def _tflm_unsupported(model: Model) -> list[str]:
     out: dict[str, None] = {}
     for sub in model.subgraphs:
@@ -194,9 +108,16 @@ def _tflm_unsupported(model: Model) -> list[str]:
     return list(out)
 
 
-@dataclasses.dataclass
+def _scale_cell(t: dict) -> str | None:
+    return f"{t['scale']:.6g}" if t["scale"] else None
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """What :func:`inspect` found in a ``.tflite`` file. ``to_dict()`` is JSON-able."""
+    """What :func:`inspect` found in a ``.tflite`` file. ``to_dict()`` is JSON-able.
+
+    ``inputs`` / ``outputs`` hold :meth:`TensorInfo.to_dict` of the main subgraph's tensors.
+    """
 
     source: str
     bytes: int
@@ -217,72 +138,74 @@ class ModelInfo:
     metadata: list[str]
     signatures: list[str]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def format_table(self) -> str:
-        """A readable multi-line summary."""
-
-        def io_line(d: dict) -> str:
-            q = f" scale={d['scale']:.6g} zero_point={d['zero_point']}" if d["scale"] else ""
-            return f"  {d['name'] or '(unnamed)'}: {d['dtype']} {d['shape']}{q}"
-
+        """A readable multi-line summary: a header, then one table per section."""
         lines = [
             f"model        {self.source}",
             f"size         {self.bytes:,} bytes ({self.gzip_bytes:,} gzip)",
             f"quantization {self.quantization}   fully int8: {'yes' if self.fully_int8 else 'no'}",
             f"sparsity     {self.sparsity:.1%} of weights are zero",
-            "inputs", *map(io_line, self.inputs),
-            "outputs", *map(io_line, self.outputs),
-            "ops",
-            *(f"  {name:<28} {count:>4}" for name, count in self.ops.items()),
+            "",
+            format_table([[role, t["name"] or "(unnamed)", t["dtype"], str(t["shape"]), _scale_cell(t),
+                           t["zero_point"] if t["scale"] else None]
+                          for role, tensors in (("input", self.inputs), ("output", self.outputs)) for t in tensors],
+                         ["tensor", "name", "dtype", "shape", "scale", "zero point"]),
+            "",
+            format_table(list(self.ops.items()), ["op", "count"]),
+            "",
             "tensor dtypes  " + ", ".join(f"{k}: {v}" for k, v in self.dtypes.items()),
         ]
         if self.weight_sparsity:
-            lines.append("weight sparsity")
-            lines += [f"  {name[:60]:<60} {frac:6.1%}" for name, frac in self.weight_sparsity.items()]
+            lines += ["", format_table([[name[:60], f"{frac:.1%}"] for name, frac in self.weight_sparsity.items()],
+                                       ["weight tensor", "zeros"])]
         if self.non_int8_ops:
-            lines.append("not int8")
-            lines += [f"  {o['op']} #{o['index']}: " + ", ".join(f"{n} ({d})" for n, d in o["tensors"])
-                      for o in self.non_int8_ops]
-        lines.append("TFLite Micro  " + ("runs every op" if not self.tflm_unsupported_ops
-                                          else "cannot run: " + ", ".join(self.tflm_unsupported_ops)))
+            rows = [[o["op"], o["index"], ", ".join(f"{n} ({d})" for n, d in o["tensors"])] for o in self.non_int8_ops]
+            lines += ["", format_table(rows, ["not int8", "#", "tensors"])]
+        lines += ["", "TFLite Micro  " + ("runs every op" if not self.tflm_unsupported_ops
+                                          else "cannot run: " + ", ".join(self.tflm_unsupported_ops))]
         return "\n".join(lines)
 
 
-def inspect(model_or_path: Any) -> ModelInfo:
+def _operators(model: Model, labels: list[list[str]]) -> list[dict]:
+    return [{"subgraph": s, "index": op.index, "op": op.op,
+             "inputs": [labels[s][i] if i >= 0 else None for i in op.inputs],
+             "outputs": [labels[s][i] for i in op.outputs]}
+            for s, sub in enumerate(model.subgraphs) for op in sub.operators]
+
+
+def _count(values: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def inspect(model_or_path: ModelSource) -> ModelInfo:
     """Read a TFLiteModel, ``.tflite`` bytes or a path without running it.
 
     >>> inspect(b"not a model")
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: TFLite model (bytes) is not a TFLite model: only 11 bytes (a .tflite file is far larger); the file is empty or truncated
+    tfedge.errors.InputError: TFLite model (bytes) is not a TFLite model: only 11 bytes ...; the file is empty ...
     """
-    content, source = _as_bytes(model_or_path, "inspect()'s argument")
+    content, source = model_bytes(model_or_path, "inspect()'s argument")
     model = parse(content, source)
-    tensors = [t for sub in model.subgraphs for t in sub.tensors]
-    ops: dict[str, int] = {}
-    operators = []
     labels = [tensor_labels(sub) for sub in model.subgraphs]
-    for s, sub in enumerate(model.subgraphs):
-        for op in sub.operators:
-            ops[op.op] = ops.get(op.op, 0) + 1
-            operators.append({"subgraph": s, "index": op.index, "op": op.op,
-                              "inputs": [labels[s][i] if i >= 0 else None for i in op.inputs],
-                              "outputs": [labels[s][i] for i in op.outputs]})
-    dtypes: dict[str, int] = {}
-    for t in tensors:
-        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
+    dtypes = _count([t.dtype for sub in model.subgraphs for t in sub.tensors])
     strict = non_int8_ops(model)
     sparsity, per_tensor = _weight_sparsity(model)
+    main = model.subgraphs[0]
     return ModelInfo(
         source=source,
         bytes=len(content),
-        gzip_bytes=len(gzip.compress(content, compresslevel=9, mtime=0)),
-        quantization=_guess_quantization(tensors, not non_int8_ops(model, allow_float_io=True)),
-        ops=ops,
-        operators=operators,
+        gzip_bytes=gzip_size(content),
+        quantization=guess_quantization(model),
+        ops=_count([op.op for sub in model.subgraphs for op in sub.operators]),
+        operators=_operators(model, labels),
         tensors=[{"subgraph": s, "index": t.index, "name": labels[s][t.index], "dtype": t.dtype,
                   "shape": list(t.shape), "constant": t.is_constant}
                  for s, sub in enumerate(model.subgraphs) for t in sub.tensors],
@@ -291,8 +214,8 @@ def inspect(model_or_path: Any) -> ModelInfo:
         non_int8_ops=strict,
         sparsity=sparsity,
         weight_sparsity=per_tensor,
-        inputs=_io(model, model.subgraphs[0].inputs),
-        outputs=_io(model, model.subgraphs[0].outputs),
+        inputs=[TensorInfo.from_tensor(main.tensors[i]).to_dict() for i in main.inputs],
+        outputs=[TensorInfo.from_tensor(main.tensors[i]).to_dict() for i in main.outputs],
         tflm_unsupported_ops=_tflm_unsupported(model),
         subgraphs=len(model.subgraphs),
         metadata=[name for name, _ in model.metadata],
@@ -300,4 +223,5 @@ def inspect(model_or_path: Any) -> ModelInfo:
     )
 
 
-__all__ = ["verify", "inspect", "ModelInfo", "non_int8_ops", "tensor_labels", "TFLM_BUILTIN_OPS", "FLOAT_DTYPES"]
+__all__ = ["verify", "inspect", "ModelInfo", "non_int8_ops", "tensor_labels", "TFLM_BUILTIN_OPS", "FLOAT_DTYPES",
+           "INT8_MODEL_DTYPES"]

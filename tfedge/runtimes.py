@@ -6,7 +6,9 @@ flatbuffer verifier runs). :class:`TFLiteMicro` runs the real TFLite Micro kerne
 interpreter verifies nothing and segfaults on some corrupted files and on tiny arenas: a crash, a hang
 or an error there becomes a one-line :class:`~tfedge.errors.ValidationError` here. Both take float
 samples, quantize them with the model's own input scale / zero point (:func:`quantize`) and return the
-raw outputs; :meth:`TensorInfo.dequantize` turns those into floats.
+raw outputs; :meth:`TensorInfo.dequantize` turns those into floats. :func:`open_runtime` opens a model on
+a runtime named in :data:`RUNTIMES`, and every runtime answers ``run(x, progress=...)`` with a
+:class:`RunResult`, so a new kernel set is one more name and one more class.
 
 >>> import numpy as np
 >>> q = quantize([0.0, 0.5, 1.0, 9.0], scale=1 / 255, zero_point=-128)
@@ -19,7 +21,6 @@ array([0.   , 0.502, 1.   , 1.   ], dtype=float32)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import select
@@ -28,21 +29,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 
 from tfedge.errors import InputError, ModelError, ValidationError, first_line
+from tfedge.flatbuffer import parse
+from tfedge.tflite import ModelSource, TensorInfo, dequantize, model_bytes, per_axis_error, quantize
 
-if TYPE_CHECKING:
-    from tfedge.conversion import TFLiteModel
-
-#: What every runtime-facing function accepts: a ``.tflite`` path, its bytes, or a ``TFLiteModel``.
-ModelSource = Union[str, "os.PathLike[str]", bytes, "TFLiteModel"]
-
-#: Runtime names accepted by :func:`open_runtime` and ``tfedge.validate``.
+#: Runtime names accepted by :func:`open_runtime` and ``tfedge.validate`` (the CLI's ``--runtimes`` choices).
 RUNTIMES = ("litert", "tflm")
+
+#: LiteRT invokes run (untimed) before the timed ones.
+WARMUP_INVOKES = 10
 
 #: Smallest arena the TFLite Micro arena search tries: below about 512 bytes the TFLM Python
 #: interpreter segfaults instead of failing cleanly, so the search never goes lower (and a model that
@@ -55,105 +55,7 @@ TFLM_TIMEOUT_S = 60.0
 ProgressFn = Callable[[int], None]
 
 
-def _check_scale(scale, zero_point) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scale, dtype=np.float64)
-    z = np.asarray(zero_point)
-    if s.size == 0 or not np.all(np.isfinite(s)) or not np.all(s > 0):
-        raise InputError(f"quantization scale must be a positive finite number, got {scale!r}")
-    if z.size == 0 or not np.all(np.isfinite(z)) or not np.all(np.asarray(z, np.float64) == np.round(z)):
-        raise InputError(f"quantization zero_point must be an integer, got {zero_point!r}")
-    return s, z.astype(np.int64)
-
-
-def quantize(x: np.ndarray | Sequence[float] | float, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
-    """Map floats to integers of ``dtype``: ``round(x / scale) + zero_point``, clipped to the dtype's range.
-
-    Rounds half away from zero, as TFLite's own QUANTIZE kernel does. Values outside the representable
-    range (infinities included) are clipped; NaN is refused. Inside the range,
-    ``dequantize(quantize(x))`` is within ``scale / 2`` of ``x`` (plus float32 rounding).
-
-    >>> quantize([-1.0, 0.26, 0.25, -0.25, 100.0], scale=0.5, zero_point=0)
-    array([ -2,   1,   1,  -1, 127], dtype=int8)
-    """
-    dt = np.dtype(dtype)
-    if dt.kind not in "iu":
-        raise InputError(f"quantize needs an integer dtype (int8, uint8, int16, ...), got {dt}")
-    s, z = _check_scale(scale, zero_point)
-    values = np.asarray(x, dtype=np.float64)
-    if np.isnan(values).any():
-        raise InputError(f"cannot quantize NaN: {int(np.isnan(values).sum())} input values are NaN; clean the data")
-    with np.errstate(over="ignore", invalid="ignore"):
-        scaled = values / s
-        rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + z
-    info = np.iinfo(dt)
-    return np.clip(rounded, info.min, info.max).astype(dt)
-
-
-def dequantize(q: np.ndarray | Sequence[int] | int, scale: float, zero_point: int) -> np.ndarray:
-    """Map quantized integers back to float32: ``(q - zero_point) * scale``.
-
-    >>> dequantize(np.array([-128, 0, 127], np.int8), 0.5, -128)
-    array([  0. ,  64. , 127.5], dtype=float32)
-    """
-    s, z = _check_scale(scale, zero_point)
-    return ((np.asarray(q, dtype=np.float64) - z) * s).astype(np.float32)
-
-
 @dataclasses.dataclass(frozen=True)
-class TensorInfo:
-    """Name, shape, dtype and (per-tensor) quantization of a model input or output.
-
-    ``scale == 0`` means the tensor is not quantized (float); :meth:`quantize` / :meth:`dequantize`
-    then only cast.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    scale: float
-    zero_point: int
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale > 0 and np.dtype(self.dtype).kind in "iu"
-
-    def quantize(self, x) -> np.ndarray:
-        """Float samples to what this tensor holds (the shared :func:`quantize`, or a cast)."""
-        if self.quantized:
-            return quantize(x, self.scale, self.zero_point, self.dtype)
-        return np.asarray(x, dtype=self.dtype)
-
-    def dequantize(self, q) -> np.ndarray:
-        """What this tensor holds to float32 (the shared :func:`dequantize`, or a cast)."""
-        if self.quantized:
-            return dequantize(q, self.scale, self.zero_point)
-        return np.asarray(q, dtype=np.float32)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"shape": list(self.shape)}
-
-    @classmethod
-    def from_details(cls, d: dict, source: str, what: str) -> "TensorInfo":
-        """Build from a LiteRT / TFLite Micro details dict; per-axis quantized I/O is refused."""
-        qp = d.get("quantization_parameters") or {}
-        scales = np.asarray(qp.get("scales", []), np.float64).reshape(-1)
-        zps = np.asarray(qp.get("zero_points", []), np.int64).reshape(-1)
-        if scales.size > 1:
-            raise ModelError(
-                f"{source}: the model {what} is quantized per axis ({scales.size} scales); tfedge handles "
-                "per-tensor quantized inputs and outputs only: convert with tfedge.convert"
-            )
-        dtype = np.dtype(d["dtype"]).name
-        return cls(
-            name=str(d.get("name", what)),
-            shape=tuple(int(v) for v in np.asarray(d["shape"]).reshape(-1)),
-            dtype=dtype,
-            scale=float(scales[0]) if scales.size else 0.0,
-            zero_point=int(zps[0]) if zps.size else 0,
-        )
-
-
-@dataclasses.dataclass
 class RunResult:
     """What one runtime produced for a batch of samples.
 
@@ -173,54 +75,16 @@ class RunResult:
         return self.output.dequantize(self.outputs)
 
 
-def load_tflite_bytes(model_or_path: ModelSource, what: str = "model") -> tuple[bytes, str]:
-    """Return ``(content, source)`` for a path, ``bytes`` or ``TFLiteModel``, after the structural check.
-
-    ``source`` names the model in messages (its path when there is one). The bytes go through
-    :func:`tfedge.inspection.verify`, which raises :class:`~tfedge.errors.InputError` on a malformed
-    flatbuffer, before any runtime sees them.
-
-    >>> load_tflite_bytes(b"not a model")
-    Traceback (most recent call last):
-    ...
-    tfedge.errors.InputError: the TFLite model bytes is not a TFLite model: only 11 bytes ...
-    """
-    from tfedge.files import read_bytes
-    from tfedge.inspection import verify
-
-    if isinstance(model_or_path, (bytes, bytearray, memoryview)):
-        content, source = bytes(model_or_path), "the TFLite model bytes"
-    elif isinstance(model_or_path, (str, os.PathLike)):
-        content, source = read_bytes(model_or_path, what=f"TFLite {what}"), str(model_or_path)
-    elif isinstance(getattr(model_or_path, "content", None), (bytes, bytearray)):
-        content = bytes(model_or_path.content)
-        source = str(getattr(model_or_path, "source", None) or "the TFLite model")
-    elif hasattr(model_or_path, "predict") and hasattr(model_or_path, "layers"):
-        raise InputError(
-            f"{what} is a Keras model ({type(model_or_path).__name__}); this step runs TFLite files: "
-            "convert it first with tfedge.convert(model, representative_data=x)"
-        )
-    else:
-        raise InputError(
-            f"{what} must be a .tflite path, bytes or a tfedge.TFLiteModel, got {type(model_or_path).__name__}"
-        )
-    if not content:
-        raise InputError(f"{source} is empty (0 bytes): re-create it with tfedge.convert")
-    verify(content, source)
-    return content, source
-
-
 def model_io(content: bytes, source: str = "model") -> tuple[TensorInfo, TensorInfo]:
     """The input and output of a TFLite model, read from the flatbuffer (nothing runs).
 
     Models with several inputs or outputs, or per-axis quantized ones, raise :class:`ModelError`.
 
-    >>> info = model_io(_example_model())[0]
+    >>> from tfedge.tflite import tiny_int8_model
+    >>> info = model_io(tiny_int8_model())[0]
     >>> info.dtype, info.shape, info.quantized
     ('int8', (1, 4), True)
     """
-    from tfedge.flatbuffer import parse
-
     sub = parse(content, source).subgraphs[0]
     if len(sub.inputs) != 1 or len(sub.outputs) != 1:
         raise ModelError(
@@ -231,13 +95,8 @@ def model_io(content: bytes, source: str = "model") -> tuple[TensorInfo, TensorI
     for what, index in (("input", sub.inputs[0]), ("output", sub.outputs[0])):
         t = sub.tensors[index]
         if len(t.scale) > 1:
-            raise ModelError(
-                f"{source}: the model {what} is quantized per axis ({len(t.scale)} scales); tfedge handles "
-                "per-tensor quantized inputs and outputs only: convert with tfedge.convert"
-            )
-        infos.append(TensorInfo(name=t.name or what, shape=tuple(int(v) for v in t.shape), dtype=t.dtype,
-                                scale=float(t.scale[0]) if t.scale else 0.0,
-                                zero_point=int(t.zero_point[0]) if t.zero_point else 0))
+            raise per_axis_error(source, what, len(t.scale))
+        infos.append(TensorInfo.from_tensor(t, name=what))
     return infos[0], infos[1]
 
 
@@ -261,8 +120,8 @@ def check_samples(x: np.ndarray, info: TensorInfo, source: str) -> np.ndarray:
 class LiteRT:
     """A model on LiteRT (``ai_edge_litert``), loaded from bytes, in this process.
 
-    >>> import tfedge
-    >>> rt = LiteRT(tfedge.runtimes._example_model())
+    >>> from tfedge.tflite import tiny_int8_model
+    >>> rt = LiteRT(tiny_int8_model())
     >>> rt.input.dtype, rt.input.shape, rt.output.shape
     ('int8', (1, 4), (1, 2))
     >>> rt.run(np.ones((3, 4), np.float32)).outputs.shape
@@ -274,7 +133,7 @@ class LiteRT:
     def __init__(self, model_or_path: ModelSource, source: str | None = None, *, threads: int = 1):
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
-        content, src = load_tflite_bytes(model_or_path)
+        content, src = model_bytes(model_or_path)
         self.source = source or src
         from ai_edge_litert.interpreter import Interpreter
 
@@ -296,7 +155,7 @@ class LiteRT:
         self.output = TensorInfo.from_details(outs[0], self.source, "output")
         self._in_index, self._out_index = ins[0]["index"], outs[0]["index"]
 
-    def run(self, x: np.ndarray, *, warmup: int = 10, progress: ProgressFn | None = None) -> RunResult:
+    def run(self, x: np.ndarray, *, warmup: int = WARMUP_INVOKES, progress: ProgressFn | None = None) -> RunResult:
         """Run each sample of ``x`` (floats, shape ``(N, ...)``) through one invoke, timing each invoke.
 
         ``warmup`` invokes on the first sample come first and are not timed.
@@ -319,7 +178,8 @@ class LiteRT:
                 if out.shape != (1, *outputs.shape[1:]):  # a corrupted option (e.g. padding) can resize it
                     raise ValidationError(
                         f"LiteRT produced an output of shape {out.shape} from {self.source}, which declares "
-                        f"{(1, *outputs.shape[1:])}: the file is corrupted or unsupported; re-create it with tfedge.convert")
+                        f"{(1, *outputs.shape[1:])}: the file is corrupted or unsupported; "
+                        "re-create it with tfedge.convert")
                 outputs[i] = out[0]
                 if progress is not None:
                     progress(i + 1)
@@ -336,8 +196,8 @@ class TFLiteMicro:
     from :data:`ARENA_LOWER_BOUND`, each probe in its own forked process. ``timeout`` is the number
     of seconds the child may go without progress before it is killed.
 
-    >>> import tfedge
-    >>> result = TFLiteMicro(tfedge.runtimes._example_model()).run(np.ones((3, 4), np.float32))
+    >>> from tfedge.tflite import tiny_int8_model
+    >>> result = TFLiteMicro(tiny_int8_model()).run(np.ones((3, 4), np.float32))
     >>> result.outputs.shape, result.arena_bytes > 0
     ((3, 2), True)
     """
@@ -351,7 +211,7 @@ class TFLiteMicro:
             raise InputError(f"arena_size must be a positive number of bytes, got {arena_size!r}")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self._content, src = load_tflite_bytes(model_or_path)
+        self._content, src = model_bytes(model_or_path)
         self.source = source or src
         self.arena_size = arena_size
         self.timeout = float(timeout)
@@ -359,8 +219,10 @@ class TFLiteMicro:
 
     def measure_arena(self) -> int:
         """The smallest arena (bytes) in which the model allocates and invokes."""
-        result = self._run_child(None, measure_arena=True, progress=None)
-        return int(result.arena_bytes)
+        arena = self._run_child(None, measure_arena=True, progress=None).arena_bytes
+        if arena is None:  # the worker always measures when asked
+            raise ValidationError(f"TFLite Micro reported no arena size for {self.source}")
+        return int(arena)
 
     def run(self, x: np.ndarray, *, measure_arena: bool = True, progress: ProgressFn | None = None) -> RunResult:
         """Run each sample of ``x`` (floats, shape ``(N, ...)``); all samples in one child process."""
@@ -389,15 +251,19 @@ class TFLiteMicro:
             if "error" in result:
                 raise ValidationError(f"TFLite Micro cannot run {self.source} ({result['stage']}): {result['error']}")
             # as TFLite Micro itself reports them (it does not report tensor names)
-            self.input = TensorInfo(**{**result["input"], "shape": tuple(result["input"]["shape"]), "name": self.input.name})
-            self.output = TensorInfo(**{**result["output"], "shape": tuple(result["output"]["shape"]),
-                                        "name": self.output.name})
+            self.input = self._reported(result["input"], self.input)
+            self.output = self._reported(result["output"], self.output)
             if x is not None:
                 outputs = np.load(folder / "outputs.npy", allow_pickle=False)
             else:
                 outputs = np.empty((0, *self.output.shape[1:]), dtype=self.output.dtype)
             self.child_info = {k: result[k] for k in ("tensorflow_imported", "seconds", "inference_arena")}
         return RunResult(self.name, outputs, self.input, self.output, arena_bytes=result.get("arena_bytes"))
+
+    @staticmethod
+    def _reported(d: dict, declared: TensorInfo) -> TensorInfo:
+        """A tensor as TFLite Micro reported it, named and indexed from the file (TFLite Micro reports neither)."""
+        return TensorInfo(**{**d, "shape": tuple(d["shape"]), "name": declared.name, "index": declared.index})
 
     def _supervise(self, folder: Path, progress: ProgressFn | None) -> str:
         """Start the child, follow its progress pipe, enforce the timeout; return the last stage."""
@@ -433,9 +299,11 @@ class TFLiteMicro:
                 fix = f"arenas under {ARENA_LOWER_BOUND} bytes crash it: leave arena_size unset or give more"
             else:
                 fix = "the file is probably corrupted or unsupported: re-create it with tfedge.convert"
-            raise ValidationError(f"TFLite Micro crashed (signal {-code}, {name}) on {self.source} while {stage}; {fix}")
+            raise ValidationError(
+                f"TFLite Micro crashed (signal {-code}, {name}) on {self.source} while {stage}; {fix}")
         if code != 0 and not (folder / "result.json").exists():
-            raise ValidationError(f"TFLite Micro failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
+            raise ValidationError(
+                f"TFLite Micro failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
         return stage
 
     def _follow(self, proc: subprocess.Popen, read_fd: int, progress: ProgressFn | None) -> str:
@@ -470,12 +338,21 @@ def _log_tail(folder: Path, lines: int = 3) -> str:
     return " | ".join(tail)[:400] or "(empty log)"
 
 
-def open_runtime(name: str, model_or_path: ModelSource, *, threads: int = 1) -> LiteRT | TFLiteMicro:
-    """Open ``model_or_path`` on the runtime called ``name`` (one of :data:`RUNTIMES`)."""
+def open_runtime(name: str, model_or_path: ModelSource, source: str | None = None, *, threads: int = 1,
+                 timeout: float | None = None) -> LiteRT | TFLiteMicro:
+    """Open ``model_or_path`` on the runtime called ``name`` (one of :data:`RUNTIMES`).
+
+    ``threads`` applies to LiteRT, ``timeout`` (seconds without progress; default
+    :data:`TFLM_TIMEOUT_S`) to TFLite Micro. Both runtimes then take ``run(x, progress=...)``.
+
+    >>> from tfedge.tflite import tiny_int8_model
+    >>> open_runtime("litert", tiny_int8_model()).output.shape
+    (1, 2)
+    """
     if name == "litert":
-        return LiteRT(model_or_path, threads=threads)
+        return LiteRT(model_or_path, source, threads=threads)
     if name == "tflm":
-        return TFLiteMicro(model_or_path)
+        return TFLiteMicro(model_or_path, source, timeout=TFLM_TIMEOUT_S if timeout is None else timeout)
     raise InputError(f"unknown runtime {name!r}: choose from {', '.join(RUNTIMES)}")
 
 
@@ -489,22 +366,11 @@ def check_runtimes(runtimes: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(names)
 
 
-@functools.lru_cache(maxsize=1)
-def _example_model() -> bytes:
-    """A tiny int8 Dense model (4 -> 2) as TFLite bytes, for the docstring examples (built once)."""
-    from tfedge._keras import keras
-    from tfedge.conversion import convert
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2)])
-    x = np.random.default_rng(0).uniform(-1, 1, (32, 4)).astype(np.float32)
-    return convert(model, representative_data=x, quantization="int8").content
-
-
 __all__ = [
     "RUNTIMES",
     "ARENA_LOWER_BOUND",
     "TFLM_TIMEOUT_S",
+    "WARMUP_INVOKES",
     "quantize",
     "dequantize",
     "TensorInfo",
@@ -513,7 +379,6 @@ __all__ = [
     "TFLiteMicro",
     "open_runtime",
     "check_runtimes",
-    "load_tflite_bytes",
     "ModelSource",
     "model_io",
     "check_samples",

@@ -2,7 +2,7 @@
 
 >>> import numpy as np, tfedge
 >>> x = np.random.default_rng(0).uniform(-1, 1, (20, 4)).astype("float32")
->>> result = tfedge.validate(tfedge.runtimes._example_model(), x, verbose=0)
+>>> result = tfedge.validate(tfedge.tflite.tiny_int8_model(), x, verbose=0)
 >>> result.agreement, result.arena_bytes > 0, result.latency_us["median"] > 0
 (1.0, True, True)
 """
@@ -12,28 +12,42 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tfedge.checks import check_int
 from tfedge.errors import InputError
+from tfedge.runtimes import (
+    RUNTIMES,
+    WARMUP_INVOKES,
+    RunResult,
+    TensorInfo,
+    check_runtimes,
+    check_samples,
+    model_io,
+    open_runtime,
+)
+from tfedge.tables import format_table
+from tfedge.tflite import ModelSource, model_bytes
 
 if TYPE_CHECKING:
     from tfedge._keras import keras
-from tfedge.runtimes import (RUNTIMES, LiteRT, ModelSource, RunResult, TensorInfo, TFLiteMicro, check_runtimes,
-                             check_samples, load_tflite_bytes, model_io)
 
 #: Loops over more samples than this show a Keras progress bar when ``verbose`` is on.
 PROGRESS_MIN_SAMPLES = 256
 
-#: LiteRT invokes run (untimed) before the timed ones.
-WARMUP_INVOKES = 10
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{100 * value:.2f} %"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ValidationResult:
     """What :func:`validate` measured. Fractions are in [0, 1]; ``None`` / empty when not measured.
 
+    ``input`` / ``output``: the model's tensors (:meth:`tfedge.tflite.TensorInfo.to_dict`).
     ``accuracy`` / ``reference_agreement``: per runtime (top-1 vs labels / vs the Keras reference).
     ``agreement`` / ``max_abs_diff``: top-1 agreement and the largest difference of the raw (int8 for
     an int8 model) outputs between the first two runtimes. ``arena_bytes``: smallest TFLite Micro
@@ -62,13 +76,15 @@ class ValidationResult:
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent)
 
     def failed_checks(self, min_accuracy: float | None = None) -> list[str]:
         """One line per failed check: a runtime below ``min_accuracy``, or runtimes disagreeing on top-1."""
         failures = []
         if min_accuracy is not None:
-            if isinstance(min_accuracy, bool) or not isinstance(min_accuracy, (int, float)) or not 0 <= min_accuracy <= 1:
+            if isinstance(min_accuracy, bool) or not isinstance(min_accuracy, (int, float)) \
+                    or not 0 <= min_accuracy <= 1:
                 raise InputError(f"min_accuracy must be a fraction in [0, 1], got {min_accuracy!r}")
             if not self.accuracy:
                 raise InputError("min_accuracy needs labels: pass y (in a .npz, save y=... next to x)")
@@ -83,25 +99,25 @@ class ValidationResult:
         return failures
 
     def format_table(self) -> str:
-        """A short human-readable report."""
-        pct = lambda v: "-" if v is None else f"{100 * v:.2f} %"  # noqa: E731
-        rows = [f"{self.source}: {self.num_samples} samples, input {self.input['dtype']} "
-                f"{'x'.join(map(str, self.input['shape']))}, output {self.output['dtype']} "
-                f"{'x'.join(map(str, self.output['shape']))}"]
-        rows.append(f"  {'runtime':<10} {'accuracy':>10} {'vs keras':>10}")
-        for name in self.runtimes:
-            rows.append(f"  {name:<10} {pct(self.accuracy.get(name)):>10} {pct(self.reference_agreement.get(name)):>10}")
+        """A short human-readable report: a table per runtime, then the figures across runtimes."""
+        shape = "x".join
+        rows: list[list[Any]] = [[name, _percent(self.accuracy.get(name)), _percent(self.reference_agreement.get(name))]
+                                 for name in self.runtimes]
         if self.reference_accuracy is not None:
-            rows.append(f"  {'keras':<10} {pct(self.reference_accuracy):>10} {'':>10}")
+            rows.append(["keras", _percent(self.reference_accuracy), None])
+        lines = [f"{self.source}: {self.num_samples} samples, input {self.input['dtype']} "
+                 f"{shape(map(str, self.input['shape']))}, output {self.output['dtype']} "
+                 f"{shape(map(str, self.output['shape']))}",
+                 format_table(rows, ["runtime", "accuracy", "vs keras"], indent="  ")]
         if self.agreement is not None:
-            rows.append(f"  top-1 agreement {' vs '.join(self.runtimes[:2])}: {pct(self.agreement)} "
-                        f"({self.disagreements} differ); max abs diff of raw outputs: {self.max_abs_diff:g}")
+            lines.append(f"  top-1 agreement {' vs '.join(self.runtimes[:2])}: {_percent(self.agreement)} "
+                         f"({self.disagreements} differ); max abs diff of raw outputs: {self.max_abs_diff:g}")
         if self.arena_bytes is not None:
-            rows.append(f"  TFLite Micro arena: {self.arena_bytes:,} bytes (smallest that allocates)")
+            lines.append(f"  TFLite Micro arena: {self.arena_bytes:,} bytes (smallest that allocates)")
         if self.latency_us is not None:
-            rows.append(f"  LiteRT latency per invoke ({self.threads} thread{'s' * (self.threads > 1)}): "
-                        f"median {self.latency_us['median']:.1f} us, p90 {self.latency_us['p90']:.1f} us")
-        return "\n".join(rows)
+            lines.append(f"  LiteRT latency per invoke ({self.threads} thread{'s' * (self.threads > 1)}): "
+                         f"median {self.latency_us['median']:.1f} us, p90 {self.latency_us['p90']:.1f} us")
+        return "\n".join(lines)
 
 
 def _top1(values: np.ndarray) -> np.ndarray:
@@ -128,7 +144,8 @@ def _check_labels(y, n: int, num_classes: int, source: str) -> np.ndarray:
         labels = labels.reshape(-1)
     if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer)
                                 or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
-        raise InputError(f"labels y must be one integer class id per sample, got dtype {labels.dtype} shape {labels.shape}")
+        raise InputError(
+            f"labels y must be one integer class id per sample, got dtype {labels.dtype} shape {labels.shape}")
     if len(labels) != n:
         raise InputError(f"x has {n} samples but y has {len(labels)} labels; they must match")
     labels = labels.astype(np.int64)
@@ -156,12 +173,49 @@ def _reference_outputs(reference, x: np.ndarray, io_out: TensorInfo) -> np.ndarr
     return np.asarray(reference.predict(x, batch_size=256, verbose=0))
 
 
+def _run_all(names: tuple[str, ...], content: bytes, source: str, x: np.ndarray, *, threads: int,
+             tflm_timeout: float | None, verbose: int) -> dict[str, RunResult]:
+    """Each runtime's raw outputs on ``x`` (LiteRT timed after warm-up, TFLite Micro's arena measured)."""
+    results: dict[str, RunResult] = {}
+    for name in names:
+        runner = open_runtime(name, content, source, threads=threads, timeout=tflm_timeout or None)
+        results[name] = runner.run(x, progress=_progress(f"{name}: running {len(x)} samples", len(x), verbose))
+    return results
+
+
+def _compare(results: dict[str, RunResult], labels: np.ndarray | None, ref: np.ndarray | None) -> dict[str, Any]:
+    """Accuracy, agreement with the reference and between the first two runtimes, arena and latency."""
+    names = list(results)
+    top1 = {name: _top1(r.dequantized()) for name, r in results.items()}
+    figures: dict[str, Any] = {}
+    if labels is not None:
+        figures["accuracy"] = {name: float(np.mean(pred == labels)) for name, pred in top1.items()}
+    if ref is not None:
+        ref_top1 = _top1(ref)
+        figures["reference_agreement"] = {name: float(np.mean(pred == ref_top1)) for name, pred in top1.items()}
+        if labels is not None:
+            figures["reference_accuracy"] = float(np.mean(ref_top1 == labels))
+    if len(names) >= 2:
+        a, b = results[names[0]], results[names[1]]
+        same = top1[names[0]] == top1[names[1]]
+        diff = np.abs(a.outputs.astype(np.float64) - b.outputs.astype(np.float64))
+        figures.update(agreement=float(np.mean(same)), disagreements=int(len(same) - np.count_nonzero(same)),
+                       max_abs_diff=float(diff.max()) if diff.size else 0.0)
+    if "tflm" in results:
+        figures["arena_bytes"] = results["tflm"].arena_bytes
+    times = results["litert"].invoke_us if "litert" in results else None
+    if times is not None:
+        figures["latency_us"] = {"median": round(float(np.median(times)), 2),
+                                 "p90": round(float(np.percentile(times, 90)), 2)}
+    return figures
+
+
 def validate(
     model_or_path: ModelSource,
     x: np.ndarray,
     y: np.ndarray | None = None,
     *,
-    reference: "keras.Model | str | os.PathLike | None" = None,
+    reference: keras.Model | str | os.PathLike | None = None,
     runtimes: Sequence[str] = RUNTIMES,
     threads: int = 1,
     verbose: int = 1,
@@ -175,51 +229,19 @@ def validate(
     :class:`~tfedge.errors.ValidationError`. See :class:`ValidationResult` for the figures.
     """
     names = check_runtimes(runtimes)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
-    content, source = load_tflite_bytes(model_or_path)
+    threads = check_int(threads, "threads", minimum=1)
+    content, source = model_bytes(model_or_path)
 
     io_in, io_out = model_io(content, source)
     x = check_samples(x, io_in, source)  # shapes and labels are checked before any runtime starts
     labels = _check_labels(y, len(x), int(np.prod(io_out.shape[1:])), source) if y is not None else None
     ref = _reference_outputs(reference, x, io_out) if reference is not None else None
 
-    runners = {"litert": lambda: LiteRT(content, source, threads=threads),
-               "tflm": lambda: TFLiteMicro(content, source, **({"timeout": tflm_timeout} if tflm_timeout else {}))}
-    results: dict[str, RunResult] = {}
-    for name in names:
-        runner = runners[name]()
-        bar = _progress(f"{name}: running {len(x)} samples", len(x), verbose)
-        if name == "litert":
-            results[name] = runner.run(x, warmup=WARMUP_INVOKES, progress=bar)
-        else:
-            results[name] = runner.run(x, measure_arena=True, progress=bar)
+    results = _run_all(names, content, source, x, threads=threads, tflm_timeout=tflm_timeout, verbose=verbose)
     first = results[names[0]]
-
-    result = ValidationResult(source=source, num_samples=len(x), runtimes=names, threads=threads,
-                              input=first.input.to_dict(), output=first.output.to_dict())
-    top1 = {name: _top1(r.dequantized()) for name, r in results.items()}
-    if labels is not None:
-        result.accuracy = {name: float(np.mean(pred == labels)) for name, pred in top1.items()}
-    if ref is not None:
-        ref_top1 = _top1(ref)
-        result.reference_agreement = {name: float(np.mean(pred == ref_top1)) for name, pred in top1.items()}
-        if labels is not None:
-            result.reference_accuracy = float(np.mean(ref_top1 == labels))
-    if len(names) >= 2:
-        a, b = results[names[0]], results[names[1]]
-        same = top1[names[0]] == top1[names[1]]
-        result.agreement = float(np.mean(same))
-        result.disagreements = int(len(same) - np.count_nonzero(same))
-        diff = np.abs(a.outputs.astype(np.float64) - b.outputs.astype(np.float64))
-        result.max_abs_diff = float(diff.max()) if diff.size else 0.0
-    if "tflm" in results:
-        result.arena_bytes = results["tflm"].arena_bytes
-    if "litert" in results:
-        times = results["litert"].invoke_us
-        result.latency_us = {"median": round(float(np.median(times)), 2),
-                             "p90": round(float(np.percentile(times, 90)), 2)}
-    return result
+    return ValidationResult(source=source, num_samples=len(x), runtimes=names, threads=threads,
+                            input=first.input.to_dict(), output=first.output.to_dict(),
+                            **_compare(results, labels, ref))
 
 
-__all__ = ["validate", "ValidationResult", "PROGRESS_MIN_SAMPLES"]
+__all__ = ["validate", "ValidationResult", "PROGRESS_MIN_SAMPLES", "WARMUP_INVOKES"]
