@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import sys
@@ -45,6 +44,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tfedge._keras import tf
+
     from tfedge.checks import check_fraction, check_int
     from tfedge.datasets import check_inputs_match, check_labels_fit, load_npz
     from tfedge.distribute import cluster_task, lost_worker, strategy_for
