@@ -41,11 +41,14 @@ _EXPORTS = {
     "inspect": "tfedge.inspection",
     "validate": "tfedge.validation",
     "export_c_array": "tfedge.export",
+    "from_keras3": "tfedge.keras3",
+    "to_keras3": "tfedge.keras3",
     "PipelineConfig": "tfedge.pipeline",
     "run_pipeline": "tfedge.pipeline",
 }
 _SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "quantization", "distillation",
-               "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
+               "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report",
+               "keras3")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
