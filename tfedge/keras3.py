@@ -50,6 +50,9 @@ _SPLIT_ACTIVATIONS = {"relu6": ("ReLU", {"max_value": 6.0}), "leaky_relu": ("Lea
 # Keyword arguments every Keras layer takes (beyond its own __init__ parameters).
 _BASE_KWARGS = frozenset({"name", "trainable", "dtype", "activity_regularizer", "input_shape", "batch_size",
                           "autocast"})
+# Options one Keras has and the other lacks, at the value the other always uses (tf_keras' ZeroPadding1D is
+# channels_last only).
+_IMPLIED_OPTIONS = frozenset({("data_format", "channels_last")})
 _PROBE_TOLERANCE = 1e-4  # relative to the output scale; a faithful port differs by float rounding (~1e-7)
 
 
@@ -172,7 +175,8 @@ class _Port:
         for key, value in config.items():
             if key in params or key in _BASE_KWARGS:
                 out[key] = value
-            elif value not in (None, False) and not (key in defaults and defaults[key] == value):
+            elif value not in (None, False) and not (key in defaults and defaults[key] == value) \
+                    and (key, value) not in _IMPLIED_OPTIONS:
                 self.problems.append(f"{what}: option {key}={value!r} has no equivalent in "
                                      f"{'Keras 3' if self.to_keras3 else 'tf_keras'}")
                 return None
@@ -408,6 +412,9 @@ def to_keras3(model: keras.Model, path: PathLike | None = None) -> Any:
     k3 = keras3()
     if path is not None and Path(path).suffix.lower() != ".keras":
         raise InputError(f"cannot save a Keras 3 model to '{path}': use a .keras file name")
+    if isinstance(model, k3.Model):
+        raise InputError(f"model '{model.name}' is already a Keras 3 model: use it as it is (to_keras3 ports "
+                         "tf_keras models, e.g. tfedge's students)")
     check_graph_model(model, f"model '{getattr(model, 'name', '?')}'", needs="to_keras3 ports layer graphs")
     ported = _Port(keras, k3, to_keras3=True).run(model)
     if path is not None:
