@@ -205,7 +205,7 @@ def test_cli_convert_a_keras3_file(digits, tmp_path):
     out = tmp_path / "k3_int8.tflite"
     run = subprocess.run([sys.executable, "-m", "tfedge", "convert", str(tmp_path / "k3.keras"), "--data",
                           str(tmp_path / "calib.npz"), "--quantization", "int8", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert tfedge.inspect(out).fully_int8
     expected = model.predict(digits.x_test, verbose=0)

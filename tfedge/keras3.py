@@ -23,7 +23,7 @@ import inspect as _inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -439,4 +439,4 @@ def load_keras3(path: PathLike) -> keras.Model:
     return from_keras3(model)
 
 
-__all__ = ["from_keras3", "to_keras3", "load_keras3", "keras3", "SUPPORTED_LAYERS"]
+__all__ = ["SUPPORTED_LAYERS", "from_keras3", "keras3", "load_keras3", "to_keras3"]
