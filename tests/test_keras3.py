@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +216,17 @@ def test_cli_convert_a_keras3_file(digits, tmp_path):
     accuracy = float(np.mean(got.argmax(1) == digits.y_test))
     assert agreement >= 0.97 and accuracy >= 0.85, (agreement, accuracy)
     assert float(np.max(np.abs(expected - got))) < 0.1 * float(np.max(np.abs(expected)))
+
+
+def test_readme_keras3_example_runs(digits, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "from_keras3" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md Keras 3 example", "exec"), namespace)
+    assert tfedge.inspect(tmp_path / "student_int8.tflite").fully_int8
+    student = namespace["distiller"].student
+    back = k3.saving.load_model(tmp_path / "student.keras", safe_mode=True)
+    assert _max_diff(student.predict(digits.x_test, verbose=0), back.predict(digits.x_test, verbose=0)) <= 1e-5
+    port_accuracy = float(np.mean(namespace["port"].predict(digits.x_test, verbose=0).argmax(1) == digits.y_test))
+    assert port_accuracy > 0.8
