@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -41,6 +42,38 @@ def add_colab_link(notebook: nbformat.NotebookNode, name: str) -> None:
     title.source = "\n".join([f"[![Open In Colab]({BADGE})]({colab_url(name)})", "", *lines]).replace("\n\n\n", "\n\n")
 
 
+# C++ log lines (absl, oneDNN, CUDA probing) that TensorFlow writes to the kernel's stderr: machine noise,
+# not results.
+_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ )")
+
+
+def _rendered(text: str) -> str:
+    """Stream text as a terminal shows it: a progress bar redrawn with \\r / \\b keeps its last state."""
+    return "\n".join(line.split("\r")[-1].replace("\b", "") for line in text.split("\n"))
+
+
+def tidy(notebook: nbformat.NotebookNode) -> None:
+    """Drop TensorFlow's C++ log lines from the outputs, merge consecutive stream outputs, render progress bars."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs: list = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                text = "".join(line for line in output.text.splitlines(keepends=True) if not _LOG_LINE.match(line))
+                if not text:
+                    continue
+                if outputs and outputs[-1].get("output_type") == "stream" and outputs[-1].name == output.name:
+                    outputs[-1].text += text
+                    continue
+                output.text = text
+            outputs.append(output)
+        for output in outputs:
+            if output.get("output_type") == "stream":
+                output.text = _rendered(output.text)
+        cell.outputs = outputs
+
+
 def execute(path: Path, out_dir: Path, *, quick: bool, timeout: int = 900) -> Path:
     """Run the notebook at ``path`` and write it, executed, to ``out_dir`` (same file name)."""
     notebook = nbformat.read(path, as_version=4)
@@ -61,6 +94,7 @@ def execute(path: Path, out_dir: Path, *, quick: bool, timeout: int = 900) -> Pa
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    tidy(notebook)
     target = out_dir / path.name
     tmp = target.with_name(f".{target.name}.tmp")
     nbformat.write(notebook, tmp)
