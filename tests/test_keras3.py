@@ -230,3 +230,14 @@ def test_readme_keras3_example_runs(digits, tmp_path, monkeypatch):
     assert _max_diff(student.predict(digits.x_test, verbose=0), back.predict(digits.x_test, verbose=0)) <= 1e-5
     port_accuracy = float(np.mean(namespace["port"].predict(digits.x_test, verbose=0).argmax(1) == digits.y_test))
     assert port_accuracy > 0.8
+
+
+def test_nested_sequential_and_shared_layer(digits):
+    block = k3.Sequential([L.Input((8, 8, 1)), L.Conv2D(4, 3, padding="same", activation="relu")], name="block")
+    shared = L.Dense(10, name="shared")
+    inp = L.Input((8, 8, 1))
+    flat = L.Flatten()(block(inp))
+    model = k3.Model(inp, L.Add()([shared(flat), shared(L.Dropout(0.5)(flat))]))
+    port = _assert_port(model, digits)
+    assert isinstance(port.get_layer("block"), keras.Sequential)
+    assert len(port.get_layer("shared")._inbound_nodes) == 2  # still one layer, called twice
