@@ -220,7 +220,7 @@ def test_cli_convert_a_keras3_file(digits, tmp_path):
 
 def test_readme_keras3_example_runs(digits, tmp_path, monkeypatch):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "from_keras3" in b)
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "from_keras3" in b)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md Keras 3 example", "exec"), namespace)

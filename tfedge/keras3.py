@@ -105,9 +105,7 @@ class _Port:
                 if cls.startswith(("Prune", "Quantize")) else ""
             self.problems.append(f"{what}: layer type not supported{hint}")
             return []
-        config = self.config(_plain(layer.get_config()), what)
-        if config is None:
-            return []
+        config = self.config(_plain(layer.get_config()))
         extra = []
         activation = config.get("activation")
         if activation is not None:
@@ -140,7 +138,8 @@ class _Port:
         self.pairs.append((layer, ported))
         return [ported, *extra]
 
-    def config(self, config: dict, what: str) -> dict | None:
+    def config(self, config: dict) -> dict:
+        """The layer config in the form both Keras read (before the layer-specific changes)."""
         out = {}
         for key, value in config.items():
             if key.endswith("_initializer"):
@@ -148,10 +147,8 @@ class _Port:
             if key == "dtype":
                 value = _dtype_name(value)
             elif key.endswith(("_regularizer", "_constraint")) and isinstance(value, dict):
+                # tf_keras does not read Keras 3's module / registered_name keys; both read these two
                 value = {"class_name": value.get("class_name"), "config": value.get("config", {})}
-                if not self.to_keras3:  # tf_keras does not read Keras 3's module/registered_name keys
-                    value = self.dst.regularizers.get(value) if key.endswith("_regularizer") \
-                        else self.dst.constraints.get(value)
             out[key] = value
         return out
 
@@ -186,7 +183,9 @@ class _Port:
     def model(self, model: Any) -> Any:
         if isinstance(model, self.src.Sequential):
             return self.sequential(model)
-        if type(model).__name__ != "Functional" and not getattr(model, "_is_graph_network", False):
+        functional = getattr(model, "_is_graph_network", False) or any(  # tf_keras / Keras 3
+            klass.__name__ == "Functional" for klass in type(model).__mro__)
+        if not functional:
             raise ModelError(
                 f"model '{model.name}' is a subclassed model ({type(model).__name__}), which has no layer graph "
                 "to port: build it with keras.Sequential([...]) or keras.Model(inputs, outputs)"
