@@ -41,12 +41,15 @@ _EXPORTS = {
     "inspect": "tfedge.inspection",
     "validate": "tfedge.validation",
     "export_c_array": "tfedge.export",
+    "from_keras3": "tfedge.keras3",
+    "to_keras3": "tfedge.keras3",
     "PipelineConfig": "tfedge.pipeline",
     "run_pipeline": "tfedge.pipeline",
+    "compress": "tfedge.pipeline",
 }
 _SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "quantization", "distillation",
                "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report", "tflite",
-               "native")
+               "native", "keras3", "graph", "checks", "tables", "recipes")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
