@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tfedge._keras import keras
+from tfedge.graph import check_graph_model
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.files import PathLike, atomic_path, check_input_file
 
@@ -406,8 +407,6 @@ def to_keras3(model: keras.Model, path: PathLike | None = None) -> Any:
     >>> k3_model.output_shape
     (None, 10)
     """
-    from tfedge.models import check_graph_model
-
     k3 = keras3()
     if path is not None and Path(path).suffix.lower() != ".keras":
         raise InputError(f"cannot save a Keras 3 model to '{path}': use a .keras file name")

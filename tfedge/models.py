@@ -28,7 +28,7 @@ from typing import Any
 
 from tfedge._keras import ensure_keras2_model, keras
 
-from tfedge import distillation, files, pruning, quantization
+from tfedge import distillation, files, keras3, pruning, quantization
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.files import PathLike, atomic_path, check_input_file
 
@@ -165,9 +165,7 @@ def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) ->
     else:
         check_input_file(p, "model file")
         if _check_keras_archive(p).startswith("3."):  # scanned like any file, then ported layer for layer
-            from tfedge.keras3 import load_keras3
-
-            return load_keras3(p)
+            return keras3.load_keras3(p)
     if not is_savedmodel:
         check_input_file(p, "model file")
     try:
