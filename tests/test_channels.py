@@ -412,3 +412,10 @@ def test_channel_report_measures_bytes_and_arena(digits):
     assert "b0_expand" in table and "TFLite Micro arena" in table
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.params_after = 0  # type: ignore[misc]
+
+
+def test_callback_refuses_a_ratio_that_empties_a_layer_before_training(digits):
+    model = compile_classifier(_digits_cnn())
+    callback = tfedge.ChannelPruningCallback(ratio={"conv2": 0.99})
+    with pytest.raises(InputError, match="ratio 0.99 would leave layer 'conv2' with 0 of its 16 channels"):
+        model.fit(digits.x_train[:64], digits.y_train[:64], epochs=1, verbose=0, callbacks=[callback])

@@ -68,13 +68,13 @@ class LayerChannels:
 
     ``kind``: producer, separable, channelwise (weights indexed by channel: BatchNorm, Depthwise,
     PReLU), passthrough, merge, concat, flatten, reshape, input or unknown. ``in_ids`` / ``out_ids``:
-    the channel id of each entry of the last axis of the (first) input / the output.
+    the channel id of each entry of the last axis of the (first) input / the output (empty if none).
     """
 
     name: str
     kind: str
-    in_ids: np.ndarray | None
-    out_ids: np.ndarray | None
+    in_ids: np.ndarray
+    out_ids: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,9 +136,8 @@ class ChannelGraph:
         if ra != rb:
             self._parent[max(ra, rb)] = min(ra, rb)
 
-    def _freeze(self, ids: np.ndarray | None) -> None:
-        if ids is not None:
-            self._frozen.update(int(i) for i in ids)
+    def _freeze(self, ids: np.ndarray) -> None:
+        self._frozen.update(int(i) for i in ids)
 
     def frozen(self, root: int) -> bool:
         return root in self._frozen_roots
@@ -168,7 +167,7 @@ class ChannelGraph:
             if isinstance(layer, keras.layers.InputLayer):
                 for t in outputs:
                     tensors[key(t)] = self._fresh(_last_dim(t), frozen=True)
-                self.layers[layer.name] = LayerChannels(layer.name, "input", None, tensors[key(outputs[0])])
+                self.layers[layer.name] = LayerChannels(layer.name, "input", _NONE, tensors[key(outputs[0])])
                 continue
             inputs = [tensors[key(t)] for t in node.keras_inputs]
             if calls[layer.name] > 1 or len(outputs) != 1:
@@ -186,16 +185,16 @@ class ChannelGraph:
             self._freeze(ids)
         self.unknown.append(layer.name)
         out = self._fresh(_last_dim(outputs[0]), frozen=True)
-        self.layers[layer.name] = LayerChannels(layer.name, "unknown", inputs[0] if inputs else None, out)
+        self.layers[layer.name] = LayerChannels(layer.name, "unknown", inputs[0] if inputs else _NONE, out)
         return out
 
     def _step(self, layer: keras.layers.Layer, node: Any, inputs: list[np.ndarray], output: Any) -> np.ndarray:
         cls = type(layer).__name__
         name = layer.name
-        first = inputs[0] if inputs else None
+        first = inputs[0] if inputs else _NONE
         n_out = _last_dim(output)
 
-        def record(kind: str, out: np.ndarray, in_ids: np.ndarray | None = first) -> np.ndarray:
+        def record(kind: str, out: np.ndarray, in_ids: np.ndarray = first) -> np.ndarray:
             self.layers[name] = LayerChannels(name, kind, in_ids, out)
             return out
 
@@ -267,10 +266,11 @@ class ChannelGraph:
     def groups_of(self, layer_name: str) -> list[Group]:
         """The groups whose channels ``layer_name``'s output carries."""
         lc = self.layers[layer_name]
-        if lc.out_ids is None:
-            return []
         roots = set(self.roots(lc.out_ids).tolist())
         return [g for g in self.groups if roots.intersection(g.channels)]
+
+
+_NONE = np.empty(0, dtype=np.int64)  # the ids of no channels
 
 
 def _flatten(value: Any) -> list[Any]:

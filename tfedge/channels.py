@@ -218,8 +218,8 @@ def _custom_objects(model: keras.Model) -> dict[str, type]:
     return objects
 
 
-def _sliced_weights(layer: keras.layers.Layer, kind: str, in_keep: np.ndarray | None,
-                    out_keep: np.ndarray | None) -> list[np.ndarray]:
+def _sliced_weights(layer: keras.layers.Layer, kind: str, in_keep: np.ndarray,
+                    out_keep: np.ndarray) -> list[np.ndarray]:
     weights = layer.get_weights()
     for k, axis, side in channel_axes(layer, kind):
         if side == "in":
@@ -236,21 +236,19 @@ def _sliced_weights(layer: keras.layers.Layer, kind: str, in_keep: np.ndarray | 
 
 def rebuild(model: keras.Model, graph: ChannelGraph, removed: set[int]) -> keras.Model:
     """A new model like ``model`` without the coupled channels ``removed`` (root ids), weights copied."""
-    def keep(ids: np.ndarray | None) -> np.ndarray | None:
-        if ids is None:
-            return None
+    def keep(ids: np.ndarray) -> np.ndarray:
         return np.array([i for i, r in enumerate(graph.roots(ids)) if int(r) not in removed], dtype=np.int64)
 
     config = copy.deepcopy(model.get_config())
     layer_configs = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
     for entry in config["layers"]:
         entry.pop("build_config", None)  # it holds the old input shapes; the new layers build from their inputs
-    plan: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
+    plan: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, lc in graph.layers.items():
         in_keep, out_keep = keep(lc.in_ids), keep(lc.out_ids)
         plan[name] = (in_keep, out_keep)
         cfg = layer_configs.get(name)
-        if cfg is None or out_keep is None:
+        if cfg is None:
             continue
         if lc.kind in ("producer", "separable"):
             cfg["units" if "units" in cfg else "filters"] = len(out_keep)
@@ -259,10 +257,10 @@ def rebuild(model: keras.Model, graph: ChannelGraph, removed: set[int]) -> keras
     cls = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
     new = cls.from_config(config, custom_objects=_custom_objects(model))
     for layer in model.layers:
-        lc = graph.layers.get(layer.name)
+        found = graph.layers.get(layer.name)
         target = new.get_layer(layer.name)
-        if lc is not None and lc.kind in ("producer", "separable", "channelwise"):
-            target.set_weights(_sliced_weights(layer, lc.kind, *plan[layer.name]))
+        if found is not None and found.kind in ("producer", "separable", "channelwise"):
+            target.set_weights(_sliced_weights(layer, found.kind, *plan[layer.name]))
         else:
             target.set_weights(layer.get_weights())
     return new
@@ -370,8 +368,8 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         self.verbose = int(verbose)
         self.pruned_model: keras.Model | None = None
         self.removed: set[int] = set()
-        self._graph: ChannelGraph | None = None
-        self._target: keras.Model | None = None
+        self._graph: Any = None  # ChannelGraph of the model being trained, set in on_train_begin
+        self._target: Any = None
         self._scores: dict[int, float] = {}
         self._masks: list[tuple[Any, tf.Tensor]] = []
 
@@ -386,6 +384,8 @@ class ChannelPruningCallback(keras.callbacks.Callback):
             self._target = target
             self._graph = _trace(target, self.strict)
             self._ratios = _check_ratios(self._graph, self.ratio)
+            # a ratio that would empty a layer fails now, not after training
+            _removal(self._graph, self._ratios, {}, self.round_to)
             self._scores, self.removed, self._masks = {}, set(), []
 
     def _accumulate(self) -> None:
