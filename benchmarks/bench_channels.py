@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import tfedge  # noqa: E402
-from tfedge import keras  # noqa: E402
+import tfedge
+from tfedge import keras
 
 L = keras.layers
 RATIOS = (0.25, 0.5, 0.75)
@@ -130,8 +127,8 @@ def bench_model(build, data, train_epochs: int, recover_epochs: int, test: int) 
         mag["int8_bytes_x"] = round(mag["int8_bytes"] / base["int8_bytes"], 3)
         mag["arena_x"] = round(mag["tflm_arena_bytes"] / base["tflm_arena_bytes"], 3)
         out["magnitude"][f"{ratio:.2f}"] = mag
-        _log(f"{teacher.name}: ratio {ratio}: channels {figures['int8_bytes']} B / arena {figures['tflm_arena_bytes']} B"
-             f" / acc {figures['accuracy_litert_int8']}; magnitude {mag['int8_bytes']} B / acc "
+        _log(f"{teacher.name}: ratio {ratio}: channels {figures['int8_bytes']} B / arena "
+             f"{figures['tflm_arena_bytes']} B / acc {figures['accuracy_litert_int8']}; magnitude {mag['int8_bytes']} B / acc "
              f"{mag['accuracy_litert_int8']}")
     return out
 

@@ -57,8 +57,9 @@ def _check_ratios(graph: ChannelGraph, ratio: Any) -> dict[int, float]:
         for name, value in ratio.items():
             if not isinstance(name, str) or name not in graph.layers:
                 known = [n for n, lc in graph.layers.items() if lc.kind != "input"]
+                listed = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
                 raise InputError(f"ratio names layer {name!r}, which is not in model '{graph.model.name}': "
-                                 f"use one of its layer names ({', '.join(known[:8])}{', ...' if len(known) > 8 else ''})")
+                                 f"use one of its layer names ({listed})")
             r = check_fraction(value, f"ratio[{name!r}]", high_open=True, hint="the fraction of channels to remove")
             groups = [k for k, g in enumerate(graph.groups) if g.prunable and g in graph.groups_of(name)]
             if not groups:
