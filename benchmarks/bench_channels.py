@@ -128,8 +128,8 @@ def bench_model(build, data, train_epochs: int, recover_epochs: int, test: int) 
         mag["arena_x"] = round(mag["tflm_arena_bytes"] / base["tflm_arena_bytes"], 3)
         out["magnitude"][f"{ratio:.2f}"] = mag
         _log(f"{teacher.name}: ratio {ratio}: channels {figures['int8_bytes']} B / arena "
-             f"{figures['tflm_arena_bytes']} B / acc {figures['accuracy_litert_int8']}; magnitude {mag['int8_bytes']} B / acc "
-             f"{mag['accuracy_litert_int8']}")
+             f"{figures['tflm_arena_bytes']} B / acc {figures['accuracy_litert_int8']}; "
+             f"magnitude {mag['int8_bytes']} B / acc {mag['accuracy_litert_int8']}")
     return out
 
 
