@@ -95,7 +95,14 @@ def two_outputs() -> keras.Model:
     return keras.Model(x, [L.Dense(10, name="classes")(y), L.Dense(1, name="score")(y)], name="two_outputs")
 
 
-BUILDERS = {"plain_cnn": plain_cnn, "residual": residual, "inverted_residual": inverted_residual,
+def reshape_flat() -> keras.Model:
+    return keras.Sequential([
+        L.Input((6, 6, 2)), L.Conv2D(6, 3, activation="relu", name="conv"), L.Reshape((-1,), name="flat"),
+        L.Dense(8, activation="relu", name="fc"), L.Dense(3, name="out"),
+    ], name="reshape_flat")
+
+
+BUILDERS = {"plain_cnn": plain_cnn, "reshape_flat": reshape_flat, "residual": residual, "inverted_residual": inverted_residual,
             "conv1d": conv1d, "concatenate": concatenate, "two_outputs": two_outputs}
 
 
