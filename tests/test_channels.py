@@ -426,3 +426,20 @@ def test_callback_refuses_a_ratio_that_empties_a_layer_before_training(digits):
     callback = tfedge.ChannelPruningCallback(ratio={"conv2": 0.99})
     with pytest.raises(InputError, match="ratio 0.99 would leave layer 'conv2' with 0 of its 16 channels"):
         model.fit(digits.x_train[:64], digits.y_train[:64], epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_shared_and_nested_layers_keep_their_channels():
+    inner = keras.Sequential([L.Input((4, 4, 8)), L.Conv2D(4, 1, name="inner_conv")], name="inner")
+    x = L.Input((4, 4, 2))
+    shared = L.Conv2D(8, 1, name="shared")
+    y = inner(L.Add(name="add")([shared(x), shared(x)]))
+    model = keras.Model(x, L.Dense(3, name="out")(L.Flatten(name="flatten")(y)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = tfedge.prune_channels(model, 0.5)
+    assert [str(w.message) for w in caught if w.category is ChannelPruningWarning] == [
+        "prune_channels keeps the channels around 2 layer(s) it cannot trace: 'shared', 'inner' "
+        "(strict=True refuses them)"]
+    assert small.count_params() == model.count_params()
+    x = _inputs(model)
+    np.testing.assert_array_equal(_outputs(model, x)[0], _outputs(small, x)[0])
