@@ -102,8 +102,9 @@ def reshape_flat() -> keras.Model:
     ], name="reshape_flat")
 
 
-BUILDERS = {"plain_cnn": plain_cnn, "reshape_flat": reshape_flat, "residual": residual, "inverted_residual": inverted_residual,
-            "conv1d": conv1d, "concatenate": concatenate, "two_outputs": two_outputs}
+BUILDERS = {"plain_cnn": plain_cnn, "reshape_flat": reshape_flat, "residual": residual,
+            "inverted_residual": inverted_residual, "conv1d": conv1d, "concatenate": concatenate,
+            "two_outputs": two_outputs}
 
 
 def _randomize_bn(model: keras.Model, rng: np.random.Generator) -> None:
@@ -437,9 +438,9 @@ def test_shared_and_nested_layers_keep_their_channels():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         small = tfedge.prune_channels(model, 0.5)
-    assert [str(w.message) for w in caught if w.category is ChannelPruningWarning] == [
-        "prune_channels keeps the channels around 2 layer(s) it cannot trace: 'shared', 'inner' "
-        "(strict=True refuses them)"]
+    expected = ("prune_channels keeps the channels around 2 layer(s) it cannot trace: 'shared', 'inner' "
+                "(strict=True refuses them)")
+    assert [str(w.message) for w in caught if w.category is ChannelPruningWarning] == [expected]
     assert small.count_params() == model.count_params()
     x = _inputs(model)
     np.testing.assert_array_equal(_outputs(model, x)[0], _outputs(small, x)[0])
