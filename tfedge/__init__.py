@@ -34,6 +34,9 @@ _EXPORTS = {
     "strip": "tfedge.pruning",
     "sparsity_report": "tfedge.pruning",
     "PruningCallback": "tfedge.pruning",
+    "prune_channels": "tfedge.channels",
+    "channel_report": "tfedge.channels",
+    "ChannelPruningCallback": "tfedge.channels",
     "quantize_aware": "tfedge.quantization",
     "Distiller": "tfedge.distillation",
     "convert": "tfedge.conversion",
@@ -47,9 +50,32 @@ _EXPORTS = {
     "run_pipeline": "tfedge.pipeline",
     "compress": "tfedge.pipeline",
 }
-_SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "quantization", "distillation",
-               "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report", "tflite",
-               "native", "keras3", "graph", "checks", "tables", "recipes")
+# one submodule a line, so that parallel branches adding one merge without conflicts
+_SUBMODULES = (
+    "checks",
+    "errors",
+    "files",
+    "tables",
+    "graph",
+    "datasets",
+    "distribute",
+    "pruning",
+    "channels",
+    "quantization",
+    "distillation",
+    "keras3",
+    "models",
+    "tflite",
+    "native",
+    "conversion",
+    "inspection",
+    "runtimes",
+    "validation",
+    "export",
+    "recipes",
+    "pipeline",
+    "report",
+)
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
