@@ -35,6 +35,9 @@ _EXPORTS = {
     "sparsity_report": "tfedge.pruning",
     "PruningCallback": "tfedge.pruning",
     "quantize_aware": "tfedge.quantization",
+    "cluster": "tfedge.clustering",
+    "strip_clustering": "tfedge.clustering",
+    "lut_compress": "tfedge.lut",
     "Distiller": "tfedge.distillation",
     "convert": "tfedge.conversion",
     "TFLiteModel": "tfedge.conversion",
@@ -45,7 +48,7 @@ _EXPORTS = {
     "run_pipeline": "tfedge.pipeline",
 }
 _SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "quantization", "distillation",
-               "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
+               "clustering", "lut", "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
