@@ -87,6 +87,11 @@ def cluster(
                 base, number_of_clusters=clusters,
                 cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
                 preserve_sparsity=preserve_sparsity, cluster_per_channel=per_channel)
+        except tf.errors.InvalidArgumentError as exc:  # k-means++ asked for more centroids than weights
+            raise ModelError(
+                f"TF-MOT cannot place {clusters} clusters in model '{model.name}': a kernel (one channel of it with "
+                f"per_channel=True, each sign of it with preserve_sparsity=True) has fewer weights than that "
+                f"({first_line(exc)}); ask for fewer clusters, or pass per_channel=False") from None
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise ModelError(f"TF-MOT cannot cluster model '{model.name}': {first_line(exc)}; replace that layer "
                              "with a built-in Dense / Conv layer, or cluster a model without it") from None
