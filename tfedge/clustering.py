@@ -65,6 +65,7 @@ def cluster(
     are stripped first; ``model`` itself is not changed. ``tfedge.save_model`` / ``load_model``
     handle the wrapped model.
 
+    >>> import tfedge
     >>> from tfedge import keras
     >>> model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
     >>> tfedge.cluster(model, clusters=1)
