@@ -26,22 +26,27 @@ import warnings
 from typing import Any
 
 import numpy as np
-
-from tfedge._keras import keras, tf
-from tfedge.checks import check_bool, check_int
-from tfedge.errors import ModelError, first_line
-from tfedge.models import check_graph_model
-
 import tensorflow_model_optimization as tfmot  # after tfedge._keras chose Keras 2
-from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper as _cwrapper
+from tensorflow_model_optimization.python.core.clustering.keras import (
+    cluster_wrapper as _cwrapper,
+)
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    utils as _qutils,
+)
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
     cluster_preserve_quantize_registry as _cpq,
 )
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_registry as _d8,
 )
-from tensorflow_model_optimization.python.core.quantization.keras import utils as _qutils
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper
+from tensorflow_model_optimization.python.core.sparsity.keras import (
+    pruning_wrapper as _pwrapper,
+)
+
+from tfedge._keras import keras, tf
+from tfedge.checks import check_bool, check_int
+from tfedge.errors import ModelError, first_line
+from tfedge.models import check_graph_model
 
 #: Most clusters tfedge asks for: an int8 kernel cannot hold more distinct values than 256.
 MAX_CLUSTERS = 256
@@ -155,6 +160,47 @@ def _plain_copy(model: keras.Model) -> keras.Model:
 def is_clustered(model: keras.Model) -> bool:
     """True when ``model`` still holds TF-MOT clustering wrappers (call :func:`strip_clustering`)."""
     return any(isinstance(layer, _cwrapper.ClusterWeights) for layer in model.layers)
+
+
+def cluster_int8(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    clusters: int = 16,
+    preserve_sparsity: bool = True,
+    epochs: int = 3,
+    qat_epochs: int = 2,
+    learning_rate: float = 1e-4,
+    batch_size: int = 32,
+    loss: Any = None,
+    verbose: int = 0,
+) -> Any:
+    """Cluster, train, strip, cluster-preserving QAT, train, convert: an int8 :class:`tfedge.TFLiteModel`
+    whose kernels hold at most ``clusters`` values per channel, ready for :func:`tfedge.lut_compress`.
+
+    The candidate transformation a budget search calls (then ``tfedge.lut.lut_report(tfl, bits="auto")``
+    prices it in flash and arena bytes). ``loss`` defaults to the model's compiled loss, else sparse
+    categorical cross-entropy on logits; ``x`` / ``y`` train both stages and ``x`` calibrates.
+    """
+    from tfedge.checks import check_number
+    from tfedge.conversion import convert
+    from tfedge.quantization import quantize_aware
+
+    epochs = check_int(epochs, "epochs", minimum=1)
+    qat_epochs = check_int(qat_epochs, "qat_epochs", minimum=1)
+    learning_rate = check_number(learning_rate, "learning_rate")
+    if loss is None:
+        loss = getattr(model, "loss", None) or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def train(net: keras.Model, n: int) -> keras.Model:
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+        net.fit(x, y, epochs=n, batch_size=batch_size, verbose=verbose)
+        return net
+
+    clustered = train(cluster(model, clusters, preserve_sparsity=preserve_sparsity), epochs)
+    qat = quantize_aware(clustered, preserve_clusters=True, preserve_sparsity=preserve_sparsity)
+    return convert(train(qat, qat_epochs), representative_data=x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,5 +353,15 @@ def load_objects() -> dict:
             "tfedge>ClusterPreserveQuantizeConfig": ClusterPreserveQuantizeConfig}
 
 
-__all__ = ["cluster", "strip_clustering", "distinct_weights", "is_clustered", "MAX_CLUSTERS",
-           "ClusterPreserveQuantizeConfig", "cqat_scheme", "cluster_preserving_config", "load_objects"]
+__all__ = [
+    "MAX_CLUSTERS",
+    "ClusterPreserveQuantizeConfig",
+    "cluster",
+    "cluster_int8",
+    "cluster_preserving_config",
+    "cqat_scheme",
+    "distinct_weights",
+    "is_clustered",
+    "load_objects",
+    "strip_clustering",
+]

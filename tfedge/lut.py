@@ -25,7 +25,8 @@ import math
 import os
 import tempfile
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -230,7 +231,9 @@ def _compress(content: bytes, plan: Sequence[LutTensor]) -> bytes:
 def _raw_bytes_quantization(content: bytes) -> bytes:
     import flatbuffers
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-    from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper as align
+    from tflite_micro.tensorflow.lite.micro.tools import (
+        tflite_flatbuffer_align_wrapper as align,
+    )
 
     model = schema.ModelT.InitFromPackedBuf(content, 0)
     for sub in model.subgraphs:
@@ -305,9 +308,9 @@ def lut_report(
     notes = [*getattr(tflite_model, "notes", ()),
              "TFLite Micro only: LUT-compressed weights are expanded by TFLM_DECODE ops, which LiteRT cannot run",
              f"LUT {'/'.join(map(str, widths))}-bit on {len(plan)} tensor{'s' if len(plan) > 1 else ''}: {names}",
-             f"flash {len(content):,} -> {len(compressed):,} bytes ({-flash_saved:+,}); TFLite Micro arena "
-             f"{before.arena_bytes:,} -> {after.arena_bytes:,} bytes ({after.arena_bytes - before.arena_bytes:+,}); "
-             f"outputs bit-identical to the uncompressed model on TFLite Micro ({len(x)} samples)"]
+             (f"flash {len(content):,} -> {len(compressed):,} bytes ({-flash_saved:+,}); TFLite Micro arena "
+              f"{before.arena_bytes:,} -> {after.arena_bytes:,} bytes ({after.arena_bytes - before.arena_bytes:+,}); "
+              f"outputs bit-identical to the uncompressed model on TFLite Micro ({len(x)} samples)")]
     quantization = getattr(tflite_model, "quantization", None)
     model = TFLiteModel(compressed, quantization=quantization, notes=notes, source=f"{source} (LUT-compressed)")
     return LutReport(model, tuple(plan), len(content), len(compressed), int(before.arena_bytes),
@@ -358,5 +361,13 @@ def tflm_only_reason(model_or_content: Any) -> str | None:
     return None
 
 
-__all__ = ["lut_compress", "lut_report", "lut_plan", "tflm_only_reason", "LutTensor", "LutReport", "DECODE_OP",
-           "WEIGHT_OPS"]
+__all__ = [
+    "DECODE_OP",
+    "WEIGHT_OPS",
+    "LutReport",
+    "LutTensor",
+    "lut_compress",
+    "lut_plan",
+    "lut_report",
+    "tflm_only_reason",
+]
