@@ -96,11 +96,13 @@ def test_cnn_per_channel_conv_and_per_tensor_dense_bit_exact(cqat_cnn, digits):
     assert f"arena {report.arena_before:,} -> {report.arena_after:,} bytes" in notes and "bit-identical" in notes
 
 
-def test_auto_compresses_only_what_pays_and_picks_the_fewest_bits(cqat_cnn):
-    report = tfedge.lut.lut_report(cqat_cnn, bits="auto")
-    # the 72-weight conv kernel cannot pay for its table; the 720-weight dense kernel does, at 4 bits
-    assert [(t.op, t.bits) for t in report.tensors] == [("FULLY_CONNECTED", 4)]
-    assert report.flash_after < report.flash_before
+def test_auto_refuses_when_the_arena_grows_more_than_flash_shrinks(cqat_cnn, digits):
+    # the small CNN's activations are tiny: a decoded kernel would add more arena than it saves flash
+    assert tfedge.lut.lut_plan(cqat_cnn, bits=4) == []
+    with pytest.raises(InputError, match="no weight tensor of .* is worth LUT compression at bits=4"):
+        tfedge.lut_compress(cqat_cnn, bits=4)
+    everything = tfedge.lut.lut_report(cqat_cnn, bits=4, tensors="all", data=digits.x_test[:20])
+    assert everything.arena_after - everything.arena_before > everything.flash_before - everything.flash_after
 
 
 def test_litert_refuses_a_compressed_model_with_one_line(cqat_cnn):
@@ -163,3 +165,29 @@ def test_cli_lut_bad_input_exits_2_with_one_line(cqat_cnn, tmp_path, capsys, arg
     err = capsys.readouterr().err.strip()
     assert err.startswith("tfedge: error: ") and message in err and "\n" not in err
     assert not (tmp_path / "o.tflite").exists()
+
+
+def test_budget_search_candidates_cluster_int8_then_auto_lut(digits):
+    """The two candidate functions a budget search composes: cluster_int8, then lut_report prices it.
+
+    A wide conv sets the arena peak; the 2,048-weight dense kernel after global pooling decodes about at
+    it, so auto compresses it (its flash saving is not eaten by arena), and not the conv kernel (32 tables).
+    """
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(32, 3, padding="same", activation="relu"),
+                              L.GlobalAveragePooling2D(), L.Dense(64, activation="relu", name="hidden"),
+                              L.Dense(10)])
+    fit(model, digits.x_train, digits.y_train, epochs=3, lr=3e-3)
+    float_accuracy = float(np.mean(np.argmax(model.predict(digits.x_test, verbose=0), axis=-1) == digits.y_test))
+    tfl = tfedge.clustering.cluster_int8(model, digits.x_train, digits.y_train, clusters=16, epochs=1,
+                                         qat_epochs=1)
+    report = tfedge.lut.lut_report(tfl, bits="auto", data=digits.x_test[:50])
+    chosen = {t.shape: t for t in report.tensors}
+    assert (64, 32) in chosen and {(t.op, t.mode) for t in report.tensors} == {("FULLY_CONNECTED", "per-tensor")}
+    assert chosen[(64, 32)].bits <= 4 and all(t.arena_added < t.saved for t in report.tensors)
+    assert report.flash_before - report.flash_after > max(0, report.arena_after - report.arena_before)
+    x = digits.x_test
+    lut_out, int8_out = tflm_outputs(report.model, x), tflm_outputs(tfl, x)
+    np.testing.assert_array_equal(lut_out, int8_out)
+    # 16 clusters + cluster-preserving QAT cost the float model little accuracy
+    assert float(np.mean(np.argmax(lut_out, axis=-1) == digits.y_test)) > float_accuracy - 0.1

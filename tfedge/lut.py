@@ -43,6 +43,9 @@ WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV
 #: An estimate used to skip tensors too small to pay; the real sizes are measured afterwards.
 OVERHEAD_BYTES = 112
 OVERHEAD_BYTES_PER_CHANNEL = 12
+#: Arena bytes TFLite Micro allocates for each compressed tensor besides its decoded copy (the DECODE
+#: operator's and its tensors' runtime structures); measured on the pinned wheel: 208 bytes each.
+ARENA_BYTES_PER_TENSOR = 208
 #: Samples generated for the bit-exactness check when no data is given.
 DEFAULT_SAMPLES = 32
 
@@ -60,6 +63,8 @@ class LutTensor:
     bits: int  # index width used
     bytes_before: int
     bytes_after: int  # packed indices + value tables + estimated overhead
+    arena_added: int = 0  # estimated growth of the TFLite Micro arena if only this tensor is compressed
+    arena_demand: int = 0  # activations live while its operator runs, plus the decoded tensor
 
     @property
     def saved(self) -> int:
@@ -113,6 +118,46 @@ def _candidates(model, sub_index: int = 0) -> dict[int, tuple[str, str]]:
     return found
 
 
+def _live_bytes(sub) -> list[int]:
+    """Per operator, the bytes of activation tensors alive while it runs (from first write to last read)."""
+    first: dict[int, int] = {i: 0 for i in sub.inputs}
+    last: dict[int, int] = {i: len(sub.operators) - 1 for i in sub.outputs}
+    for op in sub.operators:
+        for i in op.outputs:
+            first.setdefault(i, op.index)
+        for i in op.inputs:
+            if i >= 0 and not sub.tensors[i].is_constant:
+                last[i] = max(last.get(i, op.index), op.index)
+    live = [0] * len(sub.operators)
+    for i, start in first.items():
+        t = sub.tensors[i]
+        size = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize if t.dtype != "bool" else 0
+        for k in range(start, last.get(i, start) + 1):
+            live[k] += size
+    return live
+
+
+def _select_paying(plan: list[LutTensor], peak: int) -> list[LutTensor]:
+    """The tensors whose compression saves more flash than it adds arena, counted together.
+
+    Decoded tensors live only while their operator runs, so the arena grows by the largest
+    ``arena_demand`` above today's activation peak, while flash savings add up: try the tensors in
+    order of demand and keep the prefix with the largest saving net of the growth.
+    """
+    best: list[LutTensor] = []
+    best_net = 0
+    ordered = sorted(plan, key=lambda t: t.arena_demand)
+    for k in range(1, len(ordered) + 1):  # a cap on the demand; below it, every tensor that pays its fixed cost
+        chosen = [t for t in ordered[:k] if t.saved > ARENA_BYTES_PER_TENSOR]
+        if not chosen:
+            continue
+        growth = max(0, max(t.arena_demand for t in chosen) - peak) + ARENA_BYTES_PER_TENSOR * len(chosen)
+        net = sum(t.saved for t in chosen) - growth
+        if net > best_net:
+            best, best_net = chosen, net
+    return sorted(best, key=lambda t: t.index)
+
+
 def _resolve(model, tensors: Any) -> tuple[list[int], bool]:
     """The tensor indices to consider and whether the user named them (then each must be compressed)."""
     cands = _candidates(model)
@@ -141,8 +186,9 @@ def _resolve(model, tensors: Any) -> tuple[list[int], bool]:
 def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> list[LutTensor]:
     """The tensors :func:`lut_compress` would compress, at which width, and the flash each saves (nothing runs).
 
-    ``tensors="auto"`` keeps the weight tensors whose compression saves flash after its overhead;
-    ``"all"`` keeps every one that fits ``bits``; a list names tensors (indices, or the labels this
+    ``tensors="auto"`` keeps the weight tensors whose compression pays: the flash they save (after
+    the table and the DECODE operator) exceeds the arena their decoded copies add, a byte for a byte
+    (estimated from the activations alive at each operator); ``"all"`` keeps every one that fits ``bits``; a list names tensors (indices, or the labels this
     returns) that must all be compressed. Raises :class:`~tfedge.errors.InputError` when a tensor that
     would be compressed holds more distinct values than ``2**bits`` (naming it and the count).
     """
@@ -158,6 +204,8 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
     auto = isinstance(tensors, str) and tensors == "auto"
     cands = _candidates(model)
     sub = model.subgraphs[0]
+    live = _live_bytes(sub)
+    peak = max(live, default=0)
     plan = []
     for index in indices:
         t = sub.tensors[index]
@@ -176,8 +224,10 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
         width = needed if bits == "auto" else bits
         packed = math.ceil(data.size * width / 8)
         after = packed + 16 + len(tables) * distinct + OVERHEAD_BYTES + OVERHEAD_BYTES_PER_CHANNEL * len(t.scale)
+        demand = data.size + max(live[o.index] for o in sub.operators if index in o.inputs)
         entry = LutTensor(index, label, op, tuple(int(d) for d in t.shape),
-                          f"per-channel({axis})" if per_channel else "per-tensor", distinct, width, data.size, after)
+                          f"per-channel({axis})" if per_channel else "per-tensor", distinct, width, data.size, after,
+                          max(0, demand - peak) + ARENA_BYTES_PER_TENSOR, demand)
         if auto and entry.saved <= 0:
             continue  # too small to pay, whatever it holds
         if needed > 7 and bits == "auto":
@@ -187,7 +237,7 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
         if needed > width:
             raise InputError(_too_many(entry, width))
         plan.append(entry)
-    return plan
+    return _select_paying(plan, peak) if auto else plan
 
 
 def _too_many(t: LutTensor, bits: int) -> str:
