@@ -9,7 +9,9 @@ weights), trained once, then:
 
 For each: flash (the ``.tflite`` bytes), the TFLite Micro arena (smallest that runs, measured in
 TFLite Micro's child process) and top-1 accuracy on TFLite Micro over the 450 test digits; for the
-clustered variants also the int8 file before LUT compression and the tensors compressed. LUT
+clustered variants the int8 file before LUT compression, then LUT on every weight tensor
+(``tensors="all"``: the most flash saved) and on those that pay (``tensors="auto"``: flash saved
+exceeds arena added), with the tensors compressed. LUT
 outputs are checked bit-identical to the uncompressed int8 file on TFLite Micro. Prints JSON:
 
     python benchmarks/bench_lut.py [--seed 0] [--epochs 20] [--cluster-epochs 3] [--qat-epochs 2]
@@ -73,11 +75,20 @@ def main(argv: list[str] | None = None) -> dict:
         keras.utils.set_random_seed(args.seed)
         clustered = tfedge.clustering.cluster_int8(model, data.x_train, data.y_train, clusters=clusters,
                                                    epochs=args.cluster_epochs, qat_epochs=args.qat_epochs)
-        report = tfedge.lut.lut_report(clustered, bits=bits, data=data.x_test[:100])
-        rows[name] = {**_on_tflm(report.model, data),
-                      "int8_before_lut": _on_tflm(clustered, data),
-                      "lut_tensors": [{"tensor": t.label, "shape": list(t.shape), "mode": t.mode, "bits": t.bits,
-                                       "values": t.distinct, "bytes": t.bytes_before} for t in report.tensors]}
+        rows[name] = {"int8_before_lut": _on_tflm(clustered, data)}
+        # every weight tensor that fits the width (TF-MOT may leave a tiny kernel unclustered)
+        fitting = [t.index for t in tfedge.lut.lut_plan(clustered, bits="auto", tensors="all") if t.bits <= bits]
+        for tensors in ("all", "auto"):
+            try:
+                chosen = fitting if tensors == "all" else "auto"
+                report = tfedge.lut.lut_report(clustered, bits=bits, tensors=chosen, data=data.x_test[:100])
+            except tfedge.InputError as exc:  # auto: nothing pays
+                rows[name][f"lut_{tensors}"] = {"skipped": str(exc)}
+                continue
+            rows[name][f"lut_{tensors}"] = {
+                **_on_tflm(report.model, data),
+                "tensors": [{"tensor": t.label, "shape": list(t.shape), "mode": t.mode, "bits": t.bits,
+                             "values": t.distinct, "bytes": t.bytes_before} for t in report.tensors]}
     result = {
         "model": "digits yardstick (benchmarks/yardstick.py)",
         "parameters": model.count_params(),

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="int8 .tflite file (weights clustered: tfedge.cluster + preserve_clusters QAT)")
     p.add_argument("--bits", default="4", help="index bits, 1-7, or 'auto' (per tensor, the fewest lossless; default 4)")
     p.add_argument("--tensors", choices=("auto", "all"), default="auto",
-                   help="auto: the weight tensors whose compression saves flash (default); all: every one")
+                   help="auto: the weight tensors that save more flash than they add arena (default); all: every one")
     p.add_argument("--data", help="inputs .npz with x for the bit-exactness check (default: 32 generated inputs)")
     p.add_argument("--out", required=True, help="output .tflite file (TFLite Micro only; written atomically)")
     p.set_defaults(func=_cmd_lut)

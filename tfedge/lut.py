@@ -337,8 +337,9 @@ def lut_report(
     content, source = load_tflite_bytes(tflite_model, what="model to compress")
     plan = lut_plan(content, bits, tensors)
     if not plan:
-        raise InputError(f"no weight tensor of {source} is worth LUT compression at bits={bits!r} (each is too "
-                         "small for the index packing to pay for its table and DECODE op): keep the int8 file")
+        raise InputError(f"no weight tensor of {source} is worth LUT compression at bits={bits!r}: none saves more "
+                         "flash than the arena its decoded copy adds; keep the int8 file, or pass tensors='all' "
+                         "to trade arena for flash anyway")
     compressed = _compress(content, plan)
     x = _samples(content, source, data, samples)
     before = TFLiteMicro(content, source=source).run(x)
@@ -376,7 +377,7 @@ def lut_compress(
     """A TFLite-Micro-only copy of an int8 model whose weights are LUT-compressed, verified bit-exact.
 
     ``bits`` (1-7, or ``"auto"``: per tensor, the fewest bits that hold its values losslessly) is the
-    index width; ``tensors`` is ``"auto"`` (the weight tensors whose compression saves flash),
+    index width; ``tensors`` is ``"auto"`` (the weight tensors that save more flash than they add arena),
     ``"all"``, or a list of tensor indices / labels (see :func:`lut_plan`). Per-channel tensors get one
     table per channel (along their quantized dimension), per-tensor ones a single table. Both models run
     on TFLite Micro (in a child process) on ``data`` (float samples shaped like the input), or on
