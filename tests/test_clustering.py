@@ -73,6 +73,11 @@ def test_cluster_refuses_bad_arguments(small_cnn, kwargs, message):
     assert message in str(info.value)
 
 
+def test_quantize_aware_checks_preserve_clusters(small_cnn):
+    with pytest.raises(InputError, match="preserve_clusters must be True or False, got 'yes'"):
+        tfedge.quantize_aware(small_cnn, preserve_clusters="yes")
+
+
 def test_cluster_refuses_clustered_and_subclassed_models(clustered):
     with pytest.raises(ModelError, match="already clustered: .*strip_clustering"):
         tfedge.cluster(clustered)
@@ -107,15 +112,22 @@ def test_cluster_trains_to_few_values_keeps_zeros_and_strips_exactly(clustered, 
     assert distinct_weights(sparse_cnn)["logits"] > 8  # the input model was not changed
 
 
-def test_clustered_model_saves_and_loads_exactly(clustered, digits, tmp_path):
-    path = tmp_path / "clustered.keras"
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_clustered_model_saves_and_loads_exactly(clustered, sparse_cnn, digits, tmp_path, suffix):
+    path = tmp_path / f"clustered{suffix}"
     tfedge.save_model(clustered, path)
-    loaded = tfedge.load_model(path)
+    loaded = tfedge.load_model(path, trust=suffix == ".h5")
     assert tfedge.clustering.is_clustered(loaded)
     x = digits.x_test[:200]
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), clustered.predict(x, verbose=0))
     stripped = tfedge.strip_clustering(loaded)
     np.testing.assert_array_equal(stripped.predict(x, verbose=0), clustered.predict(x, verbose=0))
+    fit(loaded, digits, lr=3e-4)  # a reloaded model keeps training: still few values, zeros still zero
+    again = tfedge.strip_clustering(loaded)
+    assert max(distinct_weights(again).values()) <= 8
+    for name in ("conv", "logits"):
+        was_zero = sparse_cnn.get_layer(name).get_weights()[0] == 0
+        assert np.all(again.get_layer(name).get_weights()[0][was_zero] == 0)
 
 
 @pytest.fixture(scope="module")

@@ -329,21 +329,21 @@ class ClusterWeights(_cwrapper.ClusterWeights):  # same class name: Keras files 
     """TF-MOT's ``ClusterWeights`` (same name in saved files) that loads a sparsity-preserving wrapper right.
 
     With ``preserve_sparsity=True`` TF-MOT derives the index of the zero centroid and the mask of
-    weights held at zero when the wrapper is built. A wrapper being loaded is built around a freshly
-    initialized kernel, so both came from random numbers and a reloaded model zeroed another
-    centroid (other outputs). They are derived again here from the loaded centroids and indices.
+    weights held at zero once, when the wrapper is built. A wrapper being loaded is built around a
+    freshly initialized kernel, so both came from random numbers and a reloaded model zeroed another
+    centroid (other outputs, in ``.keras`` and ``.h5`` files alike). This one derives them from the
+    centroids and indices it holds each time it updates the clustered weights: the same values for
+    a saved model, and a weight that joins the zero cluster while training stays there.
     """
 
-    def load_own_variables(self, store):
-        super().load_own_variables(store)
-        if not self.preserve_sparsity:
-            return
-        for name, algorithm in self.clustering_algorithms.items():
-            centroids = self.cluster_centroids[name]
-            self.zero_idx[name] = tf.argmin(tf.abs(centroids), axis=-1)
-            clustered = algorithm.get_clustered_weight(self.pulling_indices[name],
-                                                       self.original_clusterable_weights[name])
-            self.sparsity_masks[name] = tf.cast(tf.math.not_equal(clustered, 0), tf.float32)
+    def update_clustered_weights_associations(self):
+        if self.preserve_sparsity:
+            for name, algorithm in self.clustering_algorithms.items():
+                self.zero_idx[name] = tf.argmin(tf.abs(self.cluster_centroids[name]), axis=-1)
+                clustered = algorithm.get_clustered_weight(self.pulling_indices[name],
+                                                           self.original_clusterable_weights[name])
+                self.sparsity_masks[name] = tf.cast(tf.math.not_equal(clustered, 0), tf.float32)
+        return super().update_clustered_weights_associations()
 
 
 def load_objects() -> dict:
