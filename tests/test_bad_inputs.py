@@ -21,8 +21,10 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+from tfedge._keras import tf
 
 import flatbuffers
 import numpy as np
@@ -31,7 +33,6 @@ from ai_edge_litert import schema_py_generated as schema
 
 import tfedge
 from tfedge import cli, keras
-from tfedge._keras import tf
 from tfedge.errors import InputError, ModelError, ValidationError
 from tfedge.files import MAX_FILE_BYTES
 from tfedge.flatbuffer import parse

@@ -8,13 +8,14 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import accuracy, compile_classifier
 
 import tfedge
 from tfedge import keras
 from tfedge.channel_graph import ChannelGraph, channel_axes
 from tfedge.channels import ChannelPruningWarning, channel_importance
 from tfedge.errors import InputError, ModelError
+
+from conftest import accuracy, compile_classifier
 
 L = keras.layers
 

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import accuracy
 
 import tfedge
 from tfedge.errors import InputError, ValidationError
@@ -22,6 +21,8 @@ from tfedge.runtimes import (
     open_runtime,
     quantize,
 )
+
+from conftest import accuracy
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,9 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
 from tfedge._keras import keras
+
+import numpy as np
 
 #: Layers whose output channel i depends only on input channel i and that hold no weights.
 PASS_THROUGH = frozenset({

@@ -25,9 +25,10 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tfedge._keras import keras, tf
+
 import numpy as np
 
-from tfedge._keras import keras, tf
 from tfedge.channel_graph import ChannelGraph, Group, channel_axes, expand, names
 from tfedge.checks import check_bool, check_choice, check_fraction, check_int
 from tfedge.errors import InputError, ModelError

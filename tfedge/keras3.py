@@ -25,12 +25,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tfedge._keras import keras
+
 import numpy as np
 
-from tfedge._keras import keras
-from tfedge.graph import check_graph_model
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.files import PathLike, atomic_path, check_input_file
+from tfedge.graph import check_graph_model
 
 #: Layers ported in both directions: the same class name, config and weight order in both Keras.
 SUPPORTED_LAYERS = frozenset({

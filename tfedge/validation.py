@@ -157,6 +157,7 @@ def _check_labels(y, n: int, num_classes: int, source: str) -> np.ndarray:
 
 def _reference_outputs(reference, x: np.ndarray, io_out: TensorInfo) -> np.ndarray:
     from tfedge._keras import ensure_keras2_model
+
     from tfedge.datasets import check_inputs_match
 
     if isinstance(reference, str) or hasattr(reference, "__fspath__"):
