@@ -27,6 +27,7 @@ import numpy as np
 from tfedge.errors import ConversionError, InputError, ModelError, first_line
 from tfedge.flatbuffer import Model, parse
 from tfedge.native import Captured, capture_fds
+from tfedge.targets import TARGETS, TFLM_MARKER, check_target
 from tfedge.tflite import FLOAT_DTYPES, QUANTIZATION_MODES, TFLiteModel, non_int8_ops, tensor_labels
 
 #: Conversion modes (the same tuple as :data:`tfedge.tflite.QUANTIZATION_MODES`).
@@ -333,23 +334,77 @@ def _seq(value: Any) -> Any:
     return () if value is None else value
 
 
-def strip_debug_info(content: bytes) -> bytes:
+#: Operators whose bias (input 2) TFLite Micro reads without its quantization parameters (measured: outputs
+#: bit-identical without them on CNN, depthwise and Conv1D models, int8 and 16x8).
+BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+#: Largest builtin code stored in ``deprecated_builtin_code`` (an int8): above it only ``builtin_code`` says.
+_PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+
+
+def _keep_names(m: Any) -> set[tuple[int, int]]:
+    """(subgraph, tensor) of every tensor LiteRT's APIs look up by name: subgraph inputs / outputs, signatures."""
+    keep = {(0, int(i)) for i in (*_seq(m.subgraphs[0].inputs), *_seq(m.subgraphs[0].outputs))}
+    for sig in _seq(m.signatureDefs):
+        keep.update((int(sig.subgraphIndex), int(t.tensorIndex)) for t in (*_seq(sig.inputs), *_seq(sig.outputs)))
+    return keep
+
+
+def _slim_for_tflm(m: Any) -> None:
+    """What TFLite Micro never reads, each dropped only after measuring its outputs stay bit-identical:
+    per-channel zero points when all are 0 (one is kept: LiteRT refuses that), the quantization
+    parameters of conv / depthwise / fully connected biases, the input / output names, the operator
+    codes' versions and the 32-bit builtin code where the 8-bit one says the same. Buffer alignment is
+    kept: on a host every alignment runs, so its need on a microcontroller cannot be measured here."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    bias_codes = {getattr(schema.BuiltinOperator, name) for name in BIAS_OPS}
+    m.description = TFLM_MARKER
+    for code in _seq(m.operatorCodes):
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if builtin < _PLACEHOLDER_FOR_GREATER_OP_CODES:
+            code.builtinCode, code.deprecatedBuiltinCode = 0, builtin  # TFLite Micro reads max() of the two
+        code.version = 1
+    for sub in m.subgraphs:
+        biases = set()
+        for op in _seq(sub.operators):
+            code = m.operatorCodes[op.opcodeIndex]
+            inputs = list(_seq(op.inputs))
+            if max(int(code.builtinCode), int(code.deprecatedBuiltinCode)) in bias_codes and len(inputs) > 2:
+                biases.add(int(inputs[2]))
+        for i, t in enumerate(_seq(sub.tensors)):
+            t.name = None
+            q = t.quantization
+            if i in biases and _has_data(m.buffers, t.buffer):
+                t.quantization = None
+            elif q is not None and len(_seq(q.scale)) > 1 and not np.any(np.asarray(_seq(q.zeroPoint))):
+                q.zeroPoint = [0]
+
+
+def strip_debug_info(content: bytes, target: str = "both") -> bytes:
     """Rewrite a flatbuffer without what only tools read: the description, metadata, signature defs,
     subgraph names, inner tensor names (model inputs / outputs become ``input_0``, ``output_0``, ...) and redundant
     shape signatures (a -1 batch is pinned to 1). Tensors without constant data share the empty buffer 0,
     unused buffers are dropped, and constant data stays 16-byte aligned.
+
+    ``target="litert"`` keeps the signature defs and the names of the tensors they and the model's
+    inputs / outputs use (what LiteRT's signature runner and Android's APIs look up); ``target="tflm"``
+    also drops what TFLite Micro never reads and marks the file TFLite-Micro-only
+    (:data:`tfedge.targets.TFLM_MARKER`): LiteRT refuses it.
     """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
+    check_target(target)
     parse(content, "model to strip")
     m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     if any(b.offset or b.size for b in _seq(m.buffers)):
         return content  # data stored outside the flatbuffer (> 2 GB models): leave as is
+    named = _keep_names(m) if target == "litert" else set()
     m.description = None
     m.metadata = None
     m.metadataBuffer = None
-    m.signatureDefs = None
+    if target != "litert":
+        m.signatureDefs = None
     used = {0}
     for s, sub in enumerate(m.subgraphs):
         keep = {int(i) for i in (*_seq(sub.inputs), *_seq(sub.outputs))} if s == 0 else set()
@@ -357,7 +412,8 @@ def strip_debug_info(content: bytes) -> bytes:
         io_names = {int(t): f"input_{n}" for n, t in enumerate(_seq(sub.inputs))}
         io_names.update({int(t): f"output_{n}" for n, t in enumerate(_seq(sub.outputs))})
         for i, t in enumerate(_seq(sub.tensors)):
-            t.name = io_names.get(i) if i in keep else None
+            if (s, i) not in named:
+                t.name = io_names.get(i) if i in keep else None
             if t.shapeSignature is not None and _signature_is_pinned(list(t.shapeSignature), list(_seq(t.shape))):
                 t.shapeSignature = None  # the batch is pinned to 1: LiteRT's resize_tensor_input still works
             if not t.isVariable and not _has_data(m.buffers, t.buffer):
@@ -365,6 +421,8 @@ def strip_debug_info(content: bytes) -> bytes:
             used.add(t.buffer)
             if t.quantization is not None and len(_seq(t.quantization.scale)):
                 t.quantization.min = t.quantization.max = None
+    if target == "tflm":
+        _slim_for_tflm(m)
     old = list(_seq(m.buffers))
     order = [i for i in range(len(old)) if i in used]
     remap = {old_i: new_i for new_i, old_i in enumerate(order)}
@@ -548,9 +606,12 @@ def _check_output(parsed: Model, model: Any, quantization: str, int8_io: bool, n
                      "dynamic range: no weight tensor was large enough (1024+ values) to quantize; the file is float32")
 
 
-def _stripped(content: bytes, notes: list[str]) -> bytes:
-    """The file without debug info when it runs identically on LiteRT, else the file as it was."""
-    stripped = strip_debug_info(content)
+def _stripped(content: bytes, notes: list[str], target: str = "both") -> bytes:
+    """The file without debug info when it runs identically on LiteRT, else the file as it was.
+
+    ``target="litert"`` keeps the signature and the input / output names (see :func:`strip_debug_info`).
+    """
+    stripped = strip_debug_info(content, "litert" if target == "litert" else "both")
     if stripped == content:
         return content
     with _quiet_converter():  # LiteRT announces its delegate on stderr
@@ -559,12 +620,48 @@ def _stripped(content: bytes, notes: list[str]) -> bytes:
         except Exception:  # e.g. a custom op LiteRT lacks: keep the converter's file
             same = False
     if same:
-        notes.append(f"debug info stripped: {len(content) - len(stripped):,} bytes saved")
+        kept = " (signature and input / output names kept for LiteRT)" if target == "litert" else ""
+        notes.append(f"debug info stripped{kept}: {len(content) - len(stripped):,} bytes saved")
         return stripped
     msg = "debug info kept: the stripped file did not run identically on LiteRT"
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
     notes.append(msg)
     return content
+
+
+def _tflm_outputs(content: bytes, x: np.ndarray, what: str) -> Any:
+    """A model's raw outputs on TFLite Micro (in its child process); a refusal is one ConversionError line."""
+    from tfedge.errors import ValidationError
+    from tfedge.runtimes import TFLiteMicro
+
+    try:
+        return TFLiteMicro(content, source=what).run(x)
+    except (ValidationError, ModelError) as exc:
+        raise ConversionError(f"target='tflm' checks the file on TFLite Micro, which cannot run it: {first_line(exc)}; "
+                              "use target='both' (or 'litert') for this model") from None
+
+
+def _slimmed_for_tflm(content: bytes, calibration: list[np.ndarray] | None, quantization: str,
+                      notes: list[str]) -> bytes:
+    """The TFLite-Micro-only file (:func:`strip_debug_info` with ``target="tflm"``), verified on TFLite Micro:
+    its outputs on the calibration data (or generated inputs) are bit-identical to ``content``'s."""
+    from tfedge.lut import sample_inputs
+
+    slim = strip_debug_info(content, "tflm")
+    x = sample_inputs(content, "converted model", calibration[0] if calibration else None)
+    before = _tflm_outputs(content, x, f"the {quantization} model")
+    after = _tflm_outputs(slim, x, f"the {quantization} model slimmed for TFLite Micro")
+    diff = before.outputs.astype(np.int64) - after.outputs.astype(np.int64) if before.outputs.dtype.kind in "iu" \
+        else before.outputs - after.outputs
+    rows = int(np.any(diff.reshape(len(diff), -1) != 0, axis=1).sum())
+    if rows or before.outputs.shape != after.outputs.shape:
+        raise ConversionError(f"the file slimmed for TFLite Micro differs from the {quantization} file on TFLite Micro "
+                              f"in {rows} of {len(x)} samples: not returned; use target='both' and please report "
+                              "this model")
+    notes.append(f"TFLite Micro only (target='tflm'; LiteRT refuses it): {len(content) - len(slim):,} bytes saved; "
+                 f"outputs bit-identical to the target='both' file on TFLite Micro ({len(x)} samples), arena "
+                 f"{before.arena_bytes:,} -> {after.arena_bytes:,} bytes")
+    return slim
 
 
 def convert(
@@ -575,6 +672,7 @@ def convert(
     int8_io: bool = True,
     calibration_samples: int = 200,
     strip_metadata: bool = True,
+    target: str = "both",
 ) -> TFLiteModel:
     """Convert a Keras 2 model (plain float or TF-MOT quantization-aware) to TFLite.
 
@@ -584,6 +682,13 @@ def convert(
     ``tf.data.Dataset`` or a callable yielding batches) calibrates int8 / int16x8; a QAT model does
     not need it. A dynamic batch is pinned to 1 (see ``.notes``). ``strip_metadata`` drops
     conversion metadata, signatures and tensor names so the file is smaller on a microcontroller.
+
+    ``target``: ``"both"`` (the default) runs on LiteRT and TFLite Micro; ``"litert"`` keeps the serving
+    signature and the input / output names LiteRT's APIs use; ``"tflm"`` also drops what TFLite Micro
+    never reads (one zero point where a per-channel tensor's are all 0, bias quantization, names,
+    operator versions: see :func:`strip_debug_info`) and marks the file TFLite-Micro-only; it is checked
+    bit-identical to the ``"both"`` file on TFLite Micro, on the calibration data (or generated inputs).
+    LiteRT refuses a ``"tflm"`` file: :func:`tfedge.targets.tflm_only_reason` says why.
 
     >>> from tfedge import keras
     >>> model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(2)])
@@ -595,6 +700,10 @@ def convert(
     tfedge.errors.InputError: int8 conversion needs representative_data ...
     """
     _check_arguments(model, quantization, int8_io, calibration_samples)
+    check_target(target)
+    if target != "both" and not strip_metadata:
+        raise InputError(f"target={target!r} writes a stripped file, but strip_metadata=False asks to keep everything: "
+                         "use target='both' with strip_metadata=False, or leave strip_metadata on")
     notes: list[str] = []
     inputs = _model_inputs(model, notes)
     calibration = _calibration(model, representative_data, quantization, inputs, int(calibration_samples), notes)
@@ -602,8 +711,10 @@ def convert(
                            int8_io=int8_io, strip_metadata=strip_metadata)
     parsed = _run_converter(converter, quantization)
     _check_output(parsed, model, quantization, int8_io, notes)
-    content = _stripped(parsed.content, notes) if strip_metadata else parsed.content
+    content = _stripped(parsed.content, notes, target) if strip_metadata else parsed.content
+    if target == "tflm":
+        content = _slimmed_for_tflm(content, calibration, quantization, notes)
     return TFLiteModel(content, quantization=quantization, notes=notes, source=f"converted {quantization} model")
 
 
-__all__ = ["convert", "TFLiteModel", "strip_debug_info", "MODES", "MIN_CALIBRATION_SAMPLES"]
+__all__ = ["convert", "TFLiteModel", "strip_debug_info", "MODES", "TARGETS", "BIAS_OPS", "MIN_CALIBRATION_SAMPLES"]

@@ -34,10 +34,10 @@ from tfedge.checks import check_int
 from tfedge.errors import InputError, ValidationError, first_line
 from tfedge.flatbuffer import parse
 from tfedge.runtimes import TFLiteMicro, model_io
+from tfedge.targets import DECODE_OP
+from tfedge.targets import tflm_only_reason as _tflm_only_reason
 from tfedge.tflite import TFLiteModel, model_bytes, tensor_labels
 
-#: The custom operator TFLite Micro's compressor inserts; its presence marks a TFLite-Micro-only file.
-DECODE_OP = "CUSTOM:TFLM_DECODE"
 #: Operators whose input 1 is a weight tensor LUT compression can replace (TFLite Micro kernels
 #: read them only in Invoke, so a decoded, non-constant tensor is fine).
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
@@ -304,8 +304,8 @@ def _raw_bytes_quantization(content: bytes) -> bytes:
             return fh.read()
 
 
-def _samples(content: bytes, source: str, data: Any, samples: int) -> np.ndarray:
-
+def sample_inputs(content: bytes, source: str, data: Any = None, samples: int = DEFAULT_SAMPLES) -> np.ndarray:
+    """``data`` as an array, or ``samples`` generated float inputs that cover the model input's quantized range."""
     info = model_io(content, source)[0]
     if data is not None:
         return np.asarray(data)
@@ -338,7 +338,7 @@ def lut_report(
                          "flash than the arena its decoded copy adds; keep the int8 file, or pass tensors='all' "
                          "to trade arena for flash anyway")
     compressed = _compress(content, plan)
-    x = _samples(content, source, data, samples)
+    x = sample_inputs(content, source, data, samples)
     before = TFLiteMicro(content, source=source).run(x)
     after = TFLiteMicro(compressed, source=f"{source} (LUT-compressed)").run(x)
     diff = before.outputs.astype(np.int64) - after.outputs.astype(np.int64)
@@ -393,7 +393,8 @@ def lut_compress(
 
 
 def tflm_only_reason(model_or_content: Any) -> str | None:
-    """Why a ``.tflite`` runs on TFLite Micro only (a LiteRT runner's refusal message), or None.
+    """Why a ``.tflite`` (path, bytes or ``TFLiteModel``) runs on TFLite Micro only, or None
+    (:func:`tfedge.targets.tflm_only_reason` after reading the model).
 
     >>> import tfedge
     >>> tflm_only_reason(tfedge.runtimes._example_model()) is None
@@ -401,10 +402,7 @@ def tflm_only_reason(model_or_content: Any) -> str | None:
     """
 
     content, source = model_bytes(model_or_content)
-    if DECODE_OP in {c.name for c in parse(content, source).opcodes}:
-        return (f"{source} holds LUT-compressed weights (TFLM_DECODE ops, from tfedge.lut_compress), which only "
-                "TFLite Micro can run: use runtimes=('tflm',), or give LiteRT the uncompressed model")
-    return None
+    return _tflm_only_reason(content, source)
 
 
 __all__ = [

@@ -1,0 +1,77 @@
+"""Which runtime a ``.tflite`` file is for: LiteRT and TFLite Micro (``both``), or one of them.
+
+``tfedge.convert(..., target=...)`` writes three kinds of file. ``"both"`` runs everywhere;
+``"litert"`` also keeps the serving signature and the input / output names that Android's LiteRT
+APIs look up; ``"tflm"`` drops what TFLite Micro never reads (measured: its outputs stay bit-identical)
+and is smaller, but LiteRT refuses it. :func:`tflm_only_reason` tells, from the bytes alone, whether a
+file is TFLite-Micro-only and why, so ``inspect`` and ``validate`` can run it on TFLite Micro and say
+why LiteRT is skipped. A low-level module: the flatbuffer reader only (no runtime, no TensorFlow).
+
+>>> from tfedge.tflite import tiny_int8_model
+>>> tflm_only_reason(tiny_int8_model()) is None
+True
+>>> check_target("micro")
+Traceback (most recent call last):
+...
+tfedge.errors.InputError: target must be one of both, tflm, litert, got 'micro': ...
+"""
+
+from __future__ import annotations
+
+from tfedge.errors import InputError
+from tfedge.flatbuffer import Model, parse
+
+#: ``convert``'s targets: a file for both runtimes, for TFLite Micro only, or for LiteRT (names kept).
+TARGETS = ("both", "tflm", "litert")
+#: The description string of a file converted with ``target="tflm"`` (16 bytes in the file): it marks the
+#: file TFLite-Micro-only even when no structural sign of the slimming remains.
+TFLM_MARKER = "tfedge:tflm"
+#: The custom operator TFLite Micro's LUT compressor inserts (``tfedge.lut_compress``).
+DECODE_OP = "CUSTOM:TFLM_DECODE"
+#: How a refusal message tells the user to go on.
+_FIX = "run it on TFLite Micro (runtimes=('tflm',)), or give LiteRT a file converted with target='both'"
+
+
+def check_target(target: object) -> str:
+    """``target`` when it is one of :data:`TARGETS`, else a one-line :class:`~tfedge.errors.InputError`."""
+    if not isinstance(target, str) or target not in TARGETS:
+        raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}: 'both' runs on LiteRT and "
+                         "TFLite Micro, 'tflm' is smaller but TFLite Micro only, 'litert' keeps the signature")
+    return target
+
+
+def _one_zero_point(model: Model) -> tuple[int, int] | None:
+    """(tensor index, scale count) of the first per-channel tensor stored with a single zero point."""
+    for sub in model.subgraphs:
+        for t in sub.tensors:
+            if len(t.scale) > 1 and len(t.zero_point) == 1:
+                return t.index, len(t.scale)
+    return None
+
+
+def tflm_only_reason(content: bytes | Model, source: str = "model") -> str | None:
+    """Why a ``.tflite`` runs on TFLite Micro only (one line, naming why LiteRT is skipped), or None.
+
+    A file is TFLite-Micro-only when it holds LUT-compressed weights (``TFLM_DECODE`` ops), per-channel
+    tensors stored with one zero point for all their scales (``target="tflm"`` slimming, which LiteRT
+    refuses), or tfedge's :data:`TFLM_MARKER`. ``content`` is the file's bytes or an already parsed model.
+
+    >>> from tfedge.tflite import tiny_int8_model
+    >>> tflm_only_reason(tiny_int8_model(), "digits.tflite") is None
+    True
+    """
+    model = content if isinstance(content, Model) else parse(content, source)
+    if DECODE_OP in {c.name for c in model.opcodes}:
+        return (f"{source} holds LUT-compressed weights (TFLM_DECODE ops, from tfedge.lut_compress), which only "
+                "TFLite Micro can run: use runtimes=('tflm',), or give LiteRT the uncompressed model")
+    found = _one_zero_point(model)
+    if found is not None:
+        index, scales = found
+        return (f"{source} is slimmed for TFLite Micro: tensor {index} has 1 zero point for {scales} per-channel "
+                f"scales, which LiteRT refuses; {_FIX}")
+    if model.description == TFLM_MARKER:
+        return f"{source} was converted for TFLite Micro only (target='tflm', marked {TFLM_MARKER!r}); {_FIX}"
+    return None
+
+
+__all__ = ["TARGETS", "TFLM_MARKER", "DECODE_OP", "check_target", "tflm_only_reason"]
