@@ -23,6 +23,7 @@ from tfedge.errors import CheckFailed, InputError, TfedgeError, first_line
 from tfedge.files import check_output_path
 from tfedge.native import quiet_tensorflow_import
 from tfedge.runtimes import RUNTIMES  # TensorFlow-free, like every import at the top of this module
+from tfedge.targets import TARGETS
 from tfedge.tflite import QUANTIZATION_MODES
 
 
@@ -98,15 +99,39 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from tfedge.conversion import convert  # heavy: TensorFlow
     from tfedge.datasets import load_npz  # numpy: not needed by --help
 
+    target = args.target or ("tflm" if args.lut else "both")
+    if args.lut and target != "tflm":
+        raise InputError(f"--lut writes a TFLite-Micro-only file (LiteRT has no TFLM_DECODE kernel), but --target is "
+                         f"{target!r}: drop --target or use --target tflm")
+    bits = _lut_bits(args.lut) if args.lut else None
     check_output_path(args.out, inputs=(args.model, args.data))
     model = _load_model(args.model, args.trust_model)
     x = load_npz(args.data)[0] if args.data else None
-    tfl = convert(model, representative_data=x, quantization=args.quantization, int8_io=not args.float_io)
+    tfl = convert(model, representative_data=x, quantization=args.quantization, int8_io=not args.float_io,
+                  target=target)
+    if bits is not None:
+        from tfedge.lut import lut_compress
+
+        tfl = lut_compress(tfl, bits=bits, data=None if x is None else x[:200])
     tfl.save(args.out)
     for note in tfl.notes:
         print(f"note: {note}")
-    print(f"wrote {args.out} ({tfl.size:,} bytes, {tfl.gzip_size:,} gzip, {args.quantization})")
+    print(f"wrote {args.out} ({tfl.size:,} bytes, {tfl.gzip_size:,} gzip, {args.quantization}, target {target}"
+          f"{', LUT' if bits is not None else ''})")
     return 0
+
+
+def _lut_bits(value: str) -> int | str:
+    """``--lut``: ``auto`` or an index width from 1 to 7, checked before any conversion starts."""
+    if value == "auto":
+        return value
+    try:
+        bits = int(value)
+    except ValueError:
+        bits = -1
+    if not 1 <= bits <= 7:
+        raise InputError(f"--lut must be auto or a number of bits from 1 to 7, got {value!r}: e.g. --lut 4")
+    return bits
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -209,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="calibration data .npz with x (required for int8)")
     p.add_argument("--quantization", choices=QUANTIZATION_MODES, default="int8")
     p.add_argument("--float-io", action="store_true", help="int8 / int16x8: keep float32 input and output")
+    p.add_argument("--target", choices=TARGETS, default=None,
+                   help="both (default): LiteRT and TFLite Micro; tflm: smaller, TFLite Micro only (checked "
+                        "bit-identical there); litert: keeps the signature and input/output names")
+    p.add_argument("--lut", metavar="BITS|auto", default=None,
+                   help="LUT-compress the weights that pay (tfedge lut; implies --target tflm)")
     p.add_argument("--out", required=True, help="output .tflite file (written atomically)")
     p.add_argument("--trust-model", action="store_true", help="allow .h5 / SavedModel (can run code)")
     p.set_defaults(func=_cmd_convert)

@@ -27,7 +27,7 @@ import numpy as np
 from tfedge.errors import ConversionError, InputError, ModelError, first_line
 from tfedge.flatbuffer import Model, parse
 from tfedge.native import Captured, capture_fds
-from tfedge.targets import TARGETS, TFLM_MARKER, check_target
+from tfedge.targets import TARGETS, TFLM_MARKER, check_target, missing_kernel
 from tfedge.tflite import FLOAT_DTYPES, QUANTIZATION_MODES, TFLiteModel, non_int8_ops, tensor_labels
 
 #: Conversion modes (the same tuple as :data:`tfedge.tflite.QUANTIZATION_MODES`).
@@ -664,6 +664,55 @@ def _slimmed_for_tflm(content: bytes, calibration: list[np.ndarray] | None, quan
     return slim
 
 
+#: Samples each runtime runs to check a mixed-precision file has kernels there.
+KERNEL_CHECK_SAMPLES = 4
+
+
+def _runtime_refusal(runtime: str, content: bytes, x: np.ndarray, quantization: str) -> str | None:
+    """None when ``runtime`` runs the file on ``x``, else one line naming the op it has no kernel for."""
+    from tfedge.errors import ValidationError
+    from tfedge.runtimes import LiteRT, TFLiteMicro
+
+    label = {"litert": "LiteRT", "tflm": "TFLite Micro"}[runtime]
+    try:
+        with _quiet_converter():  # LiteRT announces its delegate on stderr
+            if runtime == "litert":
+                LiteRT(content, source=f"the {quantization} file").run(x, warmup=0)
+            else:
+                TFLiteMicro(content, source=f"the {quantization} file").run(x, measure_arena=False)
+    except (ValidationError, ModelError, InputError) as exc:
+        message = str(exc)
+        return missing_kernel(label, message, quantization) or (
+            f"{label} cannot run the {quantization} file ({first_line(exc, 200)}): use int8 for this model")
+    return None
+
+
+def _check_kernels(content: bytes, calibration: list[np.ndarray] | None, quantization: str, target: str,
+                   notes: list[str]) -> None:
+    """Run a mixed-precision file on the target's runtimes: a runtime the target needs without a kernel
+    raises ``ConversionError`` naming the op; for ``"both"``, TFLite Micro lacking one is a warning and a note."""
+    from tfedge.lut import sample_inputs
+
+    if len(TFLiteModel(content).inputs) != 1 or len(TFLiteModel(content).outputs) != 1:
+        return  # tfedge's runtimes take one input and one output
+    x = sample_inputs(content, "converted model", None if calibration is None else calibration[0])
+    x = x[:KERNEL_CHECK_SAMPLES]
+    runtimes = {"both": ("litert", "tflm"), "litert": ("litert",), "tflm": ("tflm",)}[target]
+    for runtime in runtimes:
+        refusal = _runtime_refusal(runtime, content, x, quantization)
+        if refusal is None:
+            continue
+        if runtime == "tflm" and target == "both":
+            msg = f"{refusal} (this {quantization} file runs on LiteRT only)"
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            notes.append(msg)
+        else:
+            raise ConversionError(refusal)
+    if not any(n.startswith(("LiteRT", "TFLite Micro")) for n in notes):
+        names = " and ".join({"litert": "LiteRT", "tflm": "TFLite Micro"}[r] for r in runtimes)
+        notes.append(f"{quantization} runs on {names} (checked on {len(x)} samples)")
+
+
 def convert(
     model: Any,
     representative_data: Any = None,
@@ -712,6 +761,8 @@ def convert(
     parsed = _run_converter(converter, quantization)
     _check_output(parsed, model, quantization, int8_io, notes)
     content = _stripped(parsed.content, notes, target) if strip_metadata else parsed.content
+    if quantization == "int16x8":
+        _check_kernels(content, calibration, quantization, target, notes)
     if target == "tflm":
         content = _slimmed_for_tflm(content, calibration, quantization, notes)
     return TFLiteModel(content, quantization=quantization, notes=notes, source=f"converted {quantization} model")

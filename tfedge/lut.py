@@ -34,8 +34,7 @@ from tfedge.checks import check_int
 from tfedge.errors import InputError, ValidationError, first_line
 from tfedge.flatbuffer import parse
 from tfedge.runtimes import TFLiteMicro, model_io
-from tfedge.targets import DECODE_OP
-from tfedge.targets import tflm_only_reason as _tflm_only_reason
+from tfedge.targets import DECODE_OP, tflm_only_reason as _tflm_only_reason
 from tfedge.tflite import TFLiteModel, model_bytes, tensor_labels
 
 #: Operators whose input 1 is a weight tensor LUT compression can replace (TFLite Micro kernels
@@ -170,7 +169,8 @@ def _resolve(model, tensors: Any) -> tuple[list[int], bool]:
     try:
         items = list(tensors)
     except TypeError:
-        raise InputError(f"tensors must be 'auto', 'all' or a list of tensor names or indices, got {tensors!r}") from None
+        raise InputError(f"tensors must be 'auto', 'all' or a list of tensor names or indices, "
+                         f"got {tensors!r}") from None
     by_label = {label: i for i, (_, label) in cands.items()}
     chosen = []
     for item in items:
@@ -190,9 +190,10 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
 
     ``tensors="auto"`` keeps the weight tensors whose compression pays: the flash they save (after
     the table and the DECODE operator) exceeds the arena their decoded copies add, a byte for a byte
-    (estimated from the activations alive at each operator); ``"all"`` keeps every one that fits ``bits``; a list names tensors (indices, or the labels this
-    returns) that must all be compressed. Raises :class:`~tfedge.errors.InputError` when a tensor that
-    would be compressed holds more distinct values than ``2**bits`` (naming it and the count).
+    (estimated from the activations alive at each operator); ``"all"`` keeps every one that fits ``bits``;
+    a list names tensors (indices, or the labels this returns) that must all be compressed. Raises
+    :class:`~tfedge.errors.InputError` when a tensor that would be compressed holds more distinct values
+    than ``2**bits`` (naming it and the count).
     """
 
     bits = _check_bits(bits)
@@ -387,7 +388,7 @@ def lut_compress(
     >>> tfedge.lut_compress(tfl, bits=9)
     Traceback (most recent call last):
     ...
-    tfedge.errors.InputError: bits must be an integer in [1, 7], got 9: TFLite Micro's LUT indices are 1 to 7 bits wide; e.g. 4 (16 values) or 'auto'
+    tfedge.errors.InputError: bits must be an integer in [1, 7], got 9: TFLite Micro's LUT indices are 1 to 7 bits ...
     """
     return lut_report(tflite_model, bits, tensors, data).model
 

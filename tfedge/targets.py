@@ -18,6 +18,8 @@ tfedge.errors.InputError: target must be one of both, tflm, litert, got 'micro':
 
 from __future__ import annotations
 
+import re
+
 from tfedge.errors import InputError
 from tfedge.flatbuffer import Model, parse
 
@@ -28,6 +30,12 @@ TARGETS = ("both", "tflm", "litert")
 TFLM_MARKER = "tfedge:tflm"
 #: The custom operator TFLite Micro's LUT compressor inserts (``tfedge.lut_compress``).
 DECODE_OP = "CUSTOM:TFLM_DECODE"
+#: A failed operator in a runtime's log: LiteRT's "Node number 3 (REDUCE_MAX) failed to prepare",
+#: TFLite Micro's "Node REDUCE_MAX (number 3) failed to invoke".
+_NODE = re.compile(r"Node (?:number (?P<n1>\d+) \((?P<op1>[A-Z0-9_:]+)\)|(?P<op2>[A-Z0-9_:]+) \(number (?P<n2>\w+)\))"
+                   r" failed to (?P<stage>prepare|invoke|allocate)")
+#: The activation type each integer mode asks kernels for.
+_ACTIVATIONS = {"int16x8": "int16", "int8": "int8"}
 #: How a refusal message tells the user to go on.
 _FIX = "run it on TFLite Micro (runtimes=('tflm',)), or give LiteRT a file converted with target='both'"
 
@@ -74,4 +82,23 @@ def tflm_only_reason(content: bytes | Model, source: str = "model") -> str | Non
     return None
 
 
-__all__ = ["TARGETS", "TFLM_MARKER", "DECODE_OP", "check_target", "tflm_only_reason"]
+def missing_kernel(runtime: str, message: str, quantization: str) -> str | None:
+    """One line naming the operator a runtime has no kernel for, read from its error ``message``, or None.
+
+    >>> missing_kernel("TFLite Micro", "Node REDUCE_MAX (number 3) failed to invoke with status 1", "int16x8")
+    'TFLite Micro has no int16 kernel for REDUCE_MAX (operator 3): use int8 for this model'
+    >>> missing_kernel("LiteRT", "Node number 7 (CUSTOM:TFLM_DECODE) failed to prepare.", "int8") is None
+    False
+    """
+    found = _NODE.search(message)
+    if found is None:
+        return None
+    op, number = found["op1"] or found["op2"], found["n1"] or found["n2"]
+    if number and not number.isdigit():
+        number = str(int(number, 16)) if re.fullmatch(r"[0-9a-fA-F]+", number) else number
+    kind = _ACTIVATIONS.get(quantization)
+    fix = "use int8 for this model" if quantization != "int8" else "replace that layer, or use another runtime"
+    return f"{runtime} has no {kind + ' ' if kind else ''}kernel for {op} (operator {number}): {fix}"
+
+
+__all__ = ["TARGETS", "TFLM_MARKER", "DECODE_OP", "check_target", "tflm_only_reason", "missing_kernel"]
