@@ -682,7 +682,7 @@ def _runtime_refusal(runtime: str, content: bytes, x: np.ndarray, quantization: 
                 TFLiteMicro(content, source=f"the {quantization} file").run(x, measure_arena=False)
     except (ValidationError, ModelError, InputError) as exc:
         message = str(exc)
-        return missing_kernel(label, message, quantization) or (
+        return missing_kernel(label, message, quantization, content) or (
             f"{label} cannot run the {quantization} file ({first_line(exc, 200)}): use int8 for this model")
     return None
 

@@ -34,6 +34,11 @@ DECODE_OP = "CUSTOM:TFLM_DECODE"
 #: TFLite Micro's "Node REDUCE_MAX (number 3) failed to invoke".
 _NODE = re.compile(r"Node (?:number (?P<n1>\d+) \((?P<op1>[A-Z0-9_:]+)\)|(?P<op2>[A-Z0-9_:]+) \(number (?P<n2>\w+)\))"
                    r" failed to (?P<stage>prepare|invoke|allocate)")
+#: Operators TFLite Micro has no int16 (16x8) kernel for, measured on the pinned wheel: of CONV_2D,
+#: DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, MAX_POOL_2D, AVERAGE_POOL_2D, MEAN, REDUCE_MAX, ADD, MUL,
+#: CONCATENATION, PAD, RESHAPE, RESIZE_NEAREST_NEIGHBOR, RELU, RELU6, LEAKY_RELU, LOGISTIC, TANH and SOFTMAX
+#: converted 16x8, only REDUCE_MAX fails there ("Only float32 and int8 types are supported"); LiteRT ran all.
+TFLM_NO_INT16_KERNEL = frozenset({"REDUCE_MAX"})
 #: The activation type each integer mode asks kernels for.
 _ACTIVATIONS = {"int16x8": "int16", "int8": "int8"}
 #: How a refusal message tells the user to go on.
@@ -82,23 +87,38 @@ def tflm_only_reason(content: bytes | Model, source: str = "model") -> str | Non
     return None
 
 
-def missing_kernel(runtime: str, message: str, quantization: str) -> str | None:
-    """One line naming the operator a runtime has no kernel for, read from its error ``message``, or None.
+def int16_gaps(content: bytes | Model) -> list[tuple[int, str]]:
+    """(index, op) of the main subgraph's operators with int16 inputs in :data:`TFLM_NO_INT16_KERNEL`."""
+    model = content if isinstance(content, Model) else parse(content)
+    sub = model.subgraphs[0]
+    return [(op.index, op.op) for op in sub.operators if op.op in TFLM_NO_INT16_KERNEL
+            and any(i >= 0 and sub.tensors[i].dtype == "int16" for i in op.inputs)]
+
+
+def missing_kernel(runtime: str, message: str, quantization: str, content: bytes | Model | None = None) -> str | None:
+    """One line naming the operator a runtime has no kernel for, or None when it cannot be told.
+
+    Read from the runtime's error ``message`` ("Node ... failed to prepare / invoke"); when the message
+    does not name a node (TFLite Micro's "Interpreter invocation failed."), a 16x8 model's operators are
+    looked up in :data:`TFLM_NO_INT16_KERNEL`.
 
     >>> missing_kernel("TFLite Micro", "Node REDUCE_MAX (number 3) failed to invoke with status 1", "int16x8")
     'TFLite Micro has no int16 kernel for REDUCE_MAX (operator 3): use int8 for this model'
-    >>> missing_kernel("LiteRT", "Node number 7 (CUSTOM:TFLM_DECODE) failed to prepare.", "int8") is None
-    False
     """
-    found = _NODE.search(message)
-    if found is None:
-        return None
-    op, number = found["op1"] or found["op2"], found["n1"] or found["n2"]
-    if number and not number.isdigit():
-        number = str(int(number, 16)) if re.fullmatch(r"[0-9a-fA-F]+", number) else number
-    kind = _ACTIVATIONS.get(quantization)
     fix = "use int8 for this model" if quantization != "int8" else "replace that layer, or use another runtime"
+    kind = _ACTIVATIONS.get(quantization)
+    found = _NODE.search(message)
+    if found is not None:
+        op, number = found["op1"] or found["op2"], found["n1"] or found["n2"]
+        if not number.isdigit() and re.fullmatch(r"[0-9a-fA-F]+", number):
+            number = str(int(number, 16))
+    elif runtime == "TFLite Micro" and quantization == "int16x8" and content is not None and int16_gaps(content):
+        index, op = int16_gaps(content)[0]
+        number = str(index)
+    else:
+        return None
     return f"{runtime} has no {kind + ' ' if kind else ''}kernel for {op} (operator {number}): {fix}"
 
 
-__all__ = ["TARGETS", "TFLM_MARKER", "DECODE_OP", "check_target", "tflm_only_reason", "missing_kernel"]
+__all__ = ["TARGETS", "TFLM_MARKER", "DECODE_OP", "TFLM_NO_INT16_KERNEL", "check_target", "tflm_only_reason",
+           "missing_kernel", "int16_gaps"]
