@@ -337,8 +337,6 @@ def _seq(value: Any) -> Any:
 #: Operators whose bias (input 2) TFLite Micro reads without its quantization parameters (measured: outputs
 #: bit-identical without them on CNN, depthwise and Conv1D models, int8 and 16x8).
 BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-#: Largest builtin code stored in ``deprecated_builtin_code`` (an int8): above it only ``builtin_code`` says.
-_PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 
 
 def _keep_names(m: Any) -> set[tuple[int, int]]:
@@ -352,18 +350,14 @@ def _keep_names(m: Any) -> set[tuple[int, int]]:
 def _slim_for_tflm(m: Any) -> None:
     """What TFLite Micro never reads, each dropped only after measuring its outputs stay bit-identical:
     per-channel zero points when all are 0 (one is kept: LiteRT refuses that), the quantization
-    parameters of conv / depthwise / fully connected biases, the input / output names, the operator
-    codes' versions and the 32-bit builtin code where the 8-bit one says the same. Buffer alignment is
-    kept: on a host every alignment runs, so its need on a microcontroller cannot be measured here."""
+    parameters of conv / depthwise / fully connected biases and the input / output names. Kept: buffer
+    alignment (on a host every alignment runs, so its need on a microcontroller cannot be measured here)
+    and the operator codes (TFLite Micro ignores their versions and reads the 8-bit builtin code, which
+    would save 32 bytes, but its own LUT compressor reads the 32-bit one and writes a corrupted file)."""
     from ai_edge_litert import schema_py_generated as schema
 
     bias_codes = {getattr(schema.BuiltinOperator, name) for name in BIAS_OPS}
     m.description = TFLM_MARKER
-    for code in _seq(m.operatorCodes):
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        if builtin < _PLACEHOLDER_FOR_GREATER_OP_CODES:
-            code.builtinCode, code.deprecatedBuiltinCode = 0, builtin  # TFLite Micro reads max() of the two
-        code.version = 1
     for sub in m.subgraphs:
         biases = set()
         for op in _seq(sub.operators):
@@ -734,8 +728,8 @@ def convert(
 
     ``target``: ``"both"`` (the default) runs on LiteRT and TFLite Micro; ``"litert"`` keeps the serving
     signature and the input / output names LiteRT's APIs use; ``"tflm"`` also drops what TFLite Micro
-    never reads (one zero point where a per-channel tensor's are all 0, bias quantization, names,
-    operator versions: see :func:`strip_debug_info`) and marks the file TFLite-Micro-only; it is checked
+    never reads (one zero point where a per-channel tensor's are all 0, bias quantization, names: see
+    :func:`strip_debug_info`) and marks the file TFLite-Micro-only; it is checked
     bit-identical to the ``"both"`` file on TFLite Micro, on the calibration data (or generated inputs).
     LiteRT refuses a ``"tflm"`` file: :func:`tfedge.targets.tflm_only_reason` says why.
 
