@@ -325,7 +325,11 @@ def test_unknown_non_batch_dimension_is_a_model_error():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"quantization": "int4"}, "quantization must be one of int8, int16x8, float16, dynamic, float32, got 'int4'"),
+        ({"quantization": "int2"},
+         "quantization must be one of int8, int16x8, float16, dynamic, float32, int4, got 'int2'"),
+        ({"quantization": "int4"}, "int4 weights come from quantization-aware training with 4-bit weight quantizers "
+                                   "(a TF-MOT QuantizeConfig with LastValueQuantizer(num_bits=4)), and this model is "
+                                   "not quantization-aware: use quantization='int8', or train the model 4-bit first"),
         ({"calibration_samples": 3}, "calibration_samples must be an integer >= 10, got 3"),
         ({"int8_io": "yes"}, "int8_io must be True or False, got 'yes'"),
     ],

@@ -147,6 +147,64 @@ def test_missing_kernel_reads_both_runtimes_logs():
     assert missing_kernel("TFLite Micro", "Interpreter invocation failed.", "int16x8") is None
 
 
+# ------------------------------------------------------------------------------------ int4
+def four_bit_qat(digits) -> keras.Model:
+    """Conv2D + Dense with TF-MOT 4-bit weight quantizers (per channel for the conv), 8-bit activations."""
+    import tensorflow_model_optimization as tfmot
+
+    q = tfmot.quantization.keras
+
+    class FourBitWeights(q.QuantizeConfig):
+        def __init__(self, per_axis: bool = False):
+            self.per_axis = per_axis
+
+        def get_weights_and_quantizers(self, layer):
+            return [(layer.kernel, q.quantizers.LastValueQuantizer(num_bits=4, symmetric=True, narrow_range=True,
+                                                                   per_axis=self.per_axis))]
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, weights):
+            layer.kernel = weights[0]
+
+        def set_quantize_activations(self, layer, activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [q.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                        narrow_range=False)]
+
+        def get_config(self):
+            return {"per_axis": self.per_axis}
+
+    keras.utils.set_random_seed(4)
+    annotated = keras.Sequential([
+        L.Input((8, 8, 1)), q.quantize_annotate_layer(L.Conv2D(8, 3, activation="relu"), FourBitWeights(True)),
+        L.Flatten(), q.quantize_annotate_layer(L.Dense(10), FourBitWeights())])
+    with q.quantize_scope({"FourBitWeights": FourBitWeights}):
+        model = q.quantize_apply(q.quantize_annotate_model(annotated))
+    return fit(model, digits.x_train, digits.y_train, epochs=3)
+
+
+def test_int4_weights_run_on_both_runtimes_and_slim_for_tflm(digits):
+    model = four_bit_qat(digits)
+    tfl = tfedge.convert(model, representative_data=digits.x_train, quantization="int4")
+    weights = {t.shape: t for t in parse(tfl.content).subgraphs[0].tensors if t.dtype == "int4"}
+    assert set(weights) == {(8, 3, 3, 1), (10, 288)}
+    assert weights[(10, 288)].data_size == 10 * 288 // 2  # packed two per byte
+    assert "int4: 2 weight tensor(s) stored in 4 bits (packed two per byte), 0 in 8 bits" in tfl.notes
+    assert "int4 runs on LiteRT and TFLite Micro (checked on 4 samples)" in tfl.notes
+    keras_top1 = np.argmax(model.predict(digits.x_test, verbose=0), axis=-1)
+    lite, micro = LiteRT(tfl).run(digits.x_test).outputs, tflm(tfl, digits.x_test)
+    assert np.mean(np.argmax(lite, -1) == keras_top1) > 0.97 and np.mean(np.argmax(micro, -1) == keras_top1) > 0.97
+    with pytest.raises(ConversionError, match="weights of 2 op.s. in 4 bits.*use quantization='int4'"):
+        tfedge.convert(model, representative_data=digits.x_train, quantization="int8")
+    slim = tfedge.convert(model, representative_data=digits.x_train, quantization="int4", target="tflm")
+    assert slim.size < tfl.size
+    np.testing.assert_array_equal(tflm(slim, digits.x_test), micro)
+
+
 # ------------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize("kwargs, message", [
     ({"target": "micro"}, "target must be one of both, tflm, litert, got 'micro'"),

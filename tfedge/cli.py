@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from tfedge import __version__
 from tfedge.checks import check_fraction
+from tfedge.conversion import MODES as CONVERT_MODES  # TensorFlow is imported inside convert() only
 from tfedge.errors import CheckFailed, InputError, TfedgeError, first_line
 from tfedge.files import check_output_path
 from tfedge.native import quiet_tensorflow_import
 from tfedge.runtimes import RUNTIMES  # TensorFlow-free, like every import at the top of this module
 from tfedge.targets import TARGETS
-from tfedge.tflite import QUANTIZATION_MODES
 
 
 def _load_model(path: str, trust: bool):
@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", parents=[common], help="convert a Keras model to TFLite (int8 audited op by op)")
     p.add_argument("model", help="Keras model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", help="calibration data .npz with x (required for int8)")
-    p.add_argument("--quantization", choices=QUANTIZATION_MODES, default="int8")
+    p.add_argument("--quantization", choices=CONVERT_MODES, default="int8",
+                   help="int4 needs a model quantization-aware trained with 4-bit weight quantizers")
     p.add_argument("--float-io", action="store_true", help="int8 / int16x8: keep float32 input and output")
     p.add_argument("--target", choices=TARGETS, default=None,
                    help="both (default): LiteRT and TFLite Micro; tflm: smaller, TFLite Micro only (checked "

@@ -30,8 +30,14 @@ from tfedge.native import Captured, capture_fds
 from tfedge.targets import TARGETS, TFLM_MARKER, check_target, missing_kernel
 from tfedge.tflite import FLOAT_DTYPES, QUANTIZATION_MODES, TFLiteModel, non_int8_ops, tensor_labels
 
-#: Conversion modes (the same tuple as :data:`tfedge.tflite.QUANTIZATION_MODES`).
-MODES = QUANTIZATION_MODES
+#: Conversion modes: :data:`tfedge.tflite.QUANTIZATION_MODES` and ``int4`` (int8 activations, 4-bit weights from
+#: quantization-aware training with 4-bit weight quantizers; LiteRT and TFLite Micro run its CONV_2D and
+#: FULLY_CONNECTED, measured).
+MODES = (*QUANTIZATION_MODES, "int4")
+#: Modes whose weights and activations are all integers (audited op by op).
+INTEGER_MODES = ("int8", "int16x8", "int4")
+#: Modes checked on the target's runtimes after conversion: not every kernel has them.
+MIXED_PRECISION_MODES = ("int16x8", "int4")
 #: Fewest calibration samples tfedge accepts: fewer give unstable activation ranges.
 MIN_CALIBRATION_SAMPLES = 10
 
@@ -273,8 +279,13 @@ def _audit(parsed: Model, model: Any, mode: str, float_io: bool) -> None:
     offenders = non_int8_ops(parsed, allow_float_io=float_io)
     if mode == "int16x8":  # int16 activations are the point; only float is wrong
         offenders = [o for o in offenders if any(d in FLOAT_DTYPES for _, d in o["tensors"])]
+    elif mode == "int4":  # 4-bit weights are the point
+        offenders = [o for o in offenders if any(d != "int4" for _, d in o["tensors"])]
     if not offenders:
         return
+    if mode == "int8" and all(d == "int4" for o in offenders for _, d in o["tensors"]):
+        raise ConversionError(f"int8 conversion stored the weights of {len(offenders)} op(s) in 4 bits: the model was "
+                              "quantization-aware trained with 4-bit weight quantizers; use quantization='int4'")
     layers = _keras_layer_names(model)
     sub = parsed.subgraphs[0]
     labels = tensor_labels(sub)
@@ -485,9 +496,13 @@ def _calibration(model: Any, representative_data: Any, quantization: str, inputs
                  notes: list[str]) -> list[np.ndarray] | None:
     """The checked calibration arrays (one per input) an integer mode needs, or None; notes what was used."""
     qat = _is_qat(model)
-    integer = quantization in ("int8", "int16x8")
+    integer = quantization in INTEGER_MODES
     calibration = None
-    if integer and representative_data is None and not (qat and quantization == "int8"):
+    if quantization == "int4" and not qat:
+        raise InputError("int4 weights come from quantization-aware training with 4-bit weight quantizers (a TF-MOT "
+                         "QuantizeConfig with LastValueQuantizer(num_bits=4)), and this model is not quantization-"
+                         "aware: use quantization='int8', or train the model 4-bit first")
+    if integer and representative_data is None and not (qat and quantization in ("int8", "int4")):
         raise InputError(
             f"{quantization} conversion needs representative_data (about 100-500 typical input samples, e.g. "
             f"x_train) to calibrate activation ranges; or use a quantization-aware model, or quantization='dynamic'"
@@ -536,7 +551,7 @@ def _converter(concrete: Any, model: Any, quantization: str, inputs: list[_Input
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if calibration is not None:
         converter.representative_dataset = _representative(calibration, inputs)
-    if quantization == "int8":
+    if quantization in ("int8", "int4"):  # int4: the converter keeps the 4-bit weights QAT trained
         if calibration is not None:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io = tf.int8 if int8_io else tf.float32
@@ -592,8 +607,17 @@ def _run_converter(converter: Any, quantization: str) -> Model:
 
 def _check_output(parsed: Model, model: Any, quantization: str, int8_io: bool, notes: list[str]) -> None:
     """Audit an integer result op by op; note what a dynamic-range conversion quantized."""
-    if quantization in ("int8", "int16x8"):
+    if quantization in INTEGER_MODES:
         _audit(parsed, model, quantization, float_io=not int8_io)
+    if quantization == "int4":
+        weights = [t for t in parsed.subgraphs[0].tensors if t.is_constant and t.dtype in ("int4", "int8")]
+        n_int4 = sum(t.dtype == "int4" for t in weights)
+        if not n_int4:
+            raise ConversionError("int4 conversion stored no weight in 4 bits: the model's weight quantizers are "
+                                  "8-bit; use quantization='int8', or quantization-aware train with 4-bit weight "
+                                  "quantizers (LastValueQuantizer(num_bits=4))")
+        notes.append(f"int4: {n_int4} weight tensor(s) stored in 4 bits (packed two per byte), "
+                     f"{len(weights) - n_int4} in 8 bits")
     if quantization == "dynamic":
         n_int8 = sum(1 for t in parsed.subgraphs[0].tensors if t.is_constant and t.dtype == "int8")
         notes.append(f"dynamic range: {n_int8} weight tensor(s) stored as int8" if n_int8 else
@@ -720,8 +744,10 @@ def convert(
     """Convert a Keras 2 model (plain float or TF-MOT quantization-aware) to TFLite.
 
     ``quantization``: ``int8`` (full integer, audited op by op; int8 input / output unless
-    ``int8_io=False``), ``int16x8`` (int16 activations, int8 weights), ``float16``, ``dynamic`` or
-    ``float32``. ``representative_data`` (numpy array, dict of arrays keyed by input name,
+    ``int8_io=False``), ``int16x8`` (int16 activations, int8 weights), ``int4`` (int8 activations, 4-bit
+    weights: a model quantization-aware trained with 4-bit weight quantizers), ``float16``, ``dynamic`` or
+    ``float32``; ``int16x8`` and ``int4`` files are run on the target's runtimes, and one without a kernel
+    for them raises naming the op. ``representative_data`` (numpy array, dict of arrays keyed by input name,
     ``tf.data.Dataset`` or a callable yielding batches) calibrates int8 / int16x8; a QAT model does
     not need it. A dynamic batch is pinned to 1 (see ``.notes``). ``strip_metadata`` drops
     conversion metadata, signatures and tensor names so the file is smaller on a microcontroller.
@@ -755,11 +781,12 @@ def convert(
     parsed = _run_converter(converter, quantization)
     _check_output(parsed, model, quantization, int8_io, notes)
     content = _stripped(parsed.content, notes, target) if strip_metadata else parsed.content
-    if quantization == "int16x8":
+    if quantization in MIXED_PRECISION_MODES:
         _check_kernels(content, calibration, quantization, target, notes)
     if target == "tflm":
         content = _slimmed_for_tflm(content, calibration, quantization, notes)
     return TFLiteModel(content, quantization=quantization, notes=notes, source=f"converted {quantization} model")
 
 
-__all__ = ["convert", "TFLiteModel", "strip_debug_info", "MODES", "TARGETS", "BIAS_OPS", "MIN_CALIBRATION_SAMPLES"]
+__all__ = ["convert", "TFLiteModel", "strip_debug_info", "MODES", "INTEGER_MODES", "MIXED_PRECISION_MODES", "TARGETS",
+           "BIAS_OPS", "MIN_CALIBRATION_SAMPLES"]

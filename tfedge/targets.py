@@ -40,7 +40,7 @@ _NODE = re.compile(r"Node (?:number (?P<n1>\d+) \((?P<op1>[A-Z0-9_:]+)\)|(?P<op2
 #: converted 16x8, only REDUCE_MAX fails there ("Only float32 and int8 types are supported"); LiteRT ran all.
 TFLM_NO_INT16_KERNEL = frozenset({"REDUCE_MAX"})
 #: The activation type each integer mode asks kernels for.
-_ACTIVATIONS = {"int16x8": "int16", "int8": "int8"}
+_ACTIVATIONS = {"int16x8": "int16", "int8": "int8", "int4": "int4-weight"}
 #: How a refusal message tells the user to go on.
 _FIX = "run it on TFLite Micro (runtimes=('tflm',)), or give LiteRT a file converted with target='both'"
 
