@@ -5,7 +5,7 @@ weights), trained once, then:
 
 * ``int8``: post-training full-int8 conversion of the float model;
 * ``int8_tflm_slim``: the same with ``target="tflm"`` (TFLite Micro only: one zero point per all-zero
-  per-channel tensor, no bias quantization, no names; checked bit-identical to ``int8`` on TFLite Micro);
+  per-channel tensor (weights and biases), no names; checked bit-identical to ``int8`` on TFLite Micro);
 * ``clusters16_lut4``: 16 clusters (k-means++), cluster-preserving QAT, int8, LUT with 4-bit indices;
 * ``clusters4_lut2``: the same with 4 clusters and 2-bit indices.
 

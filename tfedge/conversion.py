@@ -345,11 +345,6 @@ def _seq(value: Any) -> Any:
     return () if value is None else value
 
 
-#: Operators whose bias (input 2) TFLite Micro reads without its quantization parameters (measured: outputs
-#: bit-identical without them on CNN, depthwise and Conv1D models, int8 and 16x8).
-BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-
 def _keep_names(m: Any) -> set[tuple[int, int]]:
     """(subgraph, tensor) of every tensor LiteRT's APIs look up by name: subgraph inputs / outputs, signatures."""
     keep = {(0, int(i)) for i in (*_seq(m.subgraphs[0].inputs), *_seq(m.subgraphs[0].outputs))}
@@ -360,28 +355,18 @@ def _keep_names(m: Any) -> set[tuple[int, int]]:
 
 def _slim_for_tflm(m: Any) -> None:
     """What TFLite Micro never reads, each dropped only after measuring its outputs stay bit-identical:
-    per-channel zero points when all are 0 (one is kept: LiteRT refuses that), the quantization
-    parameters of conv / depthwise / fully connected biases and the input / output names. Kept: buffer
-    alignment (on a host every alignment runs, so its need on a microcontroller cannot be measured here)
-    and the operator codes (TFLite Micro ignores their versions and reads the 8-bit builtin code, which
-    would save 32 bytes, but its own LUT compressor reads the 32-bit one and writes a corrupted file)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    bias_codes = {getattr(schema.BuiltinOperator, name) for name in BIAS_OPS}
+    per-channel zero points when all are 0 (one is kept: LiteRT refuses that) and the input / output
+    names. Kept: the bias quantization (TFLite Micro's per-tensor kernels compare the bias scale with
+    input x weight scale: dropping it ran bit-identical on int8 models but failed to prepare an int4 one),
+    buffer alignment (on a host every alignment runs, so its need on a microcontroller cannot be measured
+    here) and the operator codes (TFLite Micro ignores their versions and reads the 8-bit builtin code,
+    which would save 32 bytes, but its own LUT compressor reads the 32-bit one and writes a corrupted file)."""
     m.description = TFLM_MARKER
     for sub in m.subgraphs:
-        biases = set()
-        for op in _seq(sub.operators):
-            code = m.operatorCodes[op.opcodeIndex]
-            inputs = list(_seq(op.inputs))
-            if max(int(code.builtinCode), int(code.deprecatedBuiltinCode)) in bias_codes and len(inputs) > 2:
-                biases.add(int(inputs[2]))
-        for i, t in enumerate(_seq(sub.tensors)):
+        for t in _seq(sub.tensors):
             t.name = None
             q = t.quantization
-            if i in biases and _has_data(m.buffers, t.buffer):
-                t.quantization = None
-            elif q is not None and len(_seq(q.scale)) > 1 and not np.any(np.asarray(_seq(q.zeroPoint))):
+            if q is not None and len(_seq(q.scale)) > 1 and not np.any(np.asarray(_seq(q.zeroPoint))):
                 q.zeroPoint = [0]
 
 
@@ -754,7 +739,7 @@ def convert(
 
     ``target``: ``"both"`` (the default) runs on LiteRT and TFLite Micro; ``"litert"`` keeps the serving
     signature and the input / output names LiteRT's APIs use; ``"tflm"`` also drops what TFLite Micro
-    never reads (one zero point where a per-channel tensor's are all 0, bias quantization, names: see
+    never reads (one zero point where a per-channel tensor's are all 0, names: see
     :func:`strip_debug_info`) and marks the file TFLite-Micro-only; it is checked
     bit-identical to the ``"both"`` file on TFLite Micro, on the calibration data (or generated inputs).
     LiteRT refuses a ``"tflm"`` file: :func:`tfedge.targets.tflm_only_reason` says why.
@@ -789,4 +774,4 @@ def convert(
 
 
 __all__ = ["convert", "TFLiteModel", "strip_debug_info", "MODES", "INTEGER_MODES", "MIXED_PRECISION_MODES", "TARGETS",
-           "BIAS_OPS", "MIN_CALIBRATION_SAMPLES"]
+           "MIN_CALIBRATION_SAMPLES"]
