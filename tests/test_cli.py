@@ -53,9 +53,9 @@ def test_no_command_prints_help_and_exits_2(capsys):
 
 def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
-        cli.main(["convert", "m.keras", "--quantization", "int4", "--out", "x.tflite"])
+        cli.main(["convert", "m.keras", "--quantization", "int2", "--out", "x.tflite"])
     assert info.value.code == 2
-    assert "invalid choice: 'int4'" in capsys.readouterr().err
+    assert "invalid choice: 'int2'" in capsys.readouterr().err
 
 
 def test_cli_and_api_stay_in_step():

@@ -11,9 +11,9 @@ model's outputs are bit-identical to the original's, and records the flash / are
 returned model's ``notes``. The result runs on TFLite Micro only: LiteRT has no ``DECODE`` kernel.
 
 >>> import numpy as np, tfedge
->>> plan = tfedge.lut.lut_plan(tfedge.runtimes._example_model(), bits="auto", tensors="all")
+>>> plan = tfedge.lut.lut_plan(tfedge.tflite.tiny_int8_model(), bits="auto", tensors="all")
 >>> [(t.op, t.shape, t.mode, t.bits) for t in plan]
-[('FULLY_CONNECTED', (2, 4), 'per-channel(0)', 2)]
+[('FULLY_CONNECTED', (2, 4), 'per-tensor', 3)]
 """
 
 from __future__ import annotations
@@ -384,7 +384,7 @@ def lut_compress(
     :func:`lut_report` returns the same as numbers. Nothing is written: ``.save(path)`` it.
 
     >>> import tfedge
-    >>> tfl = tfedge.runtimes._example_model()
+    >>> tfl = tfedge.tflite.tiny_int8_model()
     >>> tfedge.lut_compress(tfl, bits=9)
     Traceback (most recent call last):
     ...
@@ -398,7 +398,7 @@ def tflm_only_reason(model_or_content: Any) -> str | None:
     (:func:`tfedge.targets.tflm_only_reason` after reading the model).
 
     >>> import tfedge
-    >>> tflm_only_reason(tfedge.runtimes._example_model()) is None
+    >>> tflm_only_reason(tfedge.tflite.tiny_int8_model()) is None
     True
     """
 
