@@ -222,7 +222,7 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
         tables = _channels(data, per_channel, axis)
         distinct = max(len(np.unique(table)) for table in tables)
         needed = max(1, math.ceil(math.log2(distinct))) if distinct > 1 else 1
-        width = needed if bits == "auto" else bits
+        width = needed if isinstance(bits, str) else bits  # "auto": the fewest bits that hold the values
         packed = math.ceil(data.size * width / 8)
         after = packed + 16 + len(tables) * distinct + OVERHEAD_BYTES + OVERHEAD_BYTES_PER_CHANNEL * len(t.scale)
         demand = data.size + max(live[o.index] for o in sub.operators if index in o.inputs)
@@ -352,18 +352,18 @@ def lut_report(
     if isinstance(tensors, str) and tensors == "auto" and flash_saved <= 0:
         raise InputError(f"LUT compression of {source} does not pay: the file grows from {len(content):,} to "
                          f"{len(compressed):,} bytes; keep the int8 file")
+    arena_before, arena_after = int(before.arena_bytes or 0), int(after.arena_bytes or 0)  # measured: run() asks
     widths = sorted({t.bits for t in plan})
     names = ", ".join(f"{t.label} ({t.bits}-bit {t.mode}, {t.distinct} values)" for t in plan)
     notes = [*getattr(tflite_model, "notes", ()),
              "TFLite Micro only: LUT-compressed weights are expanded by TFLM_DECODE ops, which LiteRT cannot run",
              f"LUT {'/'.join(map(str, widths))}-bit on {len(plan)} tensor{'s' if len(plan) > 1 else ''}: {names}",
              (f"flash {len(content):,} -> {len(compressed):,} bytes ({-flash_saved:+,}); TFLite Micro arena "
-              f"{before.arena_bytes:,} -> {after.arena_bytes:,} bytes ({after.arena_bytes - before.arena_bytes:+,}); "
+              f"{arena_before:,} -> {arena_after:,} bytes ({arena_after - arena_before:+,}); "
               f"outputs bit-identical to the uncompressed model on TFLite Micro ({len(x)} samples)")]
     quantization = getattr(tflite_model, "quantization", None)
     model = TFLiteModel(compressed, quantization=quantization, notes=notes, source=f"{source} (LUT-compressed)")
-    return LutReport(model, tuple(plan), len(content), len(compressed), int(before.arena_bytes),
-                     int(after.arena_bytes), len(x))
+    return LutReport(model, tuple(plan), len(content), len(compressed), arena_before, arena_after, len(x))
 
 
 def lut_compress(
