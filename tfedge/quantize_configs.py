@@ -12,13 +12,14 @@ quantize, so that the Keras model in training and the int8 flatbuffer compute th
   quantizer of their own: TFLite's int8 ``MAX_POOL_2D`` / ``AVERAGE_POOL_2D`` / ``RESIZE_BILINEAR`` keep
   the input's scale (TF-MOT 0.8.1 gives average pooling and bilinear upsampling their own output range,
   and the converter then adds a requantize op before them that QAT never modelled);
-* ``Rescaling`` without offset, ``Normalization``: output quantized (one ``MUL`` / folded away);
-* a standalone ``BatchNormalization`` and a ``Rescaling`` with an offset: the converter would
-  lower them to a ``MUL`` and an ``ADD`` whose intermediate tensor QAT never saw, so
-  :func:`lowered` replaces them by :class:`AffineBatchNormalization` / :class:`AffineRescaling`, the
-  same per-channel ``x * a + b`` computed as a 1x1 depthwise convolution (one int8 op). The batch
-  normalization's statistics are frozen during QAT (its moving mean and variance; gamma and beta
-  still train), as is usual when fine-tuning a trained model quantization-aware.
+* ``Rescaling`` without offset: output quantized (one int8 ``MUL``);
+* a standalone ``BatchNormalization``, a ``Normalization`` and a ``Rescaling`` with an offset: the
+  converter would lower them to a ``MUL`` and an ``ADD`` / ``SUB`` whose intermediate tensor QAT never
+  saw (the conversion is then not fully int8), so :func:`lowered` replaces them by
+  :class:`AffineBatchNormalization` / :class:`AffineNormalization` / :class:`AffineRescaling`, the same
+  per-channel ``x * a + b`` computed as a 1x1 depthwise convolution (one int8 op), output quantized.
+  The batch normalization's statistics are frozen during QAT (its moving mean and variance; gamma and
+  beta still train), as is usual when fine-tuning a trained model quantization-aware.
 
 TF-MOT 0.8.1 itself (checked in its registry, and by tests/test_quantize_configs.py) already
 quantizes GlobalAveragePooling1D, GlobalMaxPooling1D, Conv2DTranspose,
@@ -224,6 +225,33 @@ class AffineRescaling(L.Rescaling):
         return _affine_as_depthwise(inputs, scale, offset)
 
 
+@_register
+class AffineNormalization(L.Normalization):
+    """A Normalization computed as one per-channel multiply-add (one int8 op in TFLite).
+
+    It reads its statistics from its variables at every call: a plain Normalization copied with
+    ``set_weights`` (as TF-MOT copies every layer) keeps using the statistics it was built with.
+    """
+
+    def call(self, inputs):
+        inputs = tf.cast(inputs, self.compute_dtype)
+        if self.input_mean is None:
+            mean, variance = self.adapt_mean, self.adapt_variance
+        else:
+            mean, variance = self.mean, self.variance
+        channels = inputs.shape[-1]
+        mean = tf.broadcast_to(tf.reshape(tf.cast(mean, inputs.dtype), (-1,)), (channels,))
+        variance = tf.broadcast_to(tf.reshape(tf.cast(variance, inputs.dtype), (-1,)), (channels,))
+        scale = 1.0 / tf.maximum(tf.sqrt(variance), keras.backend.epsilon())
+        return _affine_as_depthwise(inputs, scale, -mean * scale)
+
+
+def _per_last_axis(layer: keras.layers.Layer) -> bool:
+    """A Normalization with one statistic, or one per channel of the last axis, that normalizes (not inverts)."""
+    rank = len(layer.input_shape)
+    return not layer.invert and list(getattr(layer, "_keep_axis", [None])) in ([], [rank - 1])
+
+
 #: Layer classes TF-MOT folds a following BatchNormalization into (with a linear activation), and ours.
 _FOLDS_BATCHNORM = (L.Conv2D, L.DepthwiseConv2D, L.Dense, L.SeparableConv2D, L.SeparableConv1D, L.Conv1D,
                     Conv1DAsConv2D)
@@ -284,6 +312,8 @@ def lowered(model: keras.Model, skip: set[str]) -> keras.Model:
                 swap[layer.name] = AffineBatchNormalization
         elif type(layer) is L.Rescaling and _nonzero(layer.offset):
             swap[layer.name] = AffineRescaling
+        elif type(layer) is L.Normalization and _per_last_axis(layer):
+            swap[layer.name] = AffineNormalization
         elif type(layer) is L.Conv1D and layer.groups == 1 and layer.data_format == "channels_last":
             swap[layer.name] = Conv1DAsConv2D
     if not swap:
@@ -330,7 +360,7 @@ def quantize_configs(model: keras.Model, names: set[str], preserve_sparsity: boo
             configs[layer.name] = PassThroughQuantizeConfig()
         elif type(layer) is L.UpSampling2D and layer.interpolation == "bilinear":
             configs[layer.name] = PassThroughQuantizeConfig()
-        elif type(layer) in (L.Rescaling, L.Normalization, AffineRescaling, AffineBatchNormalization):
+        elif type(layer) in (L.Rescaling, AffineRescaling, AffineNormalization, AffineBatchNormalization):
             configs[layer.name] = OutputQuantizeConfig()
     return configs
 
@@ -342,9 +372,9 @@ def load_objects() -> dict:
     ['tfedge>AffineBatchNormalization', 'tfedge>AffineRescaling']
     """
     classes = (Conv1DQuantizeConfig, Conv1DAsConv2D, OutputQuantizeConfig, PassThroughQuantizeConfig,
-               AffineBatchNormalization, AffineRescaling)
+               AffineBatchNormalization, AffineRescaling, AffineNormalization)
     return {f"tfedge>{cls.__name__}": cls for cls in classes}
 
 
 __all__ = ["Conv1DQuantizeConfig", "Conv1DAsConv2D", "OutputQuantizeConfig", "PassThroughQuantizeConfig", "AffineBatchNormalization",
-           "AffineRescaling", "lowered", "quantize_configs", "load_objects"]
+           "AffineRescaling", "AffineNormalization", "lowered", "quantize_configs", "load_objects"]
