@@ -331,6 +331,10 @@ def _nonzero(value: Any) -> bool:
     return bool(tf.reduce_any(tf.not_equal(tf.cast(value, tf.float32), 0.0)))
 
 
+def _bilinear_upsampling(layer: keras.layers.Layer) -> bool:
+    return type(layer) is L.UpSampling2D and layer.interpolation == "bilinear"
+
+
 def quantize_configs(model: keras.Model, names: set[str], preserve_sparsity: bool) -> dict[str, _QuantizeConfig]:
     """The tfedge QuantizeConfig of each layer in ``names`` that TF-MOT 0.8.1 leaves float (by layer name).
 
@@ -347,18 +351,16 @@ def quantize_configs(model: keras.Model, names: set[str], preserve_sparsity: boo
     for layer in model.layers:
         if layer.name not in names:
             continue
-        after = _only_consumer(layer)
+        after, before = _only_consumer(layer), _producer(layer)
         if type(layer) is Conv1DAsConv2D:
             fused = _is_linear(layer) and after is not None and after.name in names and (
                 _is_relu(after) or (type(after) is L.BatchNormalization and _folded_batchnorm(after)))
             configs[layer.name] = Conv1DQuantizeConfig(quantize_output=not fused, keep_zeros=preserve_sparsity)
-        elif type(layer) is L.BatchNormalization and type(_producer(layer)) is Conv1DAsConv2D \
-                and _folded_batchnorm(layer) and layer.name in names and _producer(layer).name in names:
-            relu_next = _is_relu(after) and after.name in names
+        elif type(layer) is L.BatchNormalization and type(before) is Conv1DAsConv2D and before is not None \
+                and before.name in names and _folded_batchnorm(layer):
+            relu_next = after is not None and _is_relu(after) and after.name in names
             configs[layer.name] = PassThroughQuantizeConfig() if relu_next else OutputQuantizeConfig()
-        elif type(layer) in (L.MaxPooling1D, L.AveragePooling1D):
-            configs[layer.name] = PassThroughQuantizeConfig()
-        elif type(layer) is L.UpSampling2D and layer.interpolation == "bilinear":
+        elif type(layer) in (L.MaxPooling1D, L.AveragePooling1D) or _bilinear_upsampling(layer):
             configs[layer.name] = PassThroughQuantizeConfig()
         elif type(layer) in (L.Rescaling, AffineRescaling, AffineNormalization, AffineBatchNormalization):
             configs[layer.name] = OutputQuantizeConfig()
@@ -369,12 +371,22 @@ def load_objects() -> dict:
     """This module's classes by their registered names (they also load without it, being registered).
 
     >>> sorted(load_objects())[:2]
-    ['tfedge>AffineBatchNormalization', 'tfedge>AffineRescaling']
+    ['tfedge>AffineBatchNormalization', 'tfedge>AffineNormalization']
     """
     classes = (Conv1DQuantizeConfig, Conv1DAsConv2D, OutputQuantizeConfig, PassThroughQuantizeConfig,
                AffineBatchNormalization, AffineRescaling, AffineNormalization)
     return {f"tfedge>{cls.__name__}": cls for cls in classes}
 
 
-__all__ = ["Conv1DQuantizeConfig", "Conv1DAsConv2D", "OutputQuantizeConfig", "PassThroughQuantizeConfig", "AffineBatchNormalization",
-           "AffineRescaling", "AffineNormalization", "lowered", "quantize_configs", "load_objects"]
+__all__ = [
+    "AffineBatchNormalization",
+    "AffineNormalization",
+    "AffineRescaling",
+    "Conv1DAsConv2D",
+    "Conv1DQuantizeConfig",
+    "OutputQuantizeConfig",
+    "PassThroughQuantizeConfig",
+    "load_objects",
+    "lowered",
+    "quantize_configs",
+]
