@@ -190,7 +190,10 @@ def _affine_as_depthwise(inputs, scale, offset):
 
 
 def _channels_last(layer: keras.layers.Layer) -> bool:
-    shape = layer.input_shape
+    try:
+        shape = layer.input_shape
+    except AttributeError:  # a layer called on several inputs (shared): left as it is
+        return False
     return isinstance(shape, tuple) and len(shape) in (2, 3, 4) and shape[-1] is not None
 
 
