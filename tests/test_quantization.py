@@ -558,3 +558,30 @@ def test_keras3_model_is_refused_with_input_error(child_result):
 
 def test_saved_qat_model_loads_in_a_fresh_process_with_tfedge_only(child_result):
     np.testing.assert_allclose(np.array(child_result["pred"]), child_result["expected"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_per_channel_false_gives_one_scale_per_conv_kernel_and_fewer_bytes(digits, per_channel):
+    from tfedge.flatbuffer import parse
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="c"),
+                              keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, name="logits")])
+    qat = compile_classifier(tfedge.quantize_aware(model, per_channel=per_channel), lr=3e-3)
+    qat.fit(digits.x_train, digits.y_train, epochs=6, batch_size=32, verbose=0)
+    tfl = tfedge.convert(qat, representative_data=digits.x_train[:100])
+    parsed = parse(tfl.content)
+    sub = parsed.subgraphs[0]
+    kernels = [sub.tensors[op.inputs[1]] for op in sub.operators if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(kernels) == 2
+    assert all(len(k.scale) == (8 if per_channel else 1) for k in kernels)
+    logits = tfedge.runtimes.LiteRT(tfl).run(digits.x_test[:200]).dequantized()
+    assert accuracy(logits, digits.y_test[:200]) >= 0.8
+
+
+def test_per_channel_false_refuses_the_preserving_schemes(small_cnn):
+    with pytest.raises(InputError, match="per_channel=False works with TF-MOT's default 8-bit scheme only"):
+        tfedge.quantize_aware(small_cnn, per_channel=False, preserve_sparsity=True)
+    with pytest.raises(InputError, match="per_channel must be True or False, got 0"):
+        tfedge.quantize_aware(small_cnn, per_channel=0)
