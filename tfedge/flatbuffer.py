@@ -24,6 +24,7 @@ tfedge.errors.InputError: x.tflite is not a TFLite model: its file identifier is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import struct
@@ -93,6 +94,24 @@ def schema_field(table: str, name: str) -> Field:
     return Field(table, name, slot, fmt, args[-1] if fmt else None)
 
 
+@functools.lru_cache(maxsize=None)
+def option_vectors(table: str) -> tuple[tuple[Field, int], ...]:
+    """The vector fields of an options table with their element sizes, from the generated
+    ``<table>Start<Field>Vector`` builders (``ReshapeOptions.NewShape``: 4-byte ints).
+
+    >>> [(f.name, size) for f, size in option_vectors("SqueezeOptions")]
+    [('SqueezeDims', 4)]
+    """
+    prefix, out = f"{table}Start", []
+    for attr in sorted(vars(_schema)):
+        if attr.startswith(prefix) and attr.endswith("Vector") and hasattr(_schema, f"{table}Add{attr[len(prefix):-6]}"):
+            recorder = _SlotRecorder()
+            getattr(_schema, attr)(recorder, 0)
+            ((_method, elem_size, _args),) = recorder.calls  # StartVector(elem_size, count, alignment)
+            out.append((schema_field(table, attr[len(prefix):-6]), elem_size))
+    return tuple(out)
+
+
 def _fields(table: str, names: str) -> dict[str, Field]:
     return {name: schema_field(table, name) for name in names.split()}
 
@@ -118,6 +137,8 @@ def _enum_names(cls: type) -> dict[int, str]:
 TENSOR_TYPES: dict[int, str] = {code: name.lower() for code, name in _enum_names(_schema.TensorType).items()}
 OP_NAMES: dict[int, str] = _enum_names(_schema.BuiltinOperator)
 CUSTOM_CODE = _schema.BuiltinOperator.CUSTOM
+_OPTION_TABLES = _enum_names(_schema.BuiltinOptions)
+_OPTION2_TABLES = _enum_names(_schema.BuiltinOptions2)
 
 # bits per element; 0 = variable size (strings, resources, variants)
 _BITS = {
@@ -569,6 +590,8 @@ def _operator(r: _Reader, t: _Table, k: int, where: str, opcodes, ntensors: int,
     options_type = t.scalar(OPERATOR["BuiltinOptionsType"])
     options = t.child(OPERATOR["BuiltinOptions"], f"{what} options") if options_type else None
     if options is not None:
+        for field, size in option_vectors(_OPTION_TABLES.get(options_type, "")):  # e.g. ReshapeOptions.NewShape
+            options.vector(field, size, f"{what} options {field.name}")
         for field in _SUBGRAPH_FIELDS.get(options_type, ()):
             _check_index(r, options.scalar(field), nsubgraphs, f"{what} subgraph reference")
     name = opcodes[opcode_index].name
@@ -590,8 +613,11 @@ def _operator(r: _Reader, t: _Table, k: int, where: str, opcodes, ntensors: int,
     if large_offset or large_size:
         r.need(large_offset, large_size, f"{what} large custom options")
         r.span(large_offset, large_size, "Operator.LargeCustomOptions")
-    if t.scalar(OPERATOR["BuiltinOptions2Type"]):
-        t.child(OPERATOR["BuiltinOptions2"], f"{what} options (2)")
+    options2_type = t.scalar(OPERATOR["BuiltinOptions2Type"])
+    options2 = t.child(OPERATOR["BuiltinOptions2"], f"{what} options (2)") if options2_type else None
+    if options2 is not None:
+        for field, size in option_vectors(_OPTION2_TABLES.get(options2_type, "")):
+            options2.vector(field, size, f"{what} options (2) {field.name}")
     params: list[tuple[str, int]] = []
     if name in _PARAM_OPTIONS:
         expected, fields = _PARAM_OPTIONS[name]
@@ -908,5 +934,5 @@ def parse(content: bytes, source: str = "model", layout: bool = False) -> Model:
 
 
 __all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "Note", "Signature", "Field", "schema_field", "OP_CHECKERS",
-           "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES",
+           "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES", "option_vectors",
            "DEGENERATE_SCALE"]
