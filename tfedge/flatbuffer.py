@@ -307,13 +307,15 @@ class Model:
 
 
 class _Reader:
-    __slots__ = ("data", "n", "source", "budget", "notes", "spans")
+    __slots__ = ("data", "n", "source", "budget", "notes", "spans", "per_channel")
 
     def __init__(self, data: bytes, source: str, layout: bool = False):
         self.data = data
         self.n = len(data)
         self.source = source
         self.notes: list[Note] = []
+        # (subgraph, tensor) -> a per-channel quantization that a builtin kernel would index out of bounds
+        self.per_channel: dict[tuple[int, int], str] = {}
         # (start, size, part) of every table, vtable, vector and string read, when the layout is asked for
         self.spans: list[tuple[int, int, str]] | None = [] if layout else None
         # Legitimate files read each element about once; aliased offsets in a crafted file must
@@ -520,11 +522,11 @@ def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int
     if len(zero_point) not in (0, 1, len(scale)):
         r.fail(f"{what} has {len(scale)} scales but {len(zero_point)} zero points")
     if len(scale) > 1:
-        if not 0 <= qdim < len(shape):
-            r.fail(f"{what} is quantized along dimension {qdim} of a rank-{len(shape)} tensor")
-        if len(scale) < shape[qdim]:
-            r.fail(f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels")
-        if len(scale) > shape[qdim]:
+        if not 0 <= qdim < len(shape):  # an error if a builtin kernel reads the tensor (see _subgraph)
+            r.per_channel[(s, k)] = f"{what} is quantized along dimension {qdim} of a rank-{len(shape)} tensor"
+        elif len(scale) < shape[qdim]:
+            r.per_channel[(s, k)] = f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels"
+        elif len(scale) > shape[qdim]:
             r.note("scale_count", f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels "
                    "(the extra ones are never read)", s, tensor=k)
         if len(zero_point) == 1:
@@ -865,6 +867,13 @@ def _subgraph(r: _Reader, t: _Table, s: int, opcodes, buffers, nsubgraphs: int) 
     )
     for op in operators:
         _check_operator(r, op, tensors, buffers, where, s)
+    for op in operators:  # builtin kernels index per-channel scales by the declared dimension
+        for i in (*op.inputs, *op.outputs, *op.intermediates):
+            if (s, i) in r.per_channel and not op.op.startswith("CUSTOM:"):
+                r.fail(f"{r.per_channel[(s, i)]}, and operator {op.index} ({op.op}) reads it")
+    for (sub, k), problem in r.per_channel.items():
+        if sub == s:  # only custom ops (e.g. TFLM_DECODE on LUT indices) or none read it: they ignore quantization
+            r.note("per_channel", f"{problem} (read by custom ops only, which ignore it)", s, tensor=k)
     name = t.string(SUBGRAPH["Name"], f"{where} name") or ""
     return Subgraph(name, tensors, tuple(inputs), tuple(outputs), operators)
 
