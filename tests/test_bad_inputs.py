@@ -21,8 +21,10 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+from tfedge._keras import tf
 
 import flatbuffers
 import numpy as np
@@ -31,7 +33,6 @@ from ai_edge_litert import schema_py_generated as schema
 
 import tfedge
 from tfedge import cli, keras
-from tfedge._keras import tf
 from tfedge.errors import InputError, ModelError, ValidationError
 from tfedge.files import MAX_FILE_BYTES
 from tfedge.flatbuffer import parse
@@ -192,15 +193,18 @@ def test_1_output_folder_missing(ws, tmp_path, capsys, tflite):
     nowhere = tmp_path / "no" / "such"
     fix = r"folder '.*no/such' does not exist: create it first \(mkdir -p .*no/such\)"
     api_error(InputError, fix, tfedge.conversion.TFLiteModel(tflite).save, nowhere / "m.tflite")
-    api_error(InputError, fix, tfedge.export_c_array, tflite, nowhere / "m")
     api_error(InputError, fix, tfedge.save_model, keras.Sequential([keras.layers.Dense(1)]), nowhere / "m.keras")
     api_error(InputError, fix, tfedge.files.atomic_write_bytes, nowhere / "x.bin", b"data")
     folders = (ws, tmp_path)
     cli_error(["convert", ws / "model.keras", "--data", ws / "calib.npz", "--out", nowhere / "m.tflite"],
               capsys, folders, fix)
-    cli_error(["export-c", ws / "model.tflite", "--out", nowhere], capsys, folders, fix)
     cli_error(["compress", ws / "model.keras", "--data", ws / "test.npz", "--out", nowhere / "run"], capsys,
               folders, r"output folder '.*no/such/run' does not exist: create it first")
+    # export-c creates its output folder (README, CLI: "output folders are created")
+    assert tfedge.export_c_array(tflite, nowhere / "m", arena_bytes=1024) == (str(nowhere / "m.h"),
+                                                                            str(nowhere / "m.cc"))
+    assert cli.main(["export-c", str(ws / "model.tflite"), "--out", str(tmp_path / "new")]) == 0
+    assert (tmp_path / "new" / "model.h").exists()
 
 
 def test_1_output_path_equal_to_an_input(ws, tmp_path, capsys, tflite):
@@ -606,14 +610,18 @@ def test_8_tflite_micro_crash_is_a_clear_error(tflm_crasher, ws, tmp_path, capsy
     crash = r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite'? while .*; the file is probably " \
             r"corrupted or unsupported: re-create it with tfedge\.convert"
     api_error(ValidationError, crash, tfedge.validate, tflm_crasher, digits.x_test[:8], runtimes=("tflm",), verbose=0)
-    api_error(ValidationError, crash, tfedge.export_c_array, tflm_crasher, tmp_path / "crash")
+    # export-c writes any well-formed model: the arena is left out and the header says why (issue 14)
+    files = tfedge.export_c_array(tflm_crasher, tmp_path / "crash")
+    assert files.arena_bytes is None and re.search(crash, files.arena_note)
+    assert "// Why: TFLite Micro crashed (signal 11, SIGSEGV)" in (tmp_path / "crash.h").read_text()
     # LiteRT (in this process) refuses the same file cleanly
     api_error(ValidationError, r"LiteRT cannot prepare .*crash\.tflite", tfedge.validate, tflm_crasher,
               digits.x_test[:8], runtimes=("litert",), verbose=0)
     folders = (ws, tmp_path, tflm_crasher.parent)
     cli_error(["validate", tflm_crasher, "--data", ws / "test.npz", "--runtimes", "tflm"], capsys, folders, crash)
-    cli_error(["export-c", tflm_crasher, *cli_outputs(ws)[1]], capsys, folders, crash)
-    assert not list(tmp_path.iterdir())
+    capsys.readouterr()
+    assert cli.main(["export-c", str(tflm_crasher), "--out", str(tmp_path / "c")]) == 0
+    assert re.search("no arena size: " + crash, capsys.readouterr().out)
 
 
 def test_8_tiny_arena_segfault_names_the_runtime_and_signal(tflite, digits):

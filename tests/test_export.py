@@ -9,13 +9,13 @@ import shutil
 import subprocess
 
 import pytest
+from tflite_builders import THIRD_PARTY
 
 import tfedge
 import tfedge.cli
 from tfedge.errors import InputError
 from tfedge.export import c_identifier_from, check_c_identifier, export_c_array
 from tfedge.runtimes import TFLiteMicro
-from tflite_builders import THIRD_PARTY
 
 CXX = shutil.which("g++") or shutil.which("c++")
 

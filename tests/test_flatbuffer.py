@@ -206,7 +206,7 @@ def test_mixed_integer_types_are_notes_mixed_sizes_that_a_kernel_would_overrun_a
                  _tensor("y", (1, 4), T.FLOAT32, scale=None)]
     assert [k for k, _ in _notes(_model("ADD", same_size, [0, 1], [2]))] == ["mixed_dtypes"]
     float_int8 = [_tensor("a", (1, 4), T.FLOAT32, scale=None), _tensor("b", (1, 4)), _tensor("y", (1, 4))]
-    with pytest.raises(InputError, match=r"\(ADD\) mixes tensor types \['float32', 'int8', 'int8'\] of different sizes"):
+    with pytest.raises(InputError, match=r"\(ADD\) mixes tensor types \['float32', 'int8', 'int8'\] of different"):
         parse(_model("ADD", float_int8, [0, 1], [2]))
     # a byte-copying op overruns its output whenever the element sizes differ, even int8 -> int16
     copy = [_tensor("x", (1, 4)), _tensor("y", (1, 4), T.INT16, scale=0.5)]

@@ -84,7 +84,8 @@ def make_output_folder(folder: PathLike, what: str = "output folder") -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create {what} '{p}': {exc.strerror or exc}; choose a folder you can write to") from None
+        raise InputError(f"cannot create {what} '{p}': {exc.strerror or exc}; choose a folder you can write to") \
+            from None
     return p
 
 

@@ -11,8 +11,9 @@ checker per op family (:data:`OP_CHECKERS`). "Corrupted" means only that: what w
 or kernel go out of bounds. Everything well-formed but unusual (custom ops, integer tensors without
 quantization, int8 -> int16 ops, an odd ``quantized_dimension``, unknown types and ops) is read and
 listed in :attr:`Model.notes`; each runtime decides for itself. It does not replay every kernel's
-arithmetic, so TFLite Micro still belongs in a child process. Field slots, types and defaults are not written here by hand: each comes
-from the generated schema's builder functions (:func:`schema_field`), the schema ``ai_edge_litert`` ships.
+arithmetic, so TFLite Micro still belongs in a child process. Field slots, types and defaults are not
+written here by hand: each comes from the generated schema's builder functions (:func:`schema_field`),
+the schema ``ai_edge_litert`` ships.
 
 >>> from tfedge.flatbuffer import parse
 >>> parse(b"\\x10\\x00\\x00\\x00NOPE" + bytes(16), source="x.tflite")
@@ -94,7 +95,7 @@ def schema_field(table: str, name: str) -> Field:
     return Field(table, name, slot, fmt, args[-1] if fmt else None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def option_vectors(table: str) -> tuple[tuple[Field, int], ...]:
     """The vector fields of an options table with their element sizes, from the generated
     ``<table>Start<Field>Vector`` builders (``ReshapeOptions.NewShape``: 4-byte ints).
@@ -104,11 +105,12 @@ def option_vectors(table: str) -> tuple[tuple[Field, int], ...]:
     """
     prefix, out = f"{table}Start", []
     for attr in sorted(vars(_schema)):
-        if attr.startswith(prefix) and attr.endswith("Vector") and hasattr(_schema, f"{table}Add{attr[len(prefix):-6]}"):
+        name = attr[len(prefix):-len("Vector")]
+        if attr.startswith(prefix) and attr.endswith("Vector") and hasattr(_schema, f"{table}Add{name}"):
             recorder = _SlotRecorder()
             getattr(_schema, attr)(recorder, 0)
             ((_method, elem_size, _args),) = recorder.calls  # StartVector(elem_size, count, alignment)
-            out.append((schema_field(table, attr[len(prefix):-6]), elem_size))
+            out.append((schema_field(table, name), elem_size))
     return tuple(out)
 
 
@@ -942,6 +944,6 @@ def parse(content: bytes, source: str = "model", layout: bool = False) -> Model:
                  tuple(r.spans or ()))
 
 
-__all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "Note", "Signature", "Field", "schema_field", "OP_CHECKERS",
-           "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES", "option_vectors",
+__all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "Note", "Signature", "Field", "schema_field",
+           "option_vectors", "OP_CHECKERS", "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES",
            "DEGENERATE_SCALE"]

@@ -402,7 +402,8 @@ class ModelInfo:
             rows = [[o["op"], o["index"], ", ".join(f"{n} ({d})" for n, d in o["tensors"])] for o in self.non_int8_ops]
             lines += ["", format_table(rows, ["not int8", "#", "tensors"])]
         rows = [[BREAKDOWN_ROWS[k], f"{v:,}", f"{v / self.bytes:.1%}"] for k, v in self.bytes_breakdown.items() if v]
-        lines += ["", format_table(rows + [["total", f"{self.bytes:,}", "100.0%"]], ["where the bytes go", "bytes", "share"])]
+        rows.append(["total", f"{self.bytes:,}", "100.0%"])
+        lines += ["", format_table(rows, ["where the bytes go", "bytes", "share"])]
         if self.degenerate_scales:
             lines += ["", "degenerate quantization:"] + [f"  - {d['message']}" for d in self.degenerate_scales]
         other = [n for n in self.notes if n["kind"] != "degenerate_scale"]
