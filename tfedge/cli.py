@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("inspect", parents=[common],
-                       help="read a .tflite without running it: ops, dtypes, sparsity, size")
+                       help="read any .tflite without running it: ops, dtypes, notes, TFLite Micro "
+                            "prediction, where the bytes go")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
