@@ -735,14 +735,18 @@ def _check_reshape(c: _OpCheck) -> None:
     (x,), y = c.io(1)
     c.need(_prod(x.shape) == _prod(y.shape), f"reshapes {list(x.shape)} into {list(y.shape)}: element counts differ")
     c.same_dtype(x, y)
+    # the shape tensor: TFLite Micro sizes the output from the output tensor alone; LiteRT reads at most its
+    # elements and checks the element count itself, so a disagreement is a note, not out of bounds
     target = c.optional_input(1)
     if target is not None:
-        c.need(target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(y.shape),
-               f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a rank-{len(y.shape)} output")
+        if not (target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(y.shape)):
+            c.note("reshape_shape", f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a "
+                   f"rank-{len(y.shape)} output", target.index)
+            return
         values = c.constant_ints(target)
-        if values is not None:
-            c.need(values.count(-1) <= 1 and all(v in (d, -1) for v, d in zip(values, y.shape, strict=False)),
-                   f"has new shape {list(values)} but output shape {list(y.shape)}")
+        if values is not None and not (values.count(-1) <= 1 and
+                                       all(v in (d, -1) for v, d in zip(values, y.shape, strict=False))):
+            c.note("reshape_shape", f"has new shape {list(values)} but output shape {list(y.shape)}", target.index)
 
 
 def _check_reduce(c: _OpCheck) -> None:
