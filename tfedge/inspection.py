@@ -1,7 +1,9 @@
-"""Read a ``.tflite`` file without running it: ops, tensor dtypes, int8-ness, sparsity, size.
+"""Read a ``.tflite`` file without running it: ops, tensor dtypes, int8-ness, sparsity, where the bytes go.
 
-:func:`verify` runs the structural checks alone (fast, strict): call it before handing bytes to
-TFLite Micro, which trusts the file. :func:`inspect` also summarises the model.
+:func:`verify` runs the bounds checks alone (fast): call it before handing bytes to TFLite Micro,
+which trusts the file. :func:`inspect` reads every well-formed model (custom ops, every tensor type,
+several subgraphs, metadata, signatures), lists what is unusual as notes, flags degenerate
+quantization, predicts per op whether TFLite Micro runs it, and breaks the file's bytes down.
 
 >>> import tfedge
 >>> from tfedge import keras
@@ -73,9 +75,10 @@ def verify(content: bytes, source: str = "model") -> None:
 
     Checks the ``TFL3`` identifier, the size cap, that every offset, length and tensor / buffer /
     opcode / subgraph index is in range (no overflow), non-negative dims, constant data as long as
-    its shape says, finite positive quantization scales, and the shapes, dtypes, strides and axes
-    the common kernels index memory by. Never runs the model; takes about a millisecond for a
-    small model.
+    its shape says, per-channel scale counts, and the shapes, element sizes, strides and axes the
+    common kernels index memory by: what would make a reader or kernel go out of bounds. What is
+    only unusual (custom ops, integer tensors without quantization, degenerate scales) passes: see
+    :func:`inspect`'s notes. Never runs the model; takes about a millisecond for a small model.
 
     >>> verify(b"\\xff\\xff\\x00\\x00TFL3" + bytes(24), source="junk.tflite")
     Traceback (most recent call last):
