@@ -19,7 +19,7 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from hypothesis import HealthCheck, given, settings, strategies as st
-from tflite_builders import THIRD_PARTY, custom_op_int16_no_quantization, fc_lut_compressed
+from tflite_builders import THIRD_PARTY, custom_op_int16_no_quantization, fc_lut_compressed, float_and_uint8_io
 
 from tfedge import cli, keras
 from tfedge.conversion import convert
@@ -489,9 +489,11 @@ TFLM_OUTCOME = textwrap.dedent(
 def test_tflm_prediction_matches_what_tflite_micro_does_with_each_file(tmp_path):
     """Predicted ``runs``: TFLite Micro runs it; ``cannot run``: it refuses cleanly; ``at risk``: it dies
     (the degenerate scale aborts it). Each file in its own child process."""
-    for kind, make in sorted(THIRD_PARTY.items()):
+    f32, u8 = float_and_uint8_io()
+    files = {kind: make() for kind, make in THIRD_PARTY.items()} | {"float32": f32, "uint8": u8}
+    for kind, content in sorted(files.items()):
         path = tmp_path / f"{kind}.tflite"
-        path.write_bytes(make())
+        path.write_bytes(content)
         inputs = str(len(inspect(path).inputs))
         out = subprocess.run([sys.executable, "-c", TFLM_OUTCOME, str(path), inputs], capture_output=True,
                              text=True, timeout=120)
@@ -566,3 +568,33 @@ def test_bytes_breakdown_adds_up_and_matches_the_schema(int8_tfl):
     assert cnn["signatures"] > 0 and cnn["metadata"] > 0 and cnn["weights"] > cnn["biases"] > 0
     lut = inspect(fc_lut_compressed()).bytes_breakdown
     assert lut["lut_indices"] == 4 + 8 * 32 * 2 // 8 and lut["lut_tables"] > 0 and lut["weights"] == 0
+
+
+def test_inspect_reads_several_subgraphs_every_tensor_type_and_each_signature():
+    import copy
+
+    from tflite_builders import repack
+
+    types = {code: name for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
+
+    def edit(m):
+        second = copy.deepcopy(m.subgraphs[0])
+        second.name = "train"
+        for code, name in sorted(types.items()):  # one tensor of every type, used by no op
+            t = schema.TensorT()
+            t.name, t.shape, t.type, t.buffer = f"t_{name.lower()}", [2], code, 0
+            second.tensors.append(t)
+        m.subgraphs.append(second)
+        sig = copy.deepcopy(m.signatureDefs[0])
+        sig.signatureKey, sig.subgraphIndex = b"train", 1
+        m.signatureDefs.append(sig)
+
+    info = inspect(repack(THIRD_PARTY["two_inputs_two_outputs"](), edit))
+    assert info.subgraphs == 2 and [d["name"] for d in info.subgraph_details] == ["main", "train"]
+    assert info.signatures == ["serving_default", "train"] and info.signature_defs[1]["subgraph"] == 1
+    assert {name.lower() for name in types.values()} <= set(info.dtypes)
+    assert [(o["subgraph"], o["op"], o["tflm"]) for o in info.operators] == [
+        (0, "ADD", "yes"), (0, "SUB", "yes"), (1, "ADD", "yes"), (1, "SUB", "yes")]
+    assert info.ops == {"ADD": 2, "SUB": 2} and sum(info.bytes_breakdown.values()) == info.bytes
+    table = info.format_table()
+    assert "subgraphs    0: main (2 ops), 1: train (2 ops)" in table and "train(left, right)" in table
