@@ -256,12 +256,13 @@ BAD_FIELDS = {
     "negative dimension": (
         lambda m: m.subgraphs[0].tensors[_first_op_tensor(m)].shape.__setitem__(1, -4),
         r"has a negative dimension in shape \[1, -4, 8, 1\]" + FIX),
-    "zero quantization scale": (
-        lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [0.0]),
-        r"has quantization scale 0\.0; scales must be finite and positive" + FIX),
-    "NaN quantization scale": (
-        lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [math.nan]),
-        r"has quantization scale nan; scales must be finite and positive" + FIX),
+    "zero point outside int8": (
+        lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "zeroPoint", [300]),
+        r"has a zero point outside the int8 range \(-128, 127\)" + FIX),
+    "per-channel scales missing": (
+        lambda m: vars(m.subgraphs[0].tensors[m.subgraphs[0].operators[0].inputs[1]].quantization).update(
+            scale=[0.01, 0.02], zeroPoint=[0, 0]),
+        r"has 2 per-channel scales for \d+ channels, and operator 0 \(CONV_2D\) reads it" + FIX),
 }
 
 
@@ -291,6 +292,19 @@ def test_3_out_of_range_field(kind, ws, tmp_path, capsys, digits, tflite):
     edit, match = BAD_FIELDS[kind]
     tfedge.inspect(repacked(tflite, lambda m: None))  # the repacking alone is harmless
     _check_bad_tflite(repacked(tflite, edit), match, ws, tmp_path, capsys, digits)
+
+
+@pytest.mark.parametrize("scale", [0.0, math.nan, 1e-40])
+def test_3_degenerate_scale_is_read_and_flagged_not_called_corrupted(scale, tmp_path, capsys, tflite):
+    """Not out of bounds: inspect reads it and names the tensor, the op that reads it and the likely cause."""
+    path = tmp_path / "degenerate.tflite"
+    path.write_bytes(repacked(tflite, lambda m: setattr(
+        m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [scale])))
+    (d,) = tfedge.inspect(path).degenerate_scales
+    assert d["read_by"] == ["CONV_2D#0"] and "calibration data never exercised that layer" in d["message"]
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "degenerate quantization:" in out and "TFLite Micro  may fail: CONV_2D#0" in out
 
 
 # -- 4. size cap ----------------------------------------------------------------------------------------
