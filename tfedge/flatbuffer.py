@@ -205,7 +205,9 @@ class Note:
     """Something well-formed but unusual in a model, which each runtime may accept or refuse for itself.
 
     ``kind`` is a short key (``no_quantization``, ``mixed_dtypes``, ``quantized_dimension``, ``zero_points``,
-    ``scale_count``, ``unknown_type``, ...); ``subgraph`` / ``operator`` / ``tensor`` locate it (-1: not one).
+    ``scale_count``, ``per_channel``, ``reshape_shape``, ``unknown_type``); ``subgraph`` / ``operator`` /
+    ``tensor`` locate it (-1: not one). ``tfedge.inspect`` adds ``custom_op``, ``unknown_op`` and
+    ``degenerate_scale``.
     """
 
     kind: str
