@@ -163,12 +163,13 @@ def _bits(text: str) -> int:
 def _cmd_export_c(args: argparse.Namespace) -> int:
     from tfedge.export import c_identifier_from, check_c_identifier, export_c_array  # no TensorFlow
 
-    if not os.path.isdir(args.out):
-        raise InputError(f"output folder '{args.out}' does not exist: create it first (mkdir -p {args.out})")
     name = check_c_identifier(args.name) if args.name else c_identifier_from(
         os.path.splitext(os.path.basename(args.file))[0])
-    header, source = export_c_array(args.file, os.path.join(args.out, name), name=name)
-    print(f"wrote {header} and {source} (array {name}, {name}_len, {name}_arena_size)")
+    files = export_c_array(args.file, os.path.join(args.out, name), name=name)  # creates a missing --out folder
+    if files.arena_bytes is not None:
+        print(f"wrote {files[0]} and {files[1]} (array {name}, {name}_len, {name}_arena_size = {files.arena_bytes})")
+    else:
+        print(f"wrote {files[0]} and {files[1]} (array {name}, {name}_len; no arena size: {files.arena_note})")
     return 0
 
 
@@ -214,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("inspect", parents=[common],
-                       help="read a .tflite without running it: ops, dtypes, sparsity, size")
+                       help="read any .tflite without running it: ops, dtypes, notes, TFLite Micro "
+                            "prediction, where the bytes go")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-c", parents=[common], help="write the .tflite as a C array (.h/.cc) for TFLite Micro")
     p.add_argument("file", help=".tflite file")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--name", help="C identifier (default: from the file name)")
     p.set_defaults(func=_cmd_export_c)
     return parser

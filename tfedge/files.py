@@ -73,6 +73,22 @@ def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: s
     return p
 
 
+def make_output_folder(folder: PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` (and its parents) if missing, the one behaviour of every command for a missing
+    output folder; a path that is a file, or cannot be created, raises :class:`InputError`."""
+    p = Path(folder) if str(folder) else Path(".")
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise InputError(f"{what} '{p}' is a file, not a folder: give a folder path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {what} '{p}': {exc.strerror or exc}; choose a folder you can write to") \
+            from None
+    return p
+
+
 def _final_mode(path: Path) -> int:
     """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0o666 less the umask."""
     try:
@@ -129,6 +145,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "check_input_file",
     "check_output_path",
+    "make_output_folder",
     "read_bytes",
     "atomic_path",
     "atomic_writer",
