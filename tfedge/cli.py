@@ -98,7 +98,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from tfedge.conversion import convert  # heavy: TensorFlow
     from tfedge.datasets import load_npz  # numpy: not needed by --help
 
-    check_output_path(args.out, inputs=(args.model, args.data))
+    check_output_path(args.out, inputs=(args.model, args.data), create_folder=True)
     model = _load_model(args.model, args.trust_model)
     x = load_npz(args.data)[0] if args.data else None
     tfl = convert(model, representative_data=x, quantization=args.quantization, int8_io=not args.float_io)
@@ -141,7 +141,7 @@ def _cmd_lut(args: argparse.Namespace) -> int:
     from tfedge.files import check_output_path
     from tfedge.lut import lut_report
 
-    check_output_path(args.out, inputs=(args.file, args.data))
+    check_output_path(args.out, inputs=(args.file, args.data), create_folder=True)
     bits = args.bits if args.bits == "auto" else _bits(args.bits)
     x = load_npz(args.data)[0] if args.data else None
     report = lut_report(TFLiteModel.from_file(args.file), bits=bits, tensors=args.tensors, data=x)

@@ -59,17 +59,21 @@ def read_bytes(path: PathLike, what: str = "file", max_bytes: int | None = None)
         raise InputError(f"cannot read {what} '{p}': {exc.strerror}") from None
 
 
-def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: str = "output") -> Path:
-    """Check an output file path: its folder exists, it is not a folder, and it is none of ``inputs``."""
+def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: str = "output", *,
+                      create_folder: bool = False) -> Path:
+    """Check an output file path: it is not a folder, it is none of ``inputs``, and its folder exists
+    (``create_folder=True``, as every CLI command does: the folder is created when missing)."""
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{what} '{p}' is a directory: give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{what} folder '{parent}' does not exist: create it first (mkdir -p {parent})")
     for other in inputs:
         if other is not None and Path(other).exists() and p.exists() and p.resolve() == Path(other).resolve():
             raise InputError(f"{what} '{p}' is also an input file: choose another output path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if create_folder:
+        make_output_folder(parent, f"{what} folder")
+    elif not parent.is_dir():
+        raise InputError(f"{what} folder '{parent}' does not exist: create it first (mkdir -p {parent})")
     return p
 
 
