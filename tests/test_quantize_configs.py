@@ -9,12 +9,12 @@ import warnings
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import accuracy, compile_classifier
 
 import tfedge
-from tfedge import keras
-from tfedge import quantize_configs as qc
+from tfedge import keras, quantize_configs as qc
 from tfedge.quantization import QuantizationWarning
+
+from conftest import accuracy, compile_classifier
 
 L = keras.layers
 BATCH = 32

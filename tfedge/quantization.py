@@ -54,8 +54,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 )
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper
 
-from tfedge import clustering
-from tfedge import quantize_configs as _qconfigs
+from tfedge import clustering, quantize_configs as _qconfigs
 from tfedge.checks import check_bool
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.graph import check_graph_model, unwrap, walk_layers

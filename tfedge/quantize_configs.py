@@ -45,8 +45,8 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantizers as _d8q,
 )
 
-L = keras.layers
-_QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
+L: Any = keras.layers  # Any: mypy cannot see tf_keras' layer classes through a module alias
+_QuantizeConfig: Any = tfmot.quantization.keras.QuantizeConfig
 _register = keras.utils.register_keras_serializable(package="tfedge")
 
 
@@ -305,7 +305,7 @@ def lowered(model: keras.Model, skip: set[str]) -> keras.Model:
     >>> type(lowered(model, skip=set()).layers[-1]).__name__
     'AffineRescaling'
     """
-    swap: dict[str, type] = {}
+    swap: dict[str, Any] = {}
     for layer in model.layers:
         if layer.name in skip or not _channels_last(layer):
             continue
