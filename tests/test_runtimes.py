@@ -141,11 +141,11 @@ def test_tflm_hang_is_stopped_by_the_timeout(int8_bytes, digits):
         TFLiteMicro(int8_bytes, timeout=0.02).run(digits.x_test[:5])
 
 
-def test_float_model_runs_unquantized_on_both_runtimes(small_cnn, digits):
+def test_float_model_runs_unquantized_on_every_runtime(small_cnn, digits):
     content = tfedge.convert(small_cnn, quantization="float32")
     x = digits.x_test[:50]
     expected = small_cnn.predict(x, verbose=0)
-    for name in ("litert", "tflm"):
+    for name in ("litert", "litert-ref", "tflm"):
         rt = open_runtime(name, content)
         got = rt.run(x, **({"measure_arena": False} if name == "tflm" else {}))
         assert got.outputs.dtype == np.float32
@@ -165,7 +165,7 @@ def test_bad_arguments_are_clear_input_errors(int8_bytes, small_cnn, digits):
         LiteRT(int8_bytes, threads=0)
     with pytest.raises(InputError, match="unknown runtime 'gpu'"):
         open_runtime("gpu", int8_bytes)
-    with pytest.raises(InputError, match="runtimes must be a non-empty list of litert, tflm, got 'litert,gpu'"):
+    with pytest.raises(InputError, match="runtimes must be a non-empty list of litert, litert-ref, tflm, got 'litert,gpu'"):
         check_runtimes("litert,gpu")
     assert check_runtimes(" tflm ,litert") == ("tflm", "litert")
     with pytest.raises(InputError, match=r"is not a (valid )?TFLite model"):

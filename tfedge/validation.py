@@ -323,8 +323,12 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
     predicted = reference.predict(xs[0] if len(xs) == 1 else xs, batch_size=256, verbose=0)
     if isinstance(predicted, dict):
         predicted = list(predicted.values())
-    if isinstance(predicted, (list, tuple)):
-        if k >= len(predicted):
+    if isinstance(predicted, (list, tuple)):  # the converter may order outputs otherwise: match by size first
+        size = int(np.prod(io_out.shape[1:]))
+        fits = [j for j, p in enumerate(predicted) if int(np.prod(np.shape(p)[1:])) == size]
+        if len(fits) == 1:
+            k = fits[0]
+        elif k >= len(predicted):
             raise InputError(f"the reference model has {len(predicted)} outputs, the TFLite output chosen is {k}: "
                              "pass the Keras model the file was converted from")
         predicted = predicted[k]
@@ -487,7 +491,8 @@ def validate(
     ``x``: float samples, one ``(N, ...)`` array for a one-input model, else a list in input order or a dict
     keyed by input name or ``x0``, ``x1``, ... (each input quantized with its own scale / zero point);
     ``y``: integer labels for accuracy on ``output`` (name or index; default the first output);
-    ``reference``: the Keras model (or ``.keras`` path) to compare top-1 predictions with; ``trace``:
+    ``reference``: the Keras model (or ``.keras`` path) to compare top-1 predictions with (for several
+    outputs, the Keras output of the chosen output's size, else the same index); ``trace``:
     find the first op where each differing pair of runtimes parts ways. A runtime that refuses or crashes
     is listed in ``status``; :class:`~tfedge.errors.ValidationError` only when none ran. See
     :class:`ValidationResult` for the figures and the module docstring for the pass rule.
