@@ -367,8 +367,6 @@ def _run_one(name: str, content: bytes, source: str, raw: list[np.ndarray], *, t
     except RuntimeRefused as exc:
         return None, {"status": "refused", "reason": exc.reason, "message": str(exc)}
     except RuntimeCrashed as exc:
-        if verbose:
-            print(f"{name} crashed ({exc.signal_name}); finding the op by running graph prefixes")
         try:
             op = runner.locate_crash(raw)
         except (ValidationError, InputError):
