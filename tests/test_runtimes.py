@@ -165,7 +165,8 @@ def test_bad_arguments_are_clear_input_errors(int8_bytes, small_cnn, digits):
         LiteRT(int8_bytes, threads=0)
     with pytest.raises(InputError, match="unknown runtime 'gpu'"):
         open_runtime("gpu", int8_bytes)
-    with pytest.raises(InputError, match="runtimes must be a non-empty list of litert, litert-ref, tflm, got 'litert,gpu'"):
+    with pytest.raises(InputError,
+                       match="runtimes must be a non-empty list of litert, litert-ref, tflm, got 'litert,gpu'"):
         check_runtimes("litert,gpu")
     assert check_runtimes(" tflm ,litert") == ("tflm", "litert")
     with pytest.raises(InputError, match=r"is not a (valid )?TFLite model"):

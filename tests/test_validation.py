@@ -161,7 +161,8 @@ def test_bad_data_is_refused_before_running(int8_file, digits, small_cnn):
         validate(int8_file, digits.x_test[:3], np.array([0, 12, 1]), verbose=0)
     with pytest.raises(InputError, match="x has 3 samples but y has 2 labels"):
         validate(int8_file, digits.x_test[:3], np.array([0, 1]), verbose=0)
-    with pytest.raises(InputError, match="runtimes must be a non-empty list of litert, litert-ref, tflm, got \\('gpu',\\)"):
+    with pytest.raises(InputError,
+                       match="runtimes must be a non-empty list of litert, litert-ref, tflm, got \\('gpu',\\)"):
         validate(int8_file, digits.x_test[:3], runtimes=("gpu",), verbose=0)
     with pytest.raises(InputError, match="Keras model .*tfedge.convert"):
         validate(small_cnn, digits.x_test[:3], verbose=0)
@@ -187,8 +188,8 @@ def test_cli_validate_exit_codes(int8_file, test_npz, result):
                           "--min-accuracy", str(too_high))
     assert code == 1
     assert "litert" in out and "accuracy" in out  # the table is printed before the verdict
-    assert err.strip() == (f"tfedge: error: rule 'accuracy' failed: litert accuracy {result.accuracy['litert']:.4f} is below the minimum "
-                           f"{too_high:.4f} (--min-accuracy)")
+    assert err.strip() == (f"tfedge: error: rule 'accuracy' failed: litert accuracy {result.accuracy['litert']:.4f} "
+                           f"is below the minimum {too_high:.4f} (--min-accuracy)")
 
     code, _, err = _cli("validate", str(int8_file), "--data", str(test_npz), "--runtimes", "litert,gpu")
     assert code == 2 and "runtimes must be a non-empty list" in err

@@ -127,7 +127,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                         (args.min_reference_agreement, "--min-reference-agreement")):
         if value is not None:
             check_fraction(value, flag, hint="a fraction of the samples, e.g. 0.95")
-    x, y = load_validation_data(args.data)
+    from tfedge.runtimes import model_signature
+    from tfedge.tflite import model_bytes
+
+    inputs, _ = model_signature(*model_bytes(args.file))
+    x, y = load_validation_data(args.data, num_inputs=len(inputs))
     if args.min_accuracy is not None and y is None:
         raise InputError(f"--min-accuracy needs labels: data file '{args.data}' has no array 'y'; save y=... too")
     reference = _load_model(args.reference, args.trust_model) if args.reference else None

@@ -195,8 +195,8 @@ def split_inputs(x: Any, inputs: Sequence[TensorInfo], source: str) -> list[np.n
     elif isinstance(x, (list, tuple)) and len(x) == n:
         arrays = list(x)
     else:
-        names = ", ".join(f"'{t.name}'" for t in inputs)
-        raise InputError(f"{source} has {n} inputs ({names}): pass a list of {n} arrays or a dict keyed by input "
+        listed = ", ".join(f"'{t.name}'" for t in inputs)
+        raise InputError(f"{source} has {n} inputs ({listed}): pass a list of {n} arrays or a dict keyed by input "
                          f"name or x0..x{n - 1}, got {type(x).__name__}")
     checked = [check_samples(a, info, f"{source} input '{info.name}'") for a, info in zip(arrays, inputs)]
     counts = {len(a) for a in checked}
@@ -276,11 +276,12 @@ class IsolatedRuntime:
 
     def _run_child(self, raw: Sequence[np.ndarray] | None, options: dict[str, Any],
                    progress: ProgressFn | None) -> RunResult:
-        with tempfile.TemporaryDirectory(prefix="tfedge-runtime-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"tfedge-{self.name}-") as tmp:
             folder = Path(tmp)
             (folder / "model.tflite").write_bytes(self._content)
             if raw is not None:
-                np.savez(folder / "inputs.npz", **{f"x{k}": np.ascontiguousarray(a) for k, a in enumerate(raw)})
+                feed: dict[str, Any] = {f"x{k}": np.ascontiguousarray(a) for k, a in enumerate(raw)}
+                np.savez(folder / "inputs.npz", **feed)
             (folder / "options.json").write_text(json.dumps(self._options(options)))
             stage = self._supervise(folder, progress)
             result_path = folder / "result.json"
@@ -352,30 +353,6 @@ class IsolatedRuntime:
             raise ValidationError(
                 f"{self.label} failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
         return stage
-
-    def _follow(self, proc: subprocess.Popen, read_fd: int, progress: ProgressFn | None) -> str:
-        stage, pending = "starting", b""
-        while True:
-            ready, _, _ = select.select([read_fd], [], [], self.timeout)
-            if not ready:
-                proc.kill()
-                raise ValidationError(
-                    f"TFLite Micro stopped responding on {self.source} while {stage} (no progress for "
-                    f"{self.timeout:g} s) and was stopped; the file may be corrupted, or raise the timeout"
-                )
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                return stage
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                kind, _, value = line.decode("ascii", "replace").partition(" ")
-                if kind == "stage":
-                    stage = value
-                elif kind == "done" and progress is not None:
-                    progress(int(value))
-
-
 
     def _follow(self, proc: subprocess.Popen, read_fd: int, progress: ProgressFn | None) -> str:
         stage, pending = "starting", b""

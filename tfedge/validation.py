@@ -242,7 +242,7 @@ class ValidationResult:
                                               "mean diff", "SNR dB"], indent="  "))
         for t in self.trace:
             lines.append(f"  trace {t['a']} vs {t['b']}: {t['summary']}")
-            trows = [[op["op"], _percent(op["differ"]), f"{op['max_diff']:g}"] for op in t["ops"]]
+            trows = [[op["op"], _percent(float(op["differ"])), f"{op['max_diff']:g}"] for op in t["ops"]]
             if trows:
                 lines.append(format_table(trows, ["op", "elements differ", "max diff"], indent="    "))
         if self.arena_bytes is not None:
@@ -360,17 +360,19 @@ def _run_one(name: str, content: bytes, source: str, raw: list[np.ndarray], *, t
              timeout: float | None, verbose: int) -> tuple[RunResult | None, dict[str, str]]:
     """One runtime's outputs and its status; a crash is located to an op by running graph prefixes."""
     runner = open_runtime(name, content, source, threads=threads, timeout=timeout)
+    options: dict[str, Any] = {"measure_arena": True} if name == "tflm" else {"warmup": WARMUP_INVOKES}
+    progress = _progress(f"{name}: running {len(raw[0])} samples", len(raw[0]), verbose)
     try:
-        return runner.run_raw(raw, progress=_progress(f"{name}: running {len(raw[0])} samples", len(raw[0]), verbose),
-                              **({"measure_arena": True} if name == "tflm" else {"warmup": WARMUP_INVOKES})), \
-            {"status": "ran"}
+        return runner.run_raw(raw, progress=progress, **options), {"status": "ran"}
     except RuntimeRefused as exc:
         return None, {"status": "refused", "reason": exc.reason, "message": str(exc)}
     except RuntimeCrashed as exc:
-        try:
-            op = runner.locate_crash(raw)
-        except (ValidationError, InputError):
-            op = None
+        op = None
+        if exc.signal_name != "hung":  # a hang is not bisected: each probe could wait the whole timeout
+            try:
+                op = runner.locate_crash(raw)
+            except (ValidationError, InputError):
+                op = None
         where = f"in {op}" if op else f"while {exc.stage}"
         return None, {"status": "crashed", "reason": f"{exc.signal_name} {where}", "message": str(exc)}
 
@@ -415,13 +417,14 @@ def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[
 
     model, op_tensors = traced(content)
     runs: dict[str, RunResult | str] = {}
-    found = []
+    found: list[dict[str, Any]] = []
     for a, b in pairs:
         for name in (a, b):
             if name not in runs:
                 try:
+                    options: dict[str, Any] = {"measure_arena": False} if name == "tflm" else {}
                     runs[name] = open_runtime(name, model, source, threads=threads, timeout=timeout).run_raw(
-                        raw, **({"measure_arena": False} if name == "tflm" else {}))
+                        raw, **options)
                 except (ValidationError, InputError) as exc:
                     runs[name] = str(exc)
         ra, rb = runs[a], runs[b]
@@ -438,7 +441,7 @@ def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[
                 diff = np.abs(va.astype(np.float64) - vb.astype(np.float64))
             share = float(np.mean(diff > 0)) if diff.size else 0.0
             integer = np.dtype(va.dtype).kind in "iu"
-            entry = {"op": op.label(), "tensor": rb.output_infos[k].name, "dtype": str(va.dtype),
+            entry: dict[str, Any] = {"op": op.label(), "tensor": rb.output_infos[k].name, "dtype": str(va.dtype),
                      "differ": share, "max_diff": float(diff.max()) if diff.size else 0.0, "integer": integer}
             ops.append(entry)
             if first is None and share > 0:
@@ -453,13 +456,14 @@ def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[
     return found
 
 
-def load_validation_data(path: str | os.PathLike) -> tuple[Any, np.ndarray | None]:
-    """``(x, y)`` from an ``.npz``: ``x`` is the array ``x`` when present, else a dict of every array but ``y``
-    (keys named after the model inputs, or ``x0``, ``x1``, ...); ``y`` the labels or None."""
+def load_validation_data(path: str | os.PathLike, num_inputs: int = 1) -> tuple[Any, np.ndarray | None]:
+    """``(x, y)`` from an ``.npz``: for a model with several inputs (``num_inputs``) and no array ``x``, ``x``
+    is a dict of every array but ``y`` (keys named after the model inputs, or ``x0``, ``x1``, ...); else the
+    array ``x`` (:func:`tfedge.datasets.load_npz`). ``y``: the labels or None."""
     from tfedge.datasets import load_npz
 
     p = os.fspath(path)
-    if zipfile.is_zipfile(p):
+    if num_inputs > 1 and os.path.isfile(p) and zipfile.is_zipfile(p):
         with np.load(p, allow_pickle=False) as npz:
             keys = list(npz.files)
             if "x" not in keys and keys:
