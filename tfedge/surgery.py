@@ -1,6 +1,7 @@
-"""Rewrite a TFLite model's graph for diagnosis: expose every op's output, or cut the graph after op ``k``.
+"""Rewrite a TFLite model's graph for diagnosis: expose every op's output, cut the graph after op ``k``, or
+cut every op loose so that each can be fed the same inputs on every kernel set.
 
-Both work on the object API of the flatbuffer schema that ``ai_edge_litert`` ships (no TensorFlow) and
+They work on the object API of the flatbuffer schema that ``ai_edge_litert`` ships (no TensorFlow) and
 return new bytes; the weights and the ops are unchanged, so a runtime computes the same values. Used by
 ``tfedge.validate(trace=True)`` (every intermediate tensor in one run, on every kernel set) and to find
 the op a runtime crashes in (run growing prefixes in the isolated worker).
@@ -106,13 +107,55 @@ def with_outputs(content: bytes, tensors: Sequence[int]) -> bytes:
 
 
 def traced(content: bytes) -> tuple[bytes, list[tuple[GraphOp, int]]]:
-    """The model with every op's (first) output as a model output, and ``(op, tensor)`` per new output.
+    """The model with every op's outputs as model outputs, and ``(op, tensor)`` per new output, in order.
 
     Running it gives every intermediate tensor in one invoke; the ops and weights are unchanged.
     """
     ops = graph_ops(content)
-    pairs = [(op, op.outputs[0]) for op in ops if op.outputs and op.outputs[0] >= 0]
+    pairs = list({t: (op, t) for op in ops for t in op.outputs if t >= 0}.values())
     return with_outputs(content, [t for _, t in pairs]), pairs
+
+
+def isolated(content: bytes) -> tuple[bytes, list[int], list[tuple[GraphOp, int]]]:
+    """Every op cut loose from the ops before it: each non-constant input it reads becomes a model input of
+    its own (a copy of that tensor), and every op output a model output.
+
+    Returns ``(model, sources, outputs)``: ``sources[i]`` is the original tensor whose values model input ``i``
+    takes, and ``outputs`` is ``(op, tensor)`` per model output. Feeding every op the same values (e.g. what
+    the reference kernels computed) measures each op's own error, not the error it inherited.
+    """
+    sources: list[int] = []
+
+    def edit(model: Any) -> None:
+        import copy
+
+        sub = model.subgraphs[0]
+        buffers = model.buffers or []
+
+        def constant(t: Any) -> bool:
+            return bool(t.buffer and t.buffer < len(buffers) and buffers[t.buffer].data is not None
+                        and len(buffers[t.buffer].data))
+
+        inputs: list[int] = []
+        for op in sub.operators or []:
+            wired = []
+            for i in (op.inputs if op.inputs is not None else []):
+                tensor = sub.tensors[i] if i >= 0 else None
+                if tensor is None or constant(tensor) or tensor.isVariable:
+                    wired.append(int(i))
+                    continue
+                twin = copy.deepcopy(tensor)
+                twin.buffer = 0
+                sub.tensors.append(twin)
+                wired.append(len(sub.tensors) - 1)
+                inputs.append(len(sub.tensors) - 1)
+                sources.append(int(i))
+            op.inputs = wired
+        sub.inputs = inputs
+        sub.outputs = [t for _, t in outputs]
+
+    outputs = list({t: (op, t) for op in graph_ops(content) for t in op.outputs if t >= 0}.values())
+    return _rewrite(content, edit), sources, outputs
 
 
 def prefix(content: bytes, count: int) -> bytes:
@@ -129,4 +172,4 @@ def prefix(content: bytes, count: int) -> bytes:
     return _rewrite(content, edit)
 
 
-__all__ = ["GraphOp", "graph_ops", "with_outputs", "traced", "prefix"]
+__all__ = ["GraphOp", "graph_ops", "with_outputs", "traced", "isolated", "prefix"]

@@ -88,6 +88,8 @@ MIN_SNR_DB = 30.0
 #: Rule 2 for integer regression outputs: a pair at most this many raw steps apart passes whatever its SNR
 #: (on small outputs one step is a low SNR, yet it is the quantization's own resolution).
 REGRESSION_MAX_STEPS = 2
+#: The custom op of LUT-compressed weights, which only TFLite Micro decodes.
+TFLM_DECODE_OP = "CUSTOM:TFLM_DECODE"
 #: Runtime statuses.
 STATUSES = ("ran", "refused", "crashed", "skipped")
 
@@ -242,9 +244,11 @@ class ValidationResult:
                                               "mean diff", "SNR dB"], indent="  "))
         for t in self.trace:
             lines.append(f"  trace {t['a']} vs {t['b']}: {t['summary']}")
-            trows = [[op["op"], _percent(float(op["differ"])), f"{op['max_diff']:g}"] for op in t["ops"]]
+            trows = [[op["op"], _percent(float(op["differ"])), f"{op['max_diff']:g}", _percent(op["local_differ"]),
+                      None if op["local_max_diff"] is None else f"{op['local_max_diff']:g}"] for op in t["ops"]]
             if trows:
-                lines.append(format_table(trows, ["op", "elements differ", "max diff"], indent="    "))
+                lines.append(format_table(trows, ["op", "elements differ", "max diff", "own: differ", "own: max"],
+                                          indent="    "))
         if self.arena_bytes is not None:
             lines.append(f"  TFLite Micro arena: {self.arena_bytes:,} bytes (smallest that allocates)")
         if self.latency_us is not None:
@@ -344,11 +348,20 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
 def tflm_only_reason(content: bytes, source: str) -> str | None:
     """Why only TFLite Micro can read the file (LiteRT is then skipped, not run), or None.
 
-    Today: a per-channel quantized tensor that carries a single zero point for all its channels.
+    LUT-compressed weights (``TFLM_DECODE`` custom ops, from ``tfedge.lut_compress``), and a per-channel
+    quantized tensor that carries a single zero point for all its channels.
+
+    >>> from tfedge.tflite import tiny_int8_model
+    >>> tflm_only_reason(tiny_int8_model(), "m") is None
+    True
     """
     from tfedge.flatbuffer import parse
 
-    for sub in parse(content, source).subgraphs:
+    model = parse(content, source)
+    if any(code.name == TFLM_DECODE_OP for code in model.opcodes):
+        return ("LUT-compressed weights (TFLM_DECODE ops), which only TFLite Micro runs: validate the uncompressed "
+                "model on LiteRT")
+    for sub in model.subgraphs:
         for t in sub.tensors:
             if len(t.scale) > 1 and len(t.zero_point) == 1:
                 return (f"tensor '{t.name or t.index}' has {len(t.scale)} per-channel scales and one zero point, "
@@ -410,48 +423,80 @@ def _pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(order, 2))
 
 
+def _diff(va: np.ndarray, vb: np.ndarray) -> tuple[float, float]:
+    """Share of elements that differ and the largest difference (raw steps for integers)."""
+    if np.dtype(va.dtype).kind in "iu":
+        diff = np.abs(va.astype(np.int64) - vb.astype(np.int64))
+    else:
+        diff = np.abs(va.astype(np.float64) - vb.astype(np.float64))
+    return (float(np.mean(diff > 0)), float(diff.max())) if diff.size else (0.0, 0.0)
+
+
+def _describe(row: dict[str, Any], prefix: str = "") -> str:
+    unit = (" step" + "s" * (row[prefix + "max_diff"] != 1)) if row["integer"] else ""
+    return (f"{row['op']}: {_percent(row[prefix + 'differ'])} of elements differ by up to "
+            f"{row[prefix + 'max_diff']:g}{unit}")
+
+
 def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[np.ndarray], *, threads: int,
            timeout: float | None) -> list[dict[str, Any]]:
-    """Per differing pair: each op's output compared, the first op that differs named."""
-    from tfedge.surgery import traced
+    """Per differing pair: each op's output compared (``differ`` / ``max_diff``: what reaches it, inherited
+    differences included), and each op's own error (``local_differ`` / ``local_max_diff``: every op fed the
+    same inputs, the values the most reference-like runtime computed); the first op that differs named."""
+    from tfedge.surgery import isolated, traced
+
+    def run(model: bytes, name: str, feed: list[np.ndarray]) -> RunResult | str:
+        try:
+            options: dict[str, Any] = {"measure_arena": False} if name == "tflm" else {}
+            return open_runtime(name, model, source, threads=threads, timeout=timeout).run_raw(feed, **options)
+        except (ValidationError, InputError) as exc:
+            return str(exc)
 
     model, op_tensors = traced(content)
-    runs: dict[str, RunResult | str] = {}
+    names = sorted({n for pair in pairs for n in pair}, key=RUNTIMES.index)
+    runs = {name: run(model, name, raw) for name in names}
+    # each op cut loose, fed what the most reference-like runtime computed before it
+    local: dict[str, RunResult | str] = {}
+    source_run = next((runs[n] for n in reversed(names) if not isinstance(runs[n], str)), None)
+    if isinstance(source_run, RunResult):
+        values = {t: arr for (_, t), arr in zip(op_tensors, source_run.all_outputs)}
+        values.update({info.index: arr for info, arr in zip(model_signature(content, source)[0], raw)})
+        try:
+            cut, sources, _ = isolated(content)
+            feed = [values[t] for t in sources]
+            local = {name: run(cut, name, feed) for name in names}
+        except (KeyError, InputError) as exc:
+            local = {name: str(exc) for name in names}
     found: list[dict[str, Any]] = []
     for a, b in pairs:
-        for name in (a, b):
-            if name not in runs:
-                try:
-                    options: dict[str, Any] = {"measure_arena": False} if name == "tflm" else {}
-                    runs[name] = open_runtime(name, model, source, threads=threads, timeout=timeout).run_raw(
-                        raw, **options)
-                except (ValidationError, InputError) as exc:
-                    runs[name] = str(exc)
         ra, rb = runs[a], runs[b]
         if isinstance(ra, str) or isinstance(rb, str):
             found.append({"a": a, "b": b, "first_op": None, "ops": [],
                           "summary": f"no trace: {ra if isinstance(ra, str) else rb}"})
             continue
+        la, lb = local.get(a), local.get(b)
+        has_local = isinstance(la, RunResult) and isinstance(lb, RunResult)
         ops, first = [], None
         for k, (op, _) in enumerate(op_tensors):
-            va, vb = ra.all_outputs[k], rb.all_outputs[k]
-            if np.dtype(va.dtype).kind in "iu":
-                diff = np.abs(va.astype(np.int64) - vb.astype(np.int64))
-            else:
-                diff = np.abs(va.astype(np.float64) - vb.astype(np.float64))
-            share = float(np.mean(diff > 0)) if diff.size else 0.0
-            integer = np.dtype(va.dtype).kind in "iu"
+            va = ra.all_outputs[k]
+            share, most = _diff(va, rb.all_outputs[k])
             entry: dict[str, Any] = {"op": op.label(), "tensor": rb.output_infos[k].name, "dtype": str(va.dtype),
-                     "differ": share, "max_diff": float(diff.max()) if diff.size else 0.0, "integer": integer}
+                                     "integer": np.dtype(va.dtype).kind in "iu", "differ": share, "max_diff": most,
+                                     "local_differ": None, "local_max_diff": None}
+            if has_local:
+                assert isinstance(la, RunResult) and isinstance(lb, RunResult)
+                entry["local_differ"], entry["local_max_diff"] = _diff(la.all_outputs[k], lb.all_outputs[k])
             ops.append(entry)
             if first is None and share > 0:
                 first = entry
         if first is None:
             summary = "every op's output is identical"
         else:
-            unit = (" step" + "s" * (first["max_diff"] != 1)) if first["integer"] else ""
-            summary = (f"first difference at {first['op']}: {_percent(first['differ'])} of elements differ by up to "
-                       f"{first['max_diff']:g}{unit}")
+            summary = f"first difference at {_describe(first)}"
+            own = [e for e in ops if e["local_differ"]]
+            if own:
+                worst = max(own, key=lambda e: (e["local_differ"], e["local_max_diff"]))
+                summary += f"; {len(own)} of {len(ops)} ops differ on the same inputs, most " + _describe(worst, "local_")
         found.append({"a": a, "b": b, "first_op": first["op"] if first else None, "summary": summary, "ops": ops})
     return found
 
