@@ -1,4 +1,5 @@
-"""tfedge.runtimes: the shared quantize helpers, LiteRT and TFLite Micro (in its child process)."""
+"""tfedge.runtimes: the shared quantize helpers and the kernel sets (LiteRT XNNPACK, LiteRT reference, TFLite Micro),
+each in its child process."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import sys
 
 import numpy as np
 import pytest
+import tflite_builders as tb
 from conftest import accuracy
 
 import tfedge
 from tfedge.errors import InputError, ValidationError
 from tfedge.runtimes import (
     ARENA_LOWER_BOUND,
+    RUNTIMES,
     LiteRT,
     TFLiteMicro,
     check_runtimes,
     dequantize,
     model_io,
+    model_signature,
     open_runtime,
     quantize,
 )
@@ -171,3 +175,30 @@ def test_bad_arguments_are_clear_input_errors(int8_bytes, small_cnn, digits):
     assert check_runtimes(" tflm ,litert") == ("tflm", "litert")
     with pytest.raises(InputError, match=r"is not a (valid )?TFLite model"):
         TFLiteMicro(int8_bytes[: len(int8_bytes) // 2])
+
+
+def test_every_kernel_set_runs_in_a_child_and_feeds_several_inputs():
+    content = tb.two_inputs_two_outputs()
+    ins, outs = model_signature(content)
+    assert [t.name for t in ins] == ["left", "right"] and [t.name for t in outs] == ["sum", "difference"]
+    rng = np.random.default_rng(0)
+    left, right = rng.uniform(-1, 1, (12, 8)), rng.uniform(-1, 1, (12, 8))
+    results = {}
+    for name in RUNTIMES:
+        rt = open_runtime(name, content)
+        results[name] = rt.run({"left": left, "x1": right})  # by name or by position
+        assert rt.child_info["tensorflow_imported"] is False
+        assert [a.shape for a in results[name].all_outputs] == [(12, 8), (12, 8)]
+    # the two reference kernel sets compute the same integers; the difference output is left - right
+    for k in range(2):
+        np.testing.assert_array_equal(results["litert-ref"].all_outputs[k], results["tflm"].all_outputs[k])
+    difference = results["tflm"].dequantized(1)
+    np.testing.assert_allclose(difference, left - right, atol=0.05 + 0.1)
+    with pytest.raises(InputError, match=r"has 2 inputs \('left', 'right'\): pass a list of 2 arrays"):
+        open_runtime("litert", content).run(left)
+    with pytest.raises(InputError, match=r"has no array for input 1 \('right'\): name it 'right' or 'x1'"):
+        open_runtime("litert", content).run({"left": left})
+    with pytest.raises(InputError, match=r"hold different numbers of samples \[5, 12\]"):
+        open_runtime("tflm", content).run([left, right[:5]])
+    with pytest.raises(InputError, match="one input and one output"):
+        model_io(content)

@@ -496,7 +496,8 @@ def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[
             own = [e for e in ops if e["local_differ"]]
             if own:
                 worst = max(own, key=lambda e: (e["local_differ"], e["local_max_diff"]))
-                summary += f"; {len(own)} of {len(ops)} ops differ on the same inputs, most " + _describe(worst, "local_")
+                summary += (f"; {len(own)} of {len(ops)} ops differ on the same inputs, most "
+                            f"{_describe(worst, 'local_')}")
         found.append({"a": a, "b": b, "first_op": first["op"] if first else None, "summary": summary, "ops": ops})
     return found
 
