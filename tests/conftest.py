@@ -7,12 +7,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tfedge._keras import tf
+
 import numpy as np
 import pytest
 
 import tfedge
 from tfedge import keras
-from tfedge._keras import tf
 
 # Two logical CPU devices, configured before TensorFlow initializes its runtime, so that
 # tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) can be tested in-process on one machine.

@@ -12,7 +12,7 @@ import pytest
 import tfedge
 from tfedge import cli
 
-SUBCOMMANDS = ("demo", "compress", "convert", "inspect", "validate", "export-c")
+SUBCOMMANDS = ("demo", "compress", "convert", "inspect", "validate", "export-c", "lut")
 
 
 def _console_script() -> list[str]:

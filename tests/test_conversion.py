@@ -12,18 +12,20 @@ import subprocess
 import sys
 import textwrap
 
+from tfedge._keras import tf
+
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import accuracy, compile_classifier
 
 import tfedge
 from tfedge import cli, keras
-from tfedge._keras import tf
 from tfedge.conversion import MODES, TFLiteModel, convert
 from tfedge.errors import ConversionError, InputError, ModelError
 from tfedge.flatbuffer import parse
 from tfedge.inspection import inspect
+
+from conftest import accuracy, compile_classifier
 
 # TF-MOT only after tfedge._keras has chosen Keras 2 (TF_USE_LEGACY_KERAS=1)
 tfmot = importlib.import_module("tensorflow_model_optimization")

@@ -14,14 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+from tfedge._keras import tf
+
 import numpy as np
 import pytest
 
 import tfedge
 from tfedge import cli, keras
-from tfedge._keras import tf
-from tfedge.errors import InputError
 from tfedge.distribute import cluster_task, strategy_for, weights_sha256
+from tfedge.errors import InputError
 from tfedge.pipeline import PipelineConfig
 from tfedge.recipes import DIGITS
 

@@ -11,16 +11,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tfedge._keras import tf
+
 import flatbuffers
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tfedge import cli, keras
-from tfedge._keras import tf
 from tfedge.conversion import convert
 from tfedge.errors import InputError
 from tfedge.flatbuffer import parse

@@ -11,16 +11,18 @@ import sys
 import textwrap
 import warnings
 
+from tfedge._keras import tf
+
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import accuracy, compile_classifier
 
 import tfedge
 from tfedge import keras
-from tfedge._keras import tf
 from tfedge.errors import InputError, ModelError
 from tfedge.quantization import PrunePreserveQuantizeConfig, QuantizationWarning
+
+from conftest import accuracy, compile_classifier
 
 L = keras.layers
 BATCH = 64

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import tflite_builders as tb
-from conftest import accuracy
 
 import tfedge
 from tfedge.errors import InputError, ValidationError
@@ -26,6 +25,8 @@ from tfedge.runtimes import (
     open_runtime,
     quantize,
 )
+
+from conftest import accuracy
 
 
 @pytest.fixture(scope="module")

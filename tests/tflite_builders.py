@@ -10,7 +10,7 @@ Each builder returns the model's bytes; ``TensorSpec`` keeps the tables short.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flatbuffers
 import numpy as np

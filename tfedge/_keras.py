@@ -42,9 +42,8 @@ def ensure_keras2_model(model: object, what: str = "model") -> None:
     if module.startswith("keras"):
         raise InputError(
             f"{what} is a Keras 3 model ({type(model).__name__} from '{module}'); TF-MOT and tfedge "
-            "need Keras 2: build it with `from tfedge import keras` (tf_keras) instead of "
-            "`import keras` / `tf.keras`, and copy the weights over with set_weights(get_weights()) "
-            "(Keras 3 model files do not load in Keras 2)"
+            "need Keras 2: port it with tfedge.from_keras3(model) (or tfedge.load_model on its .keras "
+            "file), or build it with `from tfedge import keras`"
         )
     raise InputError(
         f"{what} must be a Keras model built with `from tfedge import keras`, got {type(model).__name__}"

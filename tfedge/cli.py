@@ -145,6 +145,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lut(args: argparse.Namespace) -> int:
+    from tfedge.conversion import TFLiteModel
+    from tfedge.datasets import load_npz
+    from tfedge.files import check_output_path
+    from tfedge.lut import lut_report
+
+    check_output_path(args.out, inputs=(args.file, args.data))
+    bits = args.bits if args.bits == "auto" else _bits(args.bits)
+    x = load_npz(args.data)[0] if args.data else None
+    report = lut_report(TFLiteModel.from_file(args.file), bits=bits, tensors=args.tensors, data=x)
+    report.model.save(args.out)
+    for note in report.model.notes:
+        print(f"note: {note}")
+    print(f"wrote {args.out} ({report.flash_after:,} bytes, was {report.flash_before:,}; TFLite Micro arena "
+          f"{report.arena_after:,} bytes, was {report.arena_before:,}; TFLite Micro only)")
+    return 0
+
+
+def _bits(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--bits must be an integer from 1 to 7 or 'auto', got {text!r} (e.g. --bits 4)") from None
+
+
 def _cmd_export_c(args: argparse.Namespace) -> int:
     from tfedge.export import c_identifier_from, check_c_identifier, export_c_array  # no TensorFlow
 
@@ -225,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true", help="allow an .h5 / SavedModel reference")
     p.set_defaults(func=_cmd_validate)
 
+    p = sub.add_parser("lut", parents=[common], help="TFLite Micro LUT compression of clustered int8 weights, verified bit-exact")
+    p.add_argument("file", help="int8 .tflite file (weights clustered: tfedge.cluster + preserve_clusters QAT)")
+    p.add_argument("--bits", default="4", help="index bits, 1-7, or 'auto' (per tensor, the fewest lossless; default 4)")
+    p.add_argument("--tensors", choices=("auto", "all"), default="auto",
+                   help="auto: the weight tensors that save more flash than they add arena (default); all: every one")
+    p.add_argument("--data", help="inputs .npz with x for the bit-exactness check (default: 32 generated inputs)")
+    p.add_argument("--out", required=True, help="output .tflite file (TFLite Micro only; written atomically)")
+    p.set_defaults(func=_cmd_lut)
+
     p = sub.add_parser("export-c", parents=[common], help="write the .tflite as a C array (.h/.cc) for TFLite Micro")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--out", required=True, help="output folder")
@@ -241,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if not args.debug and args.command not in ("inspect", "export-c"):  # these two need no TensorFlow
+        if not args.debug and args.command not in ("inspect", "export-c", "lut"):  # these need no TensorFlow
             quiet_tensorflow_import()
         return int(args.func(args) or 0)
     except TfedgeError as exc:

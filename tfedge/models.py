@@ -28,7 +28,7 @@ from typing import Any
 
 from tfedge._keras import ensure_keras2_model, keras
 
-from tfedge import distillation, files, pruning, quantization
+from tfedge import distillation, files, keras3, pruning, quantization
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.files import PathLike, atomic_path, check_input_file
 
@@ -88,7 +88,8 @@ def _config_objects(config: Any) -> Iterator[dict]:
             yield from _config_objects(value)
 
 
-def _check_keras_archive(p: Path) -> None:
+def _check_keras_archive(p: Path) -> str:
+    """Refuse unsafe content before Keras reads the file; return the Keras version that saved it."""
     where = f"model file '{p}'"
     if not zipfile.is_zipfile(p):
         raise InputError(f"{where} is not a .keras archive (not a zip): save it with model.save('model.keras')")
@@ -136,17 +137,14 @@ def _check_keras_archive(p: Path) -> None:
                     f"{where} contains a {cls} layer '{name}' that reads its vocabulary from the file "
                     f"'{vocab}', refused: pass the vocabulary as a list instead of a path"
                 )
-    if saved_by.startswith("3."):
-        raise ModelError(
-            f"{where} was saved by Keras {saved_by}; tfedge loads Keras 2 (tf_keras) models: rebuild it with "
-            "`from tfedge import keras`, copy the weights over (set_weights(get_weights())) and save it again"
-        )
+    return saved_by
 
 
 def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) -> keras.Model:
     """Load a Keras 2 model from ``.keras`` (safe mode), or ``.h5`` / SavedModel with ``trust=True``.
 
-    Pruned (TF-MOT wrapped) and quantization-aware models load without a custom-object scope.
+    Pruned (TF-MOT wrapped) and quantization-aware models load without a custom-object scope. A ``.keras``
+    file saved by Keras 3 passes the same scan, then is ported to tf_keras (:func:`tfedge.from_keras3`).
     """
     p = Path(path)
     if not p.exists():
@@ -166,7 +164,8 @@ def load_model(path: PathLike, *, trust: bool = False, compile: bool = False) ->
             )
     else:
         check_input_file(p, "model file")
-        _check_keras_archive(p)
+        if _check_keras_archive(p).startswith("3."):  # scanned like any file, then ported layer for layer
+            return keras3.load_keras3(p)
     if not is_savedmodel:
         check_input_file(p, "model file")
     try:

@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tfedge._keras import keras, tf
+
 import numpy as np
 
 import tfedge
-from tfedge._keras import keras, tf
 from tfedge.checks import check_bool, check_fraction, check_int, check_range
 from tfedge.datasets import Split, check_inputs_match, check_labels_fit, digits
 from tfedge.distillation import Distiller

@@ -51,6 +51,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 )
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper
 
+from tfedge import clustering
 from tfedge.checks import check_bool
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.graph import check_graph_model, unwrap, walk_layers
@@ -88,6 +89,7 @@ def quantize_aware(
     model: keras.Model,
     *,
     preserve_sparsity: bool = False,
+    preserve_clusters: bool = False,
     skip: Iterable[str | type] | None = None,
     strict: bool = False,
 ) -> keras.Model:
@@ -95,7 +97,11 @@ def quantize_aware(
 
     ``preserve_sparsity=True`` uses TF-MOT's prune-preserving scheme: weights that are zero now stay
     zero through QAT training and into the int8 flatbuffer (prune, then :func:`tfedge.strip`, then
-    this). Pruning wrappers still in ``model`` are stripped first. ``skip`` names layers (or layer
+    this). ``preserve_clusters=True`` uses TF-MOT's cluster-preserving scheme (CQAT; with
+    ``preserve_sparsity=True`` too, PCQAT): the clustered kernels of Dense and Conv2D layers keep their
+    few values through training, so the int8 file holds at most that many per channel (cluster with
+    :func:`tfedge.cluster`, then this; TF-MOT keeps no DepthwiseConv2D clusters). Pruning and
+    clustering wrappers still in ``model`` are stripped first. ``skip`` names layers (or layer
     classes) to keep in float on purpose. Layers TF-MOT cannot quantize stay float with one
     :class:`QuantizationWarning` naming each, or raise :class:`~tfedge.errors.ModelError` when
     ``strict=True``. ``model`` itself is not changed; the copy has no optimizer: compile it.
@@ -114,14 +120,18 @@ def quantize_aware(
     ['Rescaling', 'QuantizeWrapperV2', 'QuantizeWrapperV2']
     """
     check_bool(preserve_sparsity, "preserve_sparsity")
+    check_bool(preserve_clusters, "preserve_clusters")
     check_bool(strict, "strict")
     check_graph_model(model, "model to quantize")
     _refuse_already_quantized(model)
 
     with _scope(model):
         base = _strip_pruning(model)
+
+        if clustering.is_clustered(base):
+            base = clustering.strip_clustering(base)
         skipped = _resolve_skip(base, skip)
-        scheme = _scheme(preserve_sparsity)
+        scheme = clustering.cqat_scheme(preserve_sparsity) if preserve_clusters else _scheme(preserve_sparsity)
         candidates = [layer.name for layer in base.layers
                       if not isinstance(layer, keras.layers.InputLayer) and layer.name not in skipped]
         unsupported = _find_unsupported(base, candidates, scheme, preserve_sparsity)
@@ -347,6 +357,14 @@ class QuantizeWrapperV2(_qwrapper.QuantizeWrapperV2):
     def build_from_config(self, config):
         """Skip the early build of a file load: the model's call builds it, in its name scope."""
 
+    def build(self, input_shape):
+        # The wrapped layer's weights come first, as in a wrapper made around a built layer, so that a
+        # rebuilt or reloaded wrapper lists its weights in the same order when its quantizer adds
+        # trainable ones too (the cluster-preserving quantizer's centroids).
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        super().build(input_shape)
+
 
 class _KeepZeros:
     """Weight quantizer mixin: weights that are zero stay zero (no gradient reaches them).
@@ -408,11 +426,11 @@ class PrunePreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 def load_objects() -> dict:
     """The classes tfedge's QAT models need to load, by the names saved files use (see :func:`quantize_scope`).
 
-    >>> sorted(load_objects())
-    ['QuantizeLayer', 'QuantizeWrapperV2', 'tfedge>PrunePreserveQuantizeConfig']
+    >>> sorted(load_objects())[:3]
+    ['ClusterWeights', 'ClusterWeightsMHA', 'ClusterWeightsRNN']
     """
     return {"QuantizeLayer": QuantizeLayer, "QuantizeWrapperV2": QuantizeWrapperV2,
-            "tfedge>PrunePreserveQuantizeConfig": PrunePreserveQuantizeConfig}
+            "tfedge>PrunePreserveQuantizeConfig": PrunePreserveQuantizeConfig, **clustering.load_objects()}
 
 
 @contextlib.contextmanager
@@ -453,7 +471,7 @@ class _RegistryView(tfmot.quantization.keras.QuantizeRegistry):
         return layer.name not in self._keep_float and self._registry.supports(layer)
 
     def get_quantize_config(self, layer):
-        config = self._registry.get_quantize_config(layer)
+        config = clustering.cluster_preserving_config(self._registry.get_quantize_config(layer), self._preserve_sparsity)
         if self._preserve_sparsity and isinstance(
             getattr(config, "weight_quantizer", None), _ppq.PrunePreserveDefaultWeightsQuantizer
         ):

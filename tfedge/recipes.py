@@ -15,9 +15,9 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from tfedge._keras import keras
+
+import numpy as np
 
 #: Builds a model from ``(input_shape, num_classes)``.
 ModelBuilder = Callable[[tuple[int, ...], int], Any]

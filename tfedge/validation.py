@@ -315,6 +315,7 @@ def choose_output(output: int | str | None, outputs: Sequence[TensorInfo], sourc
 
 def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: int) -> np.ndarray:
     from tfedge._keras import ensure_keras2_model
+
     from tfedge.datasets import check_inputs_match
 
     if isinstance(reference, str) or hasattr(reference, "__fspath__"):
