@@ -257,3 +257,16 @@ def test_float32_uint8_and_16x8_models_run_and_compare(small_cnn, digits):
     assert result.input["dtype"] == "int16" and result.status["tflm"] == {"status": "ran"}
     assert result.pair("litert-ref", "tflm")["top1_agreement"] == 1.0
     assert min(result.accuracy.values()) > 0.8
+
+
+def test_lut_compressed_model_runs_on_tflm_and_litert_is_skipped(digits):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([L.Input((8, 8, 1)), L.DepthwiseConv2D(3, depth_multiplier=4),
+                              L.GlobalAveragePooling2D(), L.Dense(10)])  # few weights per channel: LUT-able
+    compressed = tfedge.lut_compress(tfedge.convert(model, representative_data=digits.x_train[:100]),
+                                     bits="auto", tensors="all")
+    result = validate(compressed, digits.x_test[:30], digits.y_test[:30], verbose=0)
+    assert result.runtimes == ("tflm",) and result.status["tflm"] == {"status": "ran"}
+    for name in ("litert", "litert-ref"):
+        assert result.status[name]["status"] == "skipped" and "TFLM_DECODE" in result.status[name]["reason"]
+    assert result.failed_checks() == [] and "litert skipped" in result.claim()

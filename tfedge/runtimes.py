@@ -402,6 +402,11 @@ class LiteRT(IsolatedRuntime):
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
         super().__init__(model_or_path, source, timeout=timeout)
         self.threads = threads
+        from tfedge.lut import tflm_only_reason  # lut imports this module
+
+        reason = tflm_only_reason(self._content)
+        if reason:  # LiteRT has no kernel for them: refused before a child starts
+            raise RuntimeRefused(f"{self.label} refuses {self.source}: {reason}", reason)
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         return {**super()._options(options), "threads": self.threads}

@@ -88,8 +88,6 @@ MIN_SNR_DB = 30.0
 #: Rule 2 for integer regression outputs: a pair at most this many raw steps apart passes whatever its SNR
 #: (on small outputs one step is a low SNR, yet it is the quantization's own resolution).
 REGRESSION_MAX_STEPS = 2
-#: The custom op of LUT-compressed weights, which only TFLite Micro decodes.
-TFLM_DECODE_OP = "CUSTOM:TFLM_DECODE"
 #: Runtime statuses.
 STATUSES = ("ran", "refused", "crashed", "skipped")
 
@@ -349,7 +347,7 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
 def tflm_only_reason(content: bytes, source: str) -> str | None:
     """Why only TFLite Micro can read the file (LiteRT is then skipped, not run), or None.
 
-    LUT-compressed weights (``TFLM_DECODE`` custom ops, from ``tfedge.lut_compress``), and a per-channel
+    LUT-compressed weights (``TFLM_DECODE`` custom ops, :func:`tfedge.lut.tflm_only_reason`), and a per-channel
     quantized tensor that carries a single zero point for all its channels.
 
     >>> from tfedge.tflite import tiny_int8_model
@@ -357,12 +355,12 @@ def tflm_only_reason(content: bytes, source: str) -> str | None:
     True
     """
     from tfedge.flatbuffer import parse
+    from tfedge.lut import tflm_only_reason as lut_reason
 
-    model = parse(content, source)
-    if any(code.name == TFLM_DECODE_OP for code in model.opcodes):
-        return ("LUT-compressed weights (TFLM_DECODE ops), which only TFLite Micro runs: validate the uncompressed "
-                "model on LiteRT")
-    for sub in model.subgraphs:
+    lut = lut_reason(content)
+    if lut:
+        return lut
+    for sub in parse(content, source).subgraphs:
         for t in sub.tensors:
             if len(t.scale) > 1 and len(t.zero_point) == 1:
                 return (f"tensor '{t.name or t.index}' has {len(t.scale)} per-channel scales and one zero point, "
