@@ -604,12 +604,13 @@ def test_8_tflite_micro_crash_is_a_clear_error(tflm_crasher, ws, tmp_path, capsy
     crash = r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite'? while .*; the file may be corrupted, " \
             r"or a tensor's quantization is degenerate"
     # validate names the op the crash was in (graph prefixes run in the isolated worker)
-    listed = r"no runtime ran .*crash\.tflite'?: tflm crashed \(SIGSEGV in SLICE \(op 1\)\)$"
+    listed = r"TFLite Micro crashed \(signal 11, SIGSEGV\) in SLICE \(op 1\) on .*crash\.tflite'? while .*; the " \
+             r"file may be corrupted"
     api_error(ValidationError, listed, tfedge.validate, tflm_crasher, digits.x_test[:8], runtimes=("tflm",), verbose=0)
     api_error(ValidationError, crash, tfedge.export_c_array, tflm_crasher, tmp_path / "crash")
     # LiteRT (in its own child) refuses the same file cleanly, with its own reason
-    api_error(ValidationError, r"no runtime ran .*crash\.tflite'?: litert refused \(.+\)", tfedge.validate,
-              tflm_crasher, digits.x_test[:8], runtimes=("litert",), verbose=0)
+    api_error(ValidationError, r"LiteRT cannot prepare .*crash\.tflite", tfedge.validate, tflm_crasher,
+              digits.x_test[:8], runtimes=("litert",), verbose=0)
     folders = (ws, tmp_path, tflm_crasher.parent)
     cli_error(["validate", tflm_crasher, "--data", ws / "test.npz", "--runtimes", "tflm"], capsys, folders, listed)
     cli_error(["export-c", tflm_crasher, *cli_outputs(ws)[1]], capsys, folders, crash)
@@ -638,7 +639,7 @@ def test_8_console_script_shows_one_line_and_exit_2(tflm_crasher, ws, tmp_path):
         (out, err), rc = results[kind]
         assert rc == 2 and out == "", (rc, out, err)
         assert err.count("\n") == 1 and err.startswith("tfedge: error: ") and "Traceback" not in err, err
-    assert "tflm crashed (SIGSEGV in SLICE (op 1))" in results["crash"][0][1]
+    assert "TFLite Micro crashed (signal 11, SIGSEGV) in SLICE (op 1)" in results["crash"][0][1]
     assert "its file identifier is" in results["junk"][0][1]
     (out, err), rc = results["junk --debug"]
     assert rc == 1 and "Traceback (most recent call last)" in err and "tfedge.errors.InputError" in err

@@ -147,7 +147,17 @@ def _smallest_arena(runtime, content: bytes, known_good: int, lower: int, sample
 
 
 class _Refused(Exception):
-    """The runtime refused the model (load / prepare), with its own reason."""
+    """The runtime would not take the model; ``kind``: ``unloadable`` (it cannot even read it), ``refused``
+    (it read it but will not prepare it) or ``failed`` (an invoke failed, or an output has the wrong shape)."""
+
+    def __init__(self, reason: str, kind: str = "refused", **detail: Any):
+        super().__init__(reason)
+        self.kind, self.detail = kind, detail
+
+
+def _reason(value: BaseException, log: str) -> str:
+    lines = [ln.strip() for ln in str(value).splitlines() if ln.strip()]
+    return "; ".join(dict.fromkeys(lines))[:300] if lines else _short(log, value)
 
 
 def _open_litert(content: bytes, kernels: str, threads: int):
@@ -155,24 +165,29 @@ def _open_litert(content: bytes, kernels: str, threads: int):
 
     resolver = OpResolverType.BUILTIN_REF if kernels == "litert-ref" else OpResolverType.AUTO
 
-    def make():
+    def make():  # the details too: LiteRT decodes tensor names, which a corrupted file can make invalid UTF-8
         it = Interpreter(model_content=content, num_threads=threads, experimental_op_resolver_type=resolver)
-        it.allocate_tensors()
-        return it
+        return it, it.get_input_details(), it.get_output_details()
 
     value, log = _capture_native_output(make)
     if isinstance(value, Exception):
-        lines = [ln.strip() for ln in str(value).splitlines() if ln.strip()]
-        raise _Refused("; ".join(dict.fromkeys(lines))[:300] if lines else _short(log, value))
+        raise _Refused(_reason(value, log), "unloadable")
+    done, log = _capture_native_output(value[0].allocate_tensors)
+    if isinstance(done, Exception):
+        raise _Refused(_reason(done, log), "refused")
     return value
+
+
+def _check_shape(out: np.ndarray, declared: tuple[int, ...]) -> None:
+    if out.shape != (1, *declared[1:]):  # a corrupted option (e.g. padding) can resize it
+        raise _Refused(f"output of shape {out.shape}", "failed", got=list(out.shape), declared=[1, *declared[1:]])
 
 
 def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, progress: _Progress) -> dict:
     kernels = options["kernels"]
     progress.stage("importing ai_edge_litert")
     progress.stage("loading the model")
-    it = _open_litert(content, kernels, int(options.get("threads", 1)))
-    ins, outs = it.get_input_details(), it.get_output_details()
+    it, ins, outs = _open_litert(content, kernels, int(options.get("threads", 1)))
     samples = raw if raw is not None else [np.zeros((1, *d["shape"][1:]), d["dtype"]) for d in ins]
     count = len(samples[0])
     results = [np.empty((count, *d["shape"][1:]), d["dtype"]) for d in outs]
@@ -184,18 +199,23 @@ def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, pro
 
     warmup = int(options.get("warmup", 0)) if raw is not None else 0
     progress.stage(f"running {count} samples")
-    for _ in range(warmup):
-        feed(0)
-        it.invoke()
-    for i in range(count):
-        progress.stage(f"running sample {i} of {count}")
-        feed(i)
-        start = time.perf_counter_ns()
-        it.invoke()
-        times[i] = (time.perf_counter_ns() - start) / 1000.0
-        for k, d in enumerate(outs):
-            results[k][i] = it.get_tensor(d["index"])[0]
-        progress.done(i + 1, count)
+    try:
+        for _ in range(warmup):
+            feed(0)
+            it.invoke()
+        for i in range(count):
+            progress.stage(f"running sample {i} of {count}")
+            feed(i)
+            start = time.perf_counter_ns()
+            it.invoke()
+            times[i] = (time.perf_counter_ns() - start) / 1000.0
+            for k, d in enumerate(outs):
+                out = it.get_tensor(d["index"])
+                _check_shape(out, tuple(d["shape"]))
+                results[k][i] = out[0]
+            progress.done(i + 1, count)
+    except (ValueError, RuntimeError) as exc:
+        raise _Refused(_reason(exc, ""), "failed") from None
     return {"inputs": [TensorInfo.from_details(d, "model", f"input{k}").to_dict() for k, d in enumerate(ins)],
             "outputs": [TensorInfo.from_details(d, "model", f"output{k}").to_dict() for k, d in enumerate(outs)],
             "_arrays": results, "_times": times}
@@ -266,7 +286,8 @@ def main(argv: list[str]) -> int:
     except InputError as exc:
         result = {"error": str(exc), "stage": "checking the samples", "kind": "input"}
     except _Refused as exc:
-        result = {"error": str(exc), "stage": "loading the model", "kind": "refused"}
+        result = {"error": str(exc), "stage": "loading the model" if exc.kind != "failed" else "running the model",
+                  "kind": exc.kind, **exc.detail}
     except Exception as exc:  # reported to the parent as one line
         result = {"error": first_line(exc),
                   "stage": "loading or running the model"}

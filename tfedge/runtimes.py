@@ -69,21 +69,29 @@ ProgressFn = Callable[[int], None]
 
 
 class RuntimeRefused(ValidationError):
-    """A runtime would not load, prepare or invoke the model; ``reason`` is its own one-line message."""
+    """A runtime would not load, prepare or invoke the model; ``reason`` is its own one-line message and
+    ``kind`` says when: ``unloadable`` (it cannot read the file), ``refused`` (it will not prepare it),
+    ``failed`` (an invoke failed or produced a wrong shape)."""
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str, kind: str = "refused"):
         super().__init__(message)
-        self.reason = reason
+        self.reason, self.kind = reason, kind
 
 
 class RuntimeCrashed(ValidationError):
-    """A runtime's child process died (``signal_name``, e.g. ``SIGABRT``, or ``hung``) while ``stage``;
-    ``op`` is the op it died in once :meth:`locate_crash` found it."""
+    """A runtime's child process died (``signal_name``, e.g. ``SIGABRT``, or ``hung``) while ``stage``.
 
-    def __init__(self, message: str, signal_name: str, stage: str):
-        super().__init__(message)
+    ``head`` / ``tail`` are the message around the place :meth:`in_op` puts the op the crash was in.
+    """
+
+    def __init__(self, head: str, tail: str, signal_name: str, stage: str):
+        super().__init__(head + tail)
+        self.head, self.tail = head, tail
         self.signal_name, self.stage = signal_name, stage
-        self.op: str | None = None
+
+    def in_op(self, op: str) -> str:
+        """The message naming the op, e.g. ``TFLite Micro crashed (signal 6, SIGABRT) in SOFTMAX (op 1) on ...``."""
+        return f"{self.head} in {op}{self.tail}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +279,10 @@ class IsolatedRuntime:
 
     # -- the child process -------------------------------------------------------------------------
 
+    def _refusal(self, result: dict[str, Any]) -> str:
+        """The one-line message for a model the child's runtime would not take."""
+        return f"{self.label} cannot run {self.source} ({result['stage']}): {result['error']}"
+
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         return {"kernels": self.name, "num_inputs": len(self.inputs), "num_outputs": len(self.outputs), **options}
 
@@ -292,8 +304,8 @@ class IsolatedRuntime:
             if result.get("kind") == "input":
                 raise InputError(result["error"])
             if "error" in result:
-                what = "refuses" if result.get("kind") == "refused" else "cannot run"
-                raise RuntimeRefused(f"{self.label} {what} {self.source}: {result['error']}", result["error"])
+                kind = result.get("kind", "failed")
+                raise RuntimeRefused(self._refusal(result), result["error"], kind)
             self.child_info = {k: result.get(k) for k in ("tensorflow_imported", "seconds", "inference_arena")}
             # as the runtime itself reports them, named and indexed from the file
             ins = tuple(_reported(d, t) for d, t in zip(result["inputs"], self.inputs))
@@ -347,8 +359,8 @@ class IsolatedRuntime:
             else:
                 fix = ("the file may be corrupted, or a tensor's quantization is degenerate (see tfedge inspect); "
                        "another runtime may still run it")
-            raise RuntimeCrashed(
-                f"{self.label} crashed (signal {-code}, {name}) on {self.source} while {stage}; {fix}", name, stage)
+            raise RuntimeCrashed(f"{self.label} crashed (signal {-code}, {name})",
+                                 f" on {self.source} while {stage}; {fix}", name, stage)
         if code != 0 and not (folder / "result.json").exists():
             raise ValidationError(
                 f"{self.label} failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
@@ -361,7 +373,7 @@ class IsolatedRuntime:
             if not ready:
                 proc.kill()
                 raise RuntimeCrashed(
-                    f"{self.label} stopped responding on {self.source} while {stage} (no progress for "
+                    f"{self.label} stopped responding", f" on {self.source} while {stage} (no progress for "
                     f"{self.timeout:g} s) and was stopped; the file may be corrupted, or raise the timeout",
                     "hung", stage)
             chunk = os.read(read_fd, 65536)
@@ -406,10 +418,22 @@ class LiteRT(IsolatedRuntime):
 
         reason = tflm_only_reason(self._content)
         if reason:  # LiteRT has no kernel for them: refused before a child starts
-            raise RuntimeRefused(f"{self.label} refuses {self.source}: {reason}", reason)
+            raise RuntimeRefused(f"{self.label} cannot run {self.source}: {reason}", reason, "skipped")
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         return {**super()._options(options), "threads": self.threads}
+
+    def _refusal(self, result: dict[str, Any]) -> str:
+        kind, error = result.get("kind"), result["error"]
+        if kind == "unloadable":
+            return f"{self.source} is not a loadable TFLite model: {self.label} says {error}"
+        if kind == "refused":
+            return f"{self.label} cannot prepare {self.source}: {error}"
+        if "got" in result:
+            return (f"{self.label} produced an output of shape {tuple(result['got'])} from {self.source}, which "
+                    f"declares {tuple(result['declared'])}: the file is corrupted or unsupported; "
+                    "re-create it with tfedge.convert")
+        return f"{self.label} failed to run {self.source}: {error}"
 
     def run(self, x: Any, *, warmup: int = WARMUP_INVOKES, progress: ProgressFn | None = None) -> RunResult:
         """Run each sample of ``x`` through one invoke, timing each invoke after ``warmup`` untimed ones."""

@@ -371,13 +371,16 @@ def tflm_only_reason(content: bytes, source: str) -> str | None:
 def _run_one(name: str, content: bytes, source: str, raw: list[np.ndarray], *, threads: int,
              timeout: float | None, verbose: int) -> tuple[RunResult | None, dict[str, str]]:
     """One runtime's outputs and its status; a crash is located to an op by running graph prefixes."""
-    runner = open_runtime(name, content, source, threads=threads, timeout=timeout)
+    try:
+        runner = open_runtime(name, content, source, threads=threads, timeout=timeout)
+    except RuntimeRefused as exc:  # refused before a child starts (a file only TFLite Micro runs)
+        return None, {"status": "skipped", "reason": exc.reason, "message": str(exc), "kind": exc.kind}
     options: dict[str, Any] = {"measure_arena": True} if name == "tflm" else {"warmup": WARMUP_INVOKES}
     progress = _progress(f"{name}: running {len(raw[0])} samples", len(raw[0]), verbose)
     try:
         return runner.run_raw(raw, progress=progress, **options), {"status": "ran"}
     except RuntimeRefused as exc:
-        return None, {"status": "refused", "reason": exc.reason, "message": str(exc)}
+        return None, {"status": "refused", "reason": exc.reason, "message": str(exc), "kind": exc.kind}
     except RuntimeCrashed as exc:
         op = None
         if exc.signal_name != "hung":  # a hang is not bisected: each probe could wait the whole timeout
@@ -386,7 +389,8 @@ def _run_one(name: str, content: bytes, source: str, raw: list[np.ndarray], *, t
             except (ValidationError, InputError):
                 op = None
         where = f"in {op}" if op else f"while {exc.stage}"
-        return None, {"status": "crashed", "reason": f"{exc.signal_name} {where}", "message": str(exc)}
+        return None, {"status": "crashed", "reason": f"{exc.signal_name} {where}",
+                      "message": exc.in_op(op) if op else str(exc)}
 
 
 def _pair_figures(a: RunResult, b: RunResult, k: int, classification: bool) -> dict[str, Any]:
@@ -563,13 +567,17 @@ def validate(
     only_tflm = tflm_only_reason(content, source)
     for name in names:
         if only_tflm and name != "tflm":
-            status[name] = {"status": "skipped", "reason": only_tflm}
+            status[name] = {"status": "skipped", "reason": only_tflm,
+                            "message": f"{KERNELS[name]} cannot run {source}: {only_tflm}"}
             continue
         result, status[name] = _run_one(name, content, source, raw, threads=threads, timeout=tflm_timeout,
                                         verbose=verbose)
         if result is not None:
             results[name] = result
     if not results:
+        if len(names) == 1:  # that runtime's own message, as one line
+            st = status[names[0]]
+            raise (InputError if st.get("kind") == "unloadable" else ValidationError)(st["message"])
         raise ValidationError(f"no runtime ran {source}: " + "; ".join(
             f"{name} {st['status']} ({st.get('reason', '')})" for name, st in status.items()))
 
