@@ -180,7 +180,8 @@ def _open_litert(content: bytes, kernels: str, threads: int):
 
 def _check_shape(out: np.ndarray, declared: tuple[int, ...]) -> None:
     if out.shape != (1, *declared[1:]):  # a corrupted option (e.g. padding) can resize it
-        raise _Refused(f"output of shape {out.shape}", "failed", got=list(out.shape), declared=[1, *declared[1:]])
+        raise _Refused(f"output of shape {out.shape}", "failed", got=[int(d) for d in out.shape],
+                       declared=[1, *(int(d) for d in declared[1:])])
 
 
 def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, progress: _Progress) -> dict:
