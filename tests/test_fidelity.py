@@ -82,9 +82,11 @@ def test_xnnpack_differs_from_the_reference_kernels_and_the_default_rule_passes(
     assert strict and all(f.startswith("rule 'optimized kernels within tolerance' failed: litert vs") for f in strict)
     assert "LiteRT XNNPACK kernels and LiteRT reference kernels agree on" in r.claim()
 
-    code, out, err = _cli("validate", str(residual[0]), "--data", str(residual[1]), "--json")
+    code, out, err = _cli("validate", str(residual[0]), "--data", str(residual[1]), "--json", "--trace")
     assert code == 0, err
-    assert json.loads(out)["matrix"] == json.loads(json.dumps(r.matrix))
+    data = json.loads(out)
+    assert data["matrix"] == json.loads(json.dumps(r.matrix))
+    assert [t["first_op"] for t in data["trace"]] == [t["first_op"] for t in r.trace]
     code, _, err = _cli("validate", str(residual[0]), "--data", str(residual[1]), "--min-agreement", "1.0")
     assert code == 1 and "rule 'optimized kernels within tolerance' failed" in err
 
