@@ -28,7 +28,7 @@ import numpy as np
 
 from tfedge.errors import InputError, first_line
 from tfedge.native import capture_fds
-from tfedge.tflite import TensorInfo
+from tfedge.tflite import TensorInfo, sample_shape
 
 #: Largest arena tried when growing the inference arena (bytes).
 MAX_ARENA = 1 << 30
@@ -179,9 +179,10 @@ def _open_litert(content: bytes, kernels: str, threads: int):
 
 
 def _check_shape(out: np.ndarray, declared: tuple[int, ...]) -> None:
-    if out.shape != (1, *declared[1:]):  # a corrupted option (e.g. padding) can resize it
+    expected = tuple(int(d) for d in declared)
+    if out.shape != expected:  # a corrupted option (e.g. padding) can resize it
         raise _Refused(f"output of shape {out.shape}", "failed", got=[int(d) for d in out.shape],
-                       declared=[1, *(int(d) for d in declared[1:])])
+                       declared=list(expected))
 
 
 def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, progress: _Progress) -> dict:
@@ -189,14 +190,14 @@ def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, pro
     progress.stage("importing ai_edge_litert")
     progress.stage("loading the model")
     it, ins, outs = _open_litert(content, kernels, int(options.get("threads", 1)))
-    samples = raw if raw is not None else [np.zeros((1, *d["shape"][1:]), d["dtype"]) for d in ins]
+    samples = raw if raw is not None else [np.zeros((1, *sample_shape(d["shape"])), d["dtype"]) for d in ins]
     count = len(samples[0])
-    results = [np.empty((count, *d["shape"][1:]), d["dtype"]) for d in outs]
+    results = [np.empty((count, *sample_shape(d["shape"])), d["dtype"]) for d in outs]
     times = np.empty(count, np.float64)
 
     def feed(i: int) -> None:
         for d, x in zip(ins, samples):
-            it.set_tensor(d["index"], x[i : i + 1].reshape((1, *d["shape"][1:])))
+            it.set_tensor(d["index"], x[i : i + 1].reshape(tuple(int(n) for n in d["shape"])))
 
     warmup = int(options.get("warmup", 0)) if raw is not None else 0
     progress.stage(f"running {count} samples")
@@ -213,7 +214,7 @@ def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, pro
             for k, d in enumerate(outs):
                 out = it.get_tensor(d["index"])
                 _check_shape(out, tuple(d["shape"]))
-                results[k][i] = out[0]
+                results[k][i] = out.reshape(results[k].shape[1:])
             progress.done(i + 1, count)
     except (ValueError, RuntimeError) as exc:
         raise _Refused(_reason(exc, ""), "failed") from None
@@ -233,11 +234,11 @@ def _run_tflm(content: bytes, options: dict, raw: list[np.ndarray] | None, progr
     n_in, n_out = int(options.get("num_inputs", 1)), int(options.get("num_outputs", 1))
     infos_in = [TensorInfo.from_details(interp.get_input_details(k), "model", f"input{k}") for k in range(n_in)]
     infos_out = [TensorInfo.from_details(interp.get_output_details(k), "model", f"output{k}") for k in range(n_out)]
-    shapes = [(1, *t.shape[1:]) for t in infos_in]
+    shapes = [t.shape for t in infos_in]
     samples = raw if raw is not None else [
-        np.full(s, t.zero_point if t.quantized else 0, dtype=t.dtype) for s, t in zip(shapes, infos_in)]
+        np.full((1, *t.sample_shape), t.zero_point if t.quantized else 0, dtype=t.dtype) for t in infos_in]
     count = len(samples[0])
-    results = [np.empty((count, *t.shape[1:]), t.dtype) for t in infos_out]
+    results = [np.empty((count, *t.sample_shape), t.dtype) for t in infos_out]
     progress.stage(f"running {count} samples")
     for i in range(count):
         progress.stage(f"running sample {i} of {count}")
@@ -245,7 +246,7 @@ def _run_tflm(content: bytes, options: dict, raw: list[np.ndarray] | None, progr
             interp.set_input(x[i : i + 1].reshape(shapes[k]), k)
         interp.invoke()
         for k in range(n_out):
-            results[k][i] = interp.get_output(k)[0]
+            results[k][i] = interp.get_output(k).reshape(results[k].shape[1:])
         progress.done(i + 1, count)
     arena_bytes = None
     if options.get("measure_arena"):

@@ -99,7 +99,7 @@ class RunResult:
     """What one runtime produced for a batch of samples.
 
     ``all_outputs`` holds every model output's raw values per sample (int8 for an int8 model), each
-    shaped ``(N, *shape[1:])``, described by ``output_infos``; ``outputs`` / ``output`` are the first of
+    shaped ``(N, *sample_shape)``, described by ``output_infos``; ``outputs`` / ``output`` are the first of
     them and ``input`` the first input. ``invoke_us``: the time of each invoke (LiteRT);
     ``arena_bytes``: the smallest TFLite Micro arena that allocated (TFLite Micro, when measured).
     """
@@ -171,7 +171,7 @@ def check_samples(x: np.ndarray, info: TensorInfo, source: str) -> np.ndarray:
     arr = arr.astype(np.float32, copy=False)
     if arr.ndim == 0 or len(arr) == 0:
         raise InputError(f"samples must be an array of shape (N, ...) with N >= 1, got shape {arr.shape}")
-    check_inputs_match(arr, info.shape, where=f"data for {source}")
+    check_inputs_match(arr, (1, *info.sample_shape), where=f"data for {source}")
     bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
     if bad:
         raise InputError(f"samples hold {bad} NaN or Inf values; clean or drop those samples")
@@ -314,7 +314,7 @@ class IsolatedRuntime:
                 with np.load(folder / "outputs.npz", allow_pickle=False) as data:
                     arrays = tuple(data[f"y{k}"] for k in range(len(outs)))
             else:
-                arrays = tuple(np.empty((0, *t.shape[1:]), t.dtype) for t in outs)
+                arrays = tuple(np.empty((0, *t.sample_shape), t.dtype) for t in outs)
             times_path = folder / "times.npy"
             times = np.load(times_path, allow_pickle=False) if times_path.exists() else None
         self.inputs, self.outputs = ins, outs

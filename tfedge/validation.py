@@ -327,7 +327,7 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
     if isinstance(predicted, dict):
         predicted = list(predicted.values())
     if isinstance(predicted, (list, tuple)):  # the converter may order outputs otherwise: match by size first
-        size = int(np.prod(io_out.shape[1:]))
+        size = int(np.prod(io_out.sample_shape))
         fits = [j for j, p in enumerate(predicted) if int(np.prod(np.shape(p)[1:])) == size]
         if len(fits) == 1:
             k = fits[0]
@@ -336,10 +336,10 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
                              "pass the Keras model the file was converted from")
         predicted = predicted[k]
     out = np.asarray(predicted)
-    if int(np.prod(out.shape[1:])) != int(np.prod(io_out.shape[1:])):
+    if int(np.prod(out.shape[1:])) != int(np.prod(io_out.sample_shape)):
         raise InputError(
             f"reference output shape {tuple(out.shape[1:])} does not match the TFLite model output "
-            f"{io_out.shape[1:]}: pass the Keras model the file was converted from"
+            f"{io_out.sample_shape}: pass the Keras model the file was converted from"
         )
     return out
 
@@ -401,7 +401,7 @@ def _pair_figures(a: RunResult, b: RunResult, k: int, classification: bool) -> d
     err = np.abs(fa - fb)
     noise, signal = float(np.sum(err**2)), float(np.sum(fb**2))
     snr = None if noise == 0 else (max(-100.0, 10 * math.log10(signal / noise)) if signal > 0 else -100.0)
-    size = int(np.prod(info.shape[1:]))
+    size = int(np.prod(info.sample_shape))
     entry: dict[str, Any] = {
         "a": a.runtime, "b": b.runtime, "output": info.name, "output_index": k,
         "kind": "classification" if classification else "regression",
@@ -558,7 +558,7 @@ def validate(
     xs = split_inputs(x, ins, source)  # shapes and labels are checked before any runtime starts
     k = choose_output(output, outs, source)
     n = len(xs[0])
-    labels = _check_labels(y, n, int(np.prod(outs[k].shape[1:])), source) if y is not None else None
+    labels = _check_labels(y, n, int(np.prod(outs[k].sample_shape)), source) if y is not None else None
     ref = _reference_outputs(reference, xs, outs[k], k) if reference is not None else None
     raw = [info.quantize(a) for info, a in zip(ins, xs)]
 
@@ -583,7 +583,7 @@ def validate(
 
     ran = tuple(name for name in names if name in results)
     first = results[ran[0]]
-    classification = [int(np.prod(t.shape[1:])) > 1 and (
+    classification = [int(np.prod(t.sample_shape)) > 1 and (
         (j == k and labels is not None) or first.output_infos[j].quantized) for j, t in enumerate(outs)]
     matrix = [_pair_figures(results[a], results[b], j, classification[j])
               for a, b in _pairs(ran) for j in range(len(outs))]
