@@ -203,3 +203,18 @@ def test_every_kernel_set_runs_in_a_child_and_feeds_several_inputs():
         open_runtime("tflm", content).run([left, right[:5]])
     with pytest.raises(InputError, match="one input and one output"):
         model_io(content)
+
+
+def test_tensors_without_a_batch_dimension_are_fed_whole():
+    """An audio-front-end-like model: (16,) in and out, no batch dimension (ADD of the input to itself)."""
+    spec = tb.TensorSpec
+    content = tb.build([spec("audio", (16,), tb.T.INT8, [1 / 16], [0]),
+                        spec("doubled", (16,), tb.T.INT8, [1 / 8], [0])],
+                       [tb.OpSpec(tb.Op.ADD, [0, 0], [1], tb.Opt.AddOptions, tb.schema.AddOptionsT())], [0], [1])
+    x = np.random.default_rng(1).uniform(-4, 4, (5, 16))
+    for name in RUNTIMES:
+        rt = open_runtime(name, content)
+        assert rt.input.sample_shape == (16,)
+        got = rt.run(x)
+        assert got.outputs.shape == (5, 16) and got.outputs.dtype == np.int8
+        np.testing.assert_allclose(got.dequantized(), 2 * x, atol=1 / 8 + 1e-6)
