@@ -449,7 +449,7 @@ class LiteRTReference(LiteRT):
     """
 
     name = "litert-ref"
-    label = "LiteRT reference kernels"
+    label = "LiteRT (reference kernels)"
 
 
 class TFLiteMicro(IsolatedRuntime):
