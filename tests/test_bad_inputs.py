@@ -193,15 +193,20 @@ def test_1_output_folder_missing(ws, tmp_path, capsys, tflite):
     nowhere = tmp_path / "no" / "such"
     fix = r"folder '.*no/such' does not exist: create it first \(mkdir -p .*no/such\)"
     api_error(InputError, fix, tfedge.conversion.TFLiteModel(tflite).save, nowhere / "m.tflite")
-    api_error(InputError, fix, tfedge.export_c_array, tflite, nowhere / "m")
     api_error(InputError, fix, tfedge.save_model, keras.Sequential([keras.layers.Dense(1)]), nowhere / "m.keras")
     api_error(InputError, fix, tfedge.files.atomic_write_bytes, nowhere / "x.bin", b"data")
     folders = (ws, tmp_path)
-    cli_error(["convert", ws / "model.keras", "--data", ws / "calib.npz", "--out", nowhere / "m.tflite"],
-              capsys, folders, fix)
-    cli_error(["export-c", ws / "model.tflite", "--out", nowhere], capsys, folders, fix)
+    # every CLI command creates a missing output folder (README: "output folders are created")
+    assert cli.main(["convert", str(ws / "model.keras"), "--data", str(ws / "calib.npz"),
+                     "--out", str(tmp_path / "made" / "m.tflite")]) == 0
+    assert (tmp_path / "made" / "m.tflite").stat().st_size > 0
     cli_error(["compress", ws / "model.keras", "--data", ws / "test.npz", "--out", nowhere / "run"], capsys,
               folders, r"output folder '.*no/such/run' does not exist: create it first")
+    # export-c creates its output folder (README, CLI: "output folders are created")
+    assert tfedge.export_c_array(tflite, nowhere / "m", arena_bytes=1024) == (str(nowhere / "m.h"),
+                                                                            str(nowhere / "m.cc"))
+    assert cli.main(["export-c", str(ws / "model.tflite"), "--out", str(tmp_path / "new")]) == 0
+    assert (tmp_path / "new" / "model.h").exists()
 
 
 def test_1_output_path_equal_to_an_input(ws, tmp_path, capsys, tflite):
@@ -253,12 +258,13 @@ BAD_FIELDS = {
     "negative dimension": (
         lambda m: m.subgraphs[0].tensors[_first_op_tensor(m)].shape.__setitem__(1, -4),
         r"has a negative dimension in shape \[1, -4, 8, 1\]" + FIX),
-    "zero quantization scale": (
-        lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [0.0]),
-        r"has quantization scale 0\.0; scales must be finite and positive" + FIX),
-    "NaN quantization scale": (
-        lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [math.nan]),
-        r"has quantization scale nan; scales must be finite and positive" + FIX),
+    "zero point outside int8": (
+        lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "zeroPoint", [300]),
+        r"has a zero point outside the int8 range \(-128, 127\)" + FIX),
+    "per-channel scales missing": (
+        lambda m: vars(m.subgraphs[0].tensors[m.subgraphs[0].operators[0].inputs[1]].quantization).update(
+            scale=[0.01, 0.02], zeroPoint=[0, 0]),
+        r"has 2 per-channel scales for \d+ channels, and operator 0 \(CONV_2D\) reads it" + FIX),
 }
 
 
@@ -288,6 +294,19 @@ def test_3_out_of_range_field(kind, ws, tmp_path, capsys, digits, tflite):
     edit, match = BAD_FIELDS[kind]
     tfedge.inspect(repacked(tflite, lambda m: None))  # the repacking alone is harmless
     _check_bad_tflite(repacked(tflite, edit), match, ws, tmp_path, capsys, digits)
+
+
+@pytest.mark.parametrize("scale", [0.0, math.nan, 1e-40])
+def test_3_degenerate_scale_is_read_and_flagged_not_called_corrupted(scale, tmp_path, capsys, tflite):
+    """Not out of bounds: inspect reads it and names the tensor, the op that reads it and the likely cause."""
+    path = tmp_path / "degenerate.tflite"
+    path.write_bytes(repacked(tflite, lambda m: setattr(
+        m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [scale])))
+    (d,) = tfedge.inspect(path).degenerate_scales
+    assert d["read_by"] == ["CONV_2D#0"] and "calibration data never exercised that layer" in d["message"]
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "degenerate quantization:" in out and "TFLite Micro  may fail: CONV_2D#0" in out
 
 
 # -- 4. size cap ----------------------------------------------------------------------------------------
@@ -501,7 +520,8 @@ def test_6_trust_model_loads_h5_and_savedmodel(unsafe_models, ws, capsys, digits
         assert model.count_params() == small_cnn.count_params()
     capsys.readouterr()
     rc = cli.main(["validate", str(ws / "model.tflite"), "--data", str(ws / "test.npz"), "--runtimes", "litert",
-                   "--reference", str(unsafe_models[".h5"][0]), "--trust-model", "--json"])
+                   "--reference", str(unsafe_models[".h5"][0]), "--trust-model", "--json",
+                   "--min-reference-agreement", "0"])  # a clone: same layers, fresh weights
     assert rc == 0
     assert set(json.loads(capsys.readouterr().out)["reference_agreement"]) == {"litert"}
 
@@ -600,17 +620,24 @@ def tflm_crasher(tmp_path_factory, digits) -> Path:
 
 def test_8_tflite_micro_crash_is_a_clear_error(tflm_crasher, ws, tmp_path, capsys, digits):
     tfedge.inspect(tflm_crasher)  # structurally sound: only running it shows the problem
-    crash = r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite'? while .*; the file is probably " \
-            r"corrupted or unsupported: re-create it with tfedge\.convert"
-    api_error(ValidationError, crash, tfedge.validate, tflm_crasher, digits.x_test[:8], runtimes=("tflm",), verbose=0)
-    api_error(ValidationError, crash, tfedge.export_c_array, tflm_crasher, tmp_path / "crash")
-    # LiteRT (in this process) refuses the same file cleanly
+    crash = r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite'? while .*; the file may be corrupted, " \
+            r"or a tensor's quantization is degenerate"
+    # validate names the op the crash was in (graph prefixes run in the isolated worker)
+    listed = r"TFLite Micro crashed \(signal 11, SIGSEGV\) in SLICE \(op 1\) on .*crash\.tflite'? while .*; the " \
+             r"file may be corrupted"
+    api_error(ValidationError, listed, tfedge.validate, tflm_crasher, digits.x_test[:8], runtimes=("tflm",), verbose=0)
+    # export-c writes any well-formed model: the arena is left out and the header says why (issue 14)
+    files = tfedge.export_c_array(tflm_crasher, tmp_path / "crash")
+    assert files.arena_bytes is None and re.search(crash, files.arena_note)
+    assert "// Why: TFLite Micro crashed (signal 11, SIGSEGV)" in (tmp_path / "crash.h").read_text()
+    # LiteRT (in its own child) refuses the same file cleanly, with its own reason
     api_error(ValidationError, r"LiteRT cannot prepare .*crash\.tflite", tfedge.validate, tflm_crasher,
               digits.x_test[:8], runtimes=("litert",), verbose=0)
     folders = (ws, tmp_path, tflm_crasher.parent)
-    cli_error(["validate", tflm_crasher, "--data", ws / "test.npz", "--runtimes", "tflm"], capsys, folders, crash)
-    cli_error(["export-c", tflm_crasher, *cli_outputs(ws)[1]], capsys, folders, crash)
-    assert not list(tmp_path.iterdir())
+    cli_error(["validate", tflm_crasher, "--data", ws / "test.npz", "--runtimes", "tflm"], capsys, folders, listed)
+    capsys.readouterr()
+    assert cli.main(["export-c", str(tflm_crasher), "--out", str(tmp_path / "c")]) == 0
+    assert re.search("no arena size: " + crash, capsys.readouterr().out)
 
 
 def test_8_tiny_arena_segfault_names_the_runtime_and_signal(tflite, digits):
@@ -635,7 +662,7 @@ def test_8_console_script_shows_one_line_and_exit_2(tflm_crasher, ws, tmp_path):
         (out, err), rc = results[kind]
         assert rc == 2 and out == "", (rc, out, err)
         assert err.count("\n") == 1 and err.startswith("tfedge: error: ") and "Traceback" not in err, err
-    assert "TFLite Micro crashed (signal 11, SIGSEGV)" in results["crash"][0][1]
+    assert "TFLite Micro crashed (signal 11, SIGSEGV) in SLICE (op 1)" in results["crash"][0][1]
     assert "its file identifier is" in results["junk"][0][1]
     (out, err), rc = results["junk --debug"]
     assert rc == 1 and "Traceback (most recent call last)" in err and "tfedge.errors.InputError" in err

@@ -184,7 +184,78 @@ def test_broadcast_and_same_shape_families():
         parse(_model("RELU", [_tensor("x", (1, 4)), _tensor("y", (1, 5))], [0], [1]))
 
 
-def test_an_int8_tensor_without_quantization_parameters_is_refused():
+def _notes(content: bytes) -> list[tuple[str, str]]:
+    return [(n.kind, n.message) for n in parse(content).notes]
+
+
+def test_integer_tensors_without_quantization_are_read_with_a_note():
     tensors = [_tensor("x", (1, 4), scale=None), _tensor("y", (1, 4))]
-    with pytest.raises(InputError, match="uses int8 tensor 0 without quantization parameters"):
-        parse(_model("RELU", tensors, [0], [1]))
+    ((kind, message),) = _notes(_model("RELU", tensors, [0], [1]))
+    assert kind == "no_quantization" and "(RELU) uses int8 tensor 0 'x' without quantization parameters" in message
+    int16 = [_tensor("x", (1, 4), schema.TensorType.INT16, scale=None), _tensor("y", (1, 4), schema.TensorType.INT16,
+                                                                             scale=None)]
+    assert [k for k, _ in _notes(_model("RELU", int16, [0], [1]))] == ["no_quantization"] * 2
+
+
+def test_mixed_integer_types_are_notes_mixed_sizes_that_a_kernel_would_overrun_are_errors():
+    T = schema.TensorType
+    softmax = [_tensor("x", (1, 4)), _tensor("y", (1, 4), T.INT16, scale=1 / 65536, zero_point=-32768)]
+    assert _notes(_model("SOFTMAX", softmax, [0], [1])) == [
+        ("mixed_dtypes", "operator 0 of subgraph 0 (SOFTMAX) mixes tensor types ['int8', 'int16']")]
+    same_size = [_tensor("a", (1, 4), T.FLOAT32, scale=None), _tensor("b", (1, 4), T.INT32, scale=None),
+                 _tensor("y", (1, 4), T.FLOAT32, scale=None)]
+    assert [k for k, _ in _notes(_model("ADD", same_size, [0, 1], [2]))] == ["mixed_dtypes"]
+    float_int8 = [_tensor("a", (1, 4), T.FLOAT32, scale=None), _tensor("b", (1, 4)), _tensor("y", (1, 4))]
+    with pytest.raises(InputError, match=r"\(ADD\) mixes tensor types \['float32', 'int8', 'int8'\] of different"):
+        parse(_model("ADD", float_int8, [0, 1], [2]))
+    # a byte-copying op overruns its output whenever the element sizes differ, even int8 -> int16
+    copy = [_tensor("x", (1, 4)), _tensor("y", (1, 4), T.INT16, scale=0.5)]
+    with pytest.raises(InputError, match=r"\(RESHAPE\) mixes tensor types \['int8', 'int16'\] of different sizes"):
+        parse(_model("RESHAPE", copy, [0], [1]))
+
+
+def _per_channel_weights(scales: int, zero_points: int, channels: int = 4, dim: int = 0) -> bytes:
+    w = _tensor("w", (channels, 3))
+    w.quantization.scale = [0.01] * scales
+    w.quantization.zeroPoint = [0] * zero_points
+    w.quantization.quantizedDimension = dim
+    tensors = [_tensor("x", (1, 3)), w, _tensor("y", (1, channels))]
+    options = schema.FullyConnectedOptionsT()
+    return _model("FULLY_CONNECTED", tensors, [0, 1], [2], schema.BuiltinOptions.FullyConnectedOptions, options,
+                  constants=[(1, np.ones((channels, 3), np.int8))])
+
+
+def test_per_channel_counts_kernels_index_are_errors_the_rest_notes():
+    assert _notes(_per_channel_weights(4, 4)) == []
+    with pytest.raises(InputError, match="has 3 per-channel scales for 4 channels"):
+        parse(_per_channel_weights(3, 3))
+    with pytest.raises(InputError, match="has 4 scales but 2 zero points"):
+        parse(_per_channel_weights(4, 2))
+    with pytest.raises(InputError, match="quantized along dimension 5 of a rank-2 tensor"):
+        parse(_per_channel_weights(4, 4, dim=5))
+    (kind, message), = _notes(_per_channel_weights(4, 1))  # TFLite Micro's slimmed form
+    assert kind == "zero_points" and "one zero point for its 4 per-channel scales" in message
+    (kind, message), = _notes(_per_channel_weights(6, 6))
+    assert kind == "scale_count" and "6 per-channel scales for 4 channels" in message
+
+
+def test_degenerate_scales_and_unknown_types_are_read():
+    tensors = [_tensor("x", (1, 4), scale=float("nan")), _tensor("y", (1, 4), scale=1e-40)]
+    model = parse(_model("RELU", tensors, [0], [1]))
+    assert np.isnan(model.subgraphs[0].tensors[0].scale[0]) and model.notes == ()
+    odd = [_tensor("x", (1, 4), dtype=99, scale=None), _tensor("y", (1, 4), dtype=99, scale=None)]
+    model = parse(_model("CAST", odd, [0], [1]))
+    assert model.subgraphs[0].tensors[0].dtype == "type_99"
+    assert [n.kind for n in model.notes] == ["unknown_type", "unknown_type"]
+
+
+def test_layout_spans_lie_inside_the_file_and_cover_the_option_vectors():
+    options = schema.ReshapeOptionsT()
+    options.newShape = [1, 8]
+    tensors = [_tensor("x", (1, 2, 4)), _tensor("y", (1, 8))]
+    content = _model("RESHAPE", tensors, [0], [1], schema.BuiltinOptions.ReshapeOptions, options)
+    model = parse(content, layout=True)
+    assert all(0 <= start and start + size <= len(content) for start, size, _ in model.layout)
+    parts = {part for _, _, part in model.layout}
+    assert {"header", "Model", "ReshapeOptions.NewShape", "Tensor.Name", "QuantizationParameters.Scale"} <= parts
+    assert parse(content).layout == ()

@@ -100,8 +100,9 @@ def inspect_outcome(content: bytes, source: str) -> str:
     try:
         with time_limit(INSPECT_LIMIT_S, f"inspect({source})"):
             info = tfedge.inspect(content)
-            json.dumps(info.to_dict())
+            json.dumps(info.to_dict(), allow_nan=False)  # strict JSON, whatever the scales hold
             info.format_table()
+            assert sum(info.bytes_breakdown.values()) == info.bytes == len(content), source
         outcome = "ok"
     except InputError as exc:
         message = str(exc)
@@ -203,6 +204,23 @@ def summary(result: dict) -> str:
 def fresh_model(small_cnn, digits) -> bytes:
     """Today's converter output for the trained CNN: the mutants follow the toolkit's own files."""
     return tfedge.convert(small_cnn, representative_data=digits.x_train[:200]).content
+
+
+def test_fuzz_mutants_of_third_party_files():
+    """The files users really have (custom ops, int16 without quantization, metadata, signatures, a vendor op,
+    LUT-compressed weights), which tfedge now reads rather than refuses: their mutants through ``inspect`` give
+    a full report or one-line InputError, never a crash, another exception or a hang."""
+    from tflite_builders import THIRD_PARTY, fc_lut_compressed
+
+    bases = {kind: make() for kind, make in THIRD_PARTY.items()} | {"lut_compressed": fc_lut_compressed()}
+    outcomes = []
+    for stem, content in bases.items():
+        for i in range(40):
+            _kind, data = mutate(content, f"third-party:{stem}:{i}")
+            if data != content:
+                outcomes.append(inspect_outcome(data, f"{stem}.{i:03d}"))
+    assert len(outcomes) >= 250 and outcomes.count("ok") >= 20 and outcomes.count("InputError") >= 100, \
+        (len(outcomes), outcomes.count("ok"))
 
 
 def test_seed_models_are_valid_and_small():

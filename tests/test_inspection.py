@@ -19,12 +19,13 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from hypothesis import HealthCheck, given, settings, strategies as st
+from tflite_builders import THIRD_PARTY, custom_op_int16_no_quantization, fc_lut_compressed, float_and_uint8_io
 
 from tfedge import cli, keras
 from tfedge.conversion import convert
 from tfedge.errors import InputError
 from tfedge.flatbuffer import parse
-from tfedge.inspection import TFLM_BUILTIN_OPS, inspect, verify
+from tfedge.inspection import BREAKDOWN_ROWS, TFLM_BUILTIN_OPS, TFLM_CUSTOM_OPS, inspect, verify
 
 L = keras.layers
 
@@ -68,7 +69,7 @@ def test_inspect_reports_ops_dtypes_io_and_sizes_like_litert(int8_tfl, tmp_path)
         assert inspect(source).to_dict() | {"source": ""} == info.to_dict() | {"source": ""}
     assert json.loads(json.dumps(info.to_dict())) == info.to_dict()
     table = info.format_table()
-    assert "fully int8: yes" in table and "CONV_2D" in table and "runs every op" in table
+    assert "fully int8: yes" in table and "CONV_2D" in table and "TFLite Micro  predicted to run every op" in table
 
 
 def test_sparsity_matches_the_zero_weights_litert_reads(small_cnn, digits):
@@ -236,13 +237,7 @@ def _set_scale(index, value):
         (_set_op(1, outputs=np.array([-1], np.int32)), "output tensor is -1, out of range"),
         (_set_tensor((0, "out", 0), shape=np.array([1, -6, 6, 8], np.int32)), "negative dimension"),
         (_set_tensor((0, "out", 0), shape=np.array([1, 6000, 6000, 8000], np.int32)), "over 2,147,483,647 bytes"),
-        (_set_scale(0, np.nan), "quantization scale nan; scales must be finite and positive"),
-        (_set_scale(0, 0.0), "quantization scale 0.0"),
-        (_set_scale(0, -np.inf), "quantization scale -inf"),
-        (_set_scale(0, 1e-40), "outside the plausible range"),
-        (_set_tensor((0, "out", 0), quantization=None), "without quantization parameters"),
-        (_reshape_to_73, "has new shape [1, 73] but output shape [1, 72]"),
-        (_set_tensor(0, type=99), "unknown type code 99"),
+        (_set_tensor(0, type=99), "mixes tensor types ['type_99', 'int8'] of different sizes"),
         (lambda m: setattr(m, "version", 2), "schema version is 2, expected 3"),
         (lambda m: setattr(m.subgraphs[0], "inputs", np.array([], np.int32)), "main subgraph has no inputs"),
         (_shrink_buffer_of_fc_weights, "(int8, shape [10, 72]) needs 720 bytes of data but its buffer has 3"),
@@ -258,6 +253,26 @@ def test_planted_bad_values_raise_input_error(valid, change, message):
     with pytest.raises(InputError) as info:
         verify(bad, "planted.tflite")
     assert message in str(info.value) and "planted.tflite" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "message"),
+    [
+        (_set_scale(0, np.nan), "degenerate_scale", "has quantization scale nan: degenerate"),
+        (_set_scale(0, 0.0), "degenerate_scale", "has quantization scale 0: degenerate"),
+        (_set_scale(0, -np.inf), "degenerate_scale", "has quantization scale -inf: degenerate"),
+        (_set_scale(0, 1e-40), "degenerate_scale", "has quantization scale 1e-40: degenerate"),
+        (_set_tensor((0, "out", 0), quantization=None), "no_quantization", "without quantization parameters"),
+        (_reshape_to_73, "reshape_shape", "has new shape [1, 73] but output shape [1, 72]"),
+    ],
+)
+def test_planted_unusual_values_are_read_with_a_note(valid, change, kind, message):
+    """Well-formed but unusual: not corrupted; inspect reads it, says so, and each runtime decides."""
+    info = inspect(_edit(valid, change))
+    assert any(n["kind"] == kind and message in n["message"] for n in info.notes), info.notes
+    assert json.loads(json.dumps(info.to_dict(), allow_nan=False))["bytes"] == info.bytes  # strict JSON
+    # TFLite Micro sizes a RESHAPE output from the output tensor alone; the other planted values put it at risk
+    assert (info.tflm["prediction"] == "runs") == (kind == "reshape_shape")
 
 
 def test_repacked_but_unchanged_model_still_verifies(valid):
@@ -364,3 +379,222 @@ def test_cli_inspect_prints_a_table_json_and_one_line_errors(int8_tfl, tmp_path,
     assert cli.main(["inspect", str(broken)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tfedge: error: TFLite model '") and "broken.tflite" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# files as users have them (hand-built, third-party-like): read, with the right notes and TFLM prediction
+
+
+def _kinds(info) -> list[str]:
+    return [n["kind"] for n in info.notes]
+
+
+def _check_int8_to_int16_softmax(info):
+    assert "mixed_dtypes" in _kinds(info) and info.outputs[0]["dtype"] == "int16"
+    assert info.tflm["prediction"] == "runs" and info.tflm_unsupported_ops == []
+
+
+def _check_bias_quantized_dimension_3(info):
+    (note,) = [n for n in info.notes if n["kind"] == "quantized_dimension"]
+    assert "declares quantized_dimension 3" in note["message"] and note["tensor"] == 2
+    assert info.tflm["prediction"] == "runs"
+
+
+def _check_two_inputs_two_outputs(info):
+    assert [t["name"] for t in info.inputs] == ["left", "right"]
+    assert [t["name"] for t in info.outputs] == ["sum", "difference"]
+    assert info.signature_defs == [{"key": "serving_default", "subgraph": 0, "inputs": ["left", "right"],
+                                    "outputs": ["sum", "difference"]}]
+    assert info.signatures == ["serving_default"] and info.tflm["prediction"] == "runs" and info.notes == []
+
+
+def _check_custom_op_int16(info):
+    assert info.custom_ops == ["SignalWindow"] and info.ops == {"CUSTOM:SignalWindow": 1}
+    assert _kinds(info).count("no_quantization") == 3 and "custom_op" in _kinds(info)
+    assert info.tflm["prediction"] == "runs" and info.operators[0]["tflm"] == "yes"
+
+
+def _check_vendor_npu(info):
+    assert info.custom_ops == ["ethos-u"] and info.metadata == ["OfflineMemoryAllocation"]
+    assert info.metadata_entries == [{"name": "OfflineMemoryAllocation", "buffer": 2, "bytes": 32}]
+    assert info.tflm["prediction"] == "cannot run" and info.tflm_unsupported_ops == ["CUSTOM:ethos-u"]
+    assert info.operators[0]["tflm_reason"] == "custom op 'ethos-u' is not registered in TFLite Micro"
+
+
+def _check_degenerate_scale(info):
+    (d,) = info.degenerate_scales
+    assert (d["name"], d["read_by"], d["written_by"]) == ("logits", ["SOFTMAX#1"], "FULLY_CONNECTED#0")
+    assert d["scale"] == pytest.approx(7.8e-9) and "calibration data never exercised that layer" in d["message"]
+    assert info.tflm["prediction"] == "at risk"
+    assert [o["tflm"] for o in info.operators] == ["risk", "risk"]
+
+
+THIRD_PARTY_CHECKS = {
+    "int8_to_int16_softmax": _check_int8_to_int16_softmax,
+    "bias_quantized_dimension_3": _check_bias_quantized_dimension_3,
+    "two_inputs_two_outputs": _check_two_inputs_two_outputs,
+    "custom_op_int16": _check_custom_op_int16,
+    "vendor_npu": _check_vendor_npu,
+    "degenerate_scale": _check_degenerate_scale,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(THIRD_PARTY))
+def test_inspect_reads_third_party_files_with_notes_and_a_tflm_prediction(kind, tmp_path, capsys):
+    content = THIRD_PARTY[kind]()
+    info = inspect(content)
+    THIRD_PARTY_CHECKS[kind](info)
+    assert sum(info.bytes_breakdown.values()) == info.bytes == len(content)
+    path = tmp_path / f"{kind}.tflite"
+    path.write_bytes(content)
+    assert cli.main(["inspect", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "where the bytes go" in table and re.search(rf"total\s+{len(content):,}\s+100.0%", table)
+    if info.tflm["prediction"] == "runs":
+        assert "TFLite Micro  predicted to run every op" in table
+    else:  # never claimed for a file TFLite Micro refuses or aborts on
+        assert "predicted to run every op" not in table and "runs every op" not in table
+        assert re.search(r"TFLite Micro  (cannot run|may fail): ", table)
+    for note in info.notes:
+        if note["kind"] != "degenerate_scale" and info.notes.index(note) < 12:
+            assert note["message"] in table
+    for d in info.degenerate_scales:
+        assert d["message"] in table
+    assert cli.main(["inspect", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == info.to_dict() | {"source": doc["source"]}
+    assert set(doc) >= {"ops", "inputs", "outputs", "tflm_unsupported_ops", "metadata", "signatures", "notes",
+                        "custom_ops", "tflm", "degenerate_scales", "bytes_breakdown", "metadata_entries",
+                        "signature_defs", "subgraph_details"}
+
+
+TFLM_OUTCOME = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from tflite_micro.python.tflite_micro import runtime
+    content = open(sys.argv[1], "rb").read()
+    try:
+        it = runtime.Interpreter.from_bytes(content, arena_size=256 * 1024)
+        for k in range(int(sys.argv[2])):
+            d = it.get_input_details(k)
+            it.set_input(np.zeros(d["shape"], d["dtype"]), k)
+        it.invoke()
+        print("RUNS", flush=True)
+    except Exception as exc:
+        print("FAILS", str(exc).replace(chr(10), " ")[:200], flush=True)
+    """
+)
+
+
+def test_tflm_prediction_matches_what_tflite_micro_does_with_each_file(tmp_path):
+    """Predicted ``runs``: TFLite Micro runs it; ``cannot run``: it refuses cleanly; ``at risk``: it dies
+    (the degenerate scale aborts it). Each file in its own child process."""
+    f32, u8 = float_and_uint8_io()
+    files = {kind: make() for kind, make in THIRD_PARTY.items()} | {"float32": f32, "uint8": u8}
+    for kind, content in sorted(files.items()):
+        path = tmp_path / f"{kind}.tflite"
+        path.write_bytes(content)
+        inputs = str(len(inspect(path).inputs))
+        out = subprocess.run([sys.executable, "-c", TFLM_OUTCOME, str(path), inputs], capture_output=True,
+                             text=True, timeout=120)
+        outcome = "crash" if out.returncode < 0 else (out.stdout.split() or ["none"])[0]
+        expected = {"runs": "RUNS", "cannot run": "FAILS", "at risk": "crash"}[inspect(path).tflm["prediction"]]
+        assert outcome == expected, (kind, out.returncode, out.stdout[-300:], out.stderr[-300:])
+
+
+def test_tflm_custom_op_list_is_what_the_installed_tflite_micro_registers(tmp_path):
+    from tflite_micro.python.tflite_micro import runtime
+
+    binary = (Path(runtime.__file__).parent / "_runtime.so").read_bytes()
+    assert all(name.encode() + b"\0" in binary for name in TFLM_CUSTOM_OPS)
+    probe = textwrap.dedent(
+        """
+        import sys
+        from tflite_micro.python.tflite_micro import runtime
+        try:
+            runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read(), arena_size=65536)
+        except Exception:
+            pass
+        print("loaded", flush=True)
+        """
+    )
+    for name in ("SignalWindow", "SignalFramer", "TFLM_DECODE", "ethos-u", "NoSuchOp"):
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(custom_op_int16_no_quantization(name))
+        out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60)
+        # TFLite Micro logs this when it has no kernel for the op; a crash happens inside a registered kernel
+        registered = "Failed to get registration" not in out.stdout + out.stderr
+        assert registered == (name in TFLM_CUSTOM_OPS), (name, out.stdout, out.stderr[-300:])
+        assert (inspect(path).tflm["prediction"] == "runs") == registered
+
+
+# ---------------------------------------------------------------------------------------------
+# where the bytes go
+
+
+def _expected_parts(content: bytes) -> dict[str, int]:
+    """What the generated schema's object API says some parts must take: constant data, scales, names."""
+    m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    meta = {e.buffer for e in m.metadata or []}
+    used = {t.buffer for sub in m.subgraphs for t in sub.tensors}
+    data = sum(4 + len(b.data) for k, b in enumerate(m.buffers) if b.data is not None and len(b.data)
+               and k in used and k not in meta)
+    tensors = [t for sub in m.subgraphs for t in sub.tensors]
+    scales = sum(4 + 4 * len(t.quantization.scale) for t in tensors
+                 if t.quantization is not None and t.quantization.scale is not None)
+    names = sum(4 + len(t.name) + 1 for t in tensors if t.name is not None)
+    names += sum(4 + len(sub.name) + 1 for sub in m.subgraphs if sub.name is not None)
+    return {"data": data, "scales": scales, "names": names}
+
+
+def _breakdown_models(int8_tfl) -> dict[str, bytes]:
+    corpus = Path(__file__).parent / "fuzz_corpus"
+    return {"keras_cnn_int8_with_metadata": int8_tfl.content,
+            "depthwise_int8": (corpus / "seed_dwconv_int8.tflite").read_bytes(),
+            "cnn_float32": (corpus / "seed_cnn_float32.tflite").read_bytes(),
+            "lut_compressed": fc_lut_compressed(),
+            **{kind: make() for kind, make in THIRD_PARTY.items()}}
+
+
+def test_bytes_breakdown_adds_up_and_matches_the_schema(int8_tfl):
+    for name, content in _breakdown_models(int8_tfl).items():
+        b = inspect(content).bytes_breakdown
+        assert list(b) == list(BREAKDOWN_ROWS) and sum(b.values()) == len(content), name
+        assert b["other"] == 0 and b["padding"] < 0.08 * len(content), (name, b)  # every part is read
+        expected = _expected_parts(content)
+        data = b["weights"] + b["biases"] + b["constants"] + b["lut_indices"] + b["lut_tables"]
+        assert (data, b["scales"], b["names"]) == (expected["data"], expected["scales"], expected["names"]), name
+    cnn = inspect(int8_tfl).bytes_breakdown
+    assert cnn["signatures"] > 0 and cnn["metadata"] > 0 and cnn["weights"] > cnn["biases"] > 0
+    lut = inspect(fc_lut_compressed()).bytes_breakdown
+    assert lut["lut_indices"] == 4 + 8 * 32 * 2 // 8 and lut["lut_tables"] > 0 and lut["weights"] == 0
+
+
+def test_inspect_reads_several_subgraphs_every_tensor_type_and_each_signature():
+    import copy
+
+    from tflite_builders import repack
+
+    types = {code: name for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
+
+    def edit(m):
+        second = copy.deepcopy(m.subgraphs[0])
+        second.name = "train"
+        for code, name in sorted(types.items()):  # one tensor of every type, used by no op
+            t = schema.TensorT()
+            t.name, t.shape, t.type, t.buffer = f"t_{name.lower()}", [2], code, 0
+            second.tensors.append(t)
+        m.subgraphs.append(second)
+        sig = copy.deepcopy(m.signatureDefs[0])
+        sig.signatureKey, sig.subgraphIndex = b"train", 1
+        m.signatureDefs.append(sig)
+
+    info = inspect(repack(THIRD_PARTY["two_inputs_two_outputs"](), edit))
+    assert info.subgraphs == 2 and [d["name"] for d in info.subgraph_details] == ["main", "train"]
+    assert info.signatures == ["serving_default", "train"] and info.signature_defs[1]["subgraph"] == 1
+    assert {name.lower() for name in types.values()} <= set(info.dtypes)
+    assert [(o["subgraph"], o["op"], o["tflm"]) for o in info.operators] == [
+        (0, "ADD", "yes"), (0, "SUB", "yes"), (1, "ADD", "yes"), (1, "SUB", "yes")]
+    assert info.ops == {"ADD": 2, "SUB": 2} and sum(info.bytes_breakdown.values()) == info.bytes
+    table = info.format_table()
+    assert "subgraphs    0: main (2 ops), 1: train (2 ops)" in table and "train(left, right)" in table

@@ -183,11 +183,11 @@ def test_compress_on_a_user_functional_model(tmp_path, digits, capsys):
 
 
 def test_a_failed_stage_names_itself_and_keeps_earlier_outputs(tmp_path, digits, small_cnn):
-    def student():  # Rescaling cannot be quantization-aware trained by TF-MOT: the QAT stage fails (strict)
+    def student():  # LayerNormalization cannot be quantization-aware trained: the QAT stage fails (strict)
         return keras.Sequential([
             keras.layers.Input((8, 8, 1)),
             keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.Rescaling(0.5, name="halve"),
+            keras.layers.LayerNormalization(name="halve"),
             keras.layers.Flatten(),
             keras.layers.Dense(10),
         ])

@@ -533,11 +533,17 @@ def test_benchmark_measures_both_arms_on_the_same_schedule(capsys):
     assert abs(result["sparsity"]["tfedge"] - 0.8) <= 0.01
 
 
-def test_qat_warns_that_it_cannot_keep_pruned_depthwise_zeros(depthwise_run):
+def test_qat_keeps_pruned_depthwise_zeros(depthwise_run, digits):
     _, pruned = depthwise_run
-    with pytest.warns(tfedge.quantization.QuantizationWarning,
-                      match=r"cannot keep the zeros of DepthwiseConv2D 'dw' \(75% zeros\).*skip="):
-        tfedge.quantize_aware(tfedge.strip(pruned), preserve_sparsity=True)
+    stripped = tfedge.strip(pruned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tfedge.quantization.QuantizationWarning)
+        qat = tfedge.quantize_aware(stripped, preserve_sparsity=True)
+    qat.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0)
+    before = stripped.get_layer("dw").depthwise_kernel.numpy()
+    after = next(w for w in qat.get_layer("quant_dw").weights if w.name.endswith("depthwise_kernel:0")).numpy()
+    assert np.mean(before == 0) >= 0.74 and np.all(after[before == 0] == 0) and not np.array_equal(after, before)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -281,8 +281,8 @@ class Doubler(L.Layer):
         return x * 2.0
 
 
-def _rescaling(x):
-    return L.Rescaling(0.5, name="odd")(x), "Rescaling"
+def _subtract(x):
+    return L.Subtract(name="odd")([x, x]), "Subtract"
 
 
 def _lambda(x):
@@ -293,18 +293,18 @@ def _custom(x):
     return Doubler(name="odd")(x), "Doubler"
 
 
-def _conv1d(x):
+def _grouped_conv1d(x):  # tfedge quantizes a Conv1D (tests/test_quantize_configs.py), but not a grouped one
     x = L.Reshape((64, 4), name="to_1d")(x)
-    return L.Conv1D(4, 3, name="odd")(x), "Conv1D"
+    return L.Conv1D(4, 3, groups=2, name="odd")(x), "Conv1D"
 
 
 def _layer_norm(x):
     return L.LayerNormalization(name="odd")(x), "LayerNormalization"
 
 
-def _batchnorm_not_after_conv(x):
+def _batchnorm_not_on_last_axis(x):  # a standalone one on the channels is quantized (tests/test_quantize_configs.py)
     x = L.ReLU(name="r")(x)
-    return L.BatchNormalization(name="odd")(x), "BatchNormalization"
+    return L.BatchNormalization(axis=1, name="odd")(x), "BatchNormalization"
 
 
 def _elu_activation(x):
@@ -332,7 +332,7 @@ def _nested_model(x):
     return inner(x), "Sequential"
 
 
-UNSUPPORTED = [_rescaling, _lambda, _custom, _conv1d, _layer_norm, _batchnorm_not_after_conv, _elu_activation,
+UNSUPPORTED = [_subtract, _lambda, _custom, _grouped_conv1d, _layer_norm, _batchnorm_not_on_last_axis, _elu_activation,
                _conv_with_fused_relu6, _prelu, _multiply, _resizing, _nested_model]
 
 
@@ -365,22 +365,21 @@ def test_unsupported_layer_stays_float_with_one_warning_or_strict_error(odd, dig
     assert "\n" not in str(err.value) and "quantize_annotate_layer" not in str(err.value)  # not TF-MOT's own
 
 
-def test_conv2d_transpose_stays_float_under_the_sparsity_preserving_scheme_only():
+def test_conv2d_transpose_is_quantized_under_the_sparsity_preserving_scheme_too():
+    """TF-MOT's prune-preserving scheme lacks it; tfedge gives it the 8-bit config with its zeros kept."""
     inp = L.Input((8, 8, 1))
     x = L.Conv2DTranspose(4, 3, name="deconv")(inp)
     model = keras.Model(inp, L.Dense(10, name="logits")(L.Flatten(name="flat")(x)))
     assert quantize_quietly(model)[1] == []
     qat, warned = quantize_quietly(model, preserve_sparsity=True)
-    assert len(warned) == 1 and warned[0].startswith(
-        f"1 layer of model '{model.name}' cannot be quantized by TF-MOT 0.8.1: 'deconv' (Conv2DTranspose: "
-        "TF-MOT's sparsity-preserving scheme (preserve_sparsity=True) does not support it)"), warned
-    assert type(qat.get_layer("deconv")) is L.Conv2DTranspose
+    assert warned == []
+    assert isinstance(qat.get_layer("quant_deconv").quantize_config, PrunePreserveQuantizeConfig)
     assert isinstance(qat.get_layer("quant_logits").quantize_config, PrunePreserveQuantizeConfig)
 
 
 def test_several_unsupported_layers_are_listed_in_one_warning_and_the_model_trains(digits):
     inp = L.Input((8, 8, 1))
-    x = L.Rescaling(2.0, name="scale")(inp)
+    x = L.Resizing(8, 8, name="scale")(inp)
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(x)
     x = L.LayerNormalization(name="norm")(x)
     x = L.Conv2D(8, 3, activation="elu", name="elu_conv")(x)
@@ -388,7 +387,7 @@ def test_several_unsupported_layers_are_listed_in_one_warning_and_the_model_trai
     qat, warned = quantize_quietly(keras.Model(inp, out))
     assert len(warned) == 1
     assert warned[0].startswith("3 layers of model")
-    entries = ("'scale' (Rescaling: ", "'norm' (LayerNormalization: ", "'elu_conv' (Conv2D: fused activation 'elu'")
+    entries = ("'scale' (Resizing: ", "'norm' (LayerNormalization: ", "'elu_conv' (Conv2D: fused activation 'elu'")
     positions = [warned[0].find(entry) for entry in entries]
     assert -1 not in positions and positions == sorted(positions), positions  # each named, in model order
     assert "skip=['scale', 'norm', 'elu_conv']" in warned[0]
@@ -415,7 +414,7 @@ def test_skip_keeps_named_layers_float_without_warning():
     with pytest.raises(InputError, match="skip must hold layer names"):
         tfedge.quantize_aware(model, skip=[3])
     with pytest.raises(ModelError, match="no layer of model .* is left to quantize"):
-        tfedge.quantize_aware(model, skip=["conv", "flat", "hidden", "logits"])
+        tfedge.quantize_aware(model, skip=["conv", "half", "flat", "hidden", "logits"])
 
 
 # ----------------------------------------------------------------------------- models it refuses
@@ -559,3 +558,30 @@ def test_keras3_model_is_refused_with_input_error(child_result):
 
 def test_saved_qat_model_loads_in_a_fresh_process_with_tfedge_only(child_result):
     np.testing.assert_allclose(np.array(child_result["pred"]), child_result["expected"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_per_channel_false_gives_one_scale_per_conv_kernel_and_fewer_bytes(digits, per_channel):
+    from tfedge.flatbuffer import parse
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="c"),
+                              keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, name="logits")])
+    qat = compile_classifier(tfedge.quantize_aware(model, per_channel=per_channel), lr=3e-3)
+    qat.fit(digits.x_train, digits.y_train, epochs=6, batch_size=32, verbose=0)
+    tfl = tfedge.convert(qat, representative_data=digits.x_train[:100])
+    parsed = parse(tfl.content)
+    sub = parsed.subgraphs[0]
+    kernels = [sub.tensors[op.inputs[1]] for op in sub.operators if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(kernels) == 2
+    assert all(len(k.scale) == (8 if per_channel else 1) for k in kernels)
+    logits = tfedge.runtimes.LiteRT(tfl).run(digits.x_test[:200]).dequantized()
+    assert accuracy(logits, digits.y_test[:200]) >= 0.8
+
+
+def test_per_channel_false_refuses_the_preserving_schemes(small_cnn):
+    with pytest.raises(InputError, match="per_channel=False works with TF-MOT's default 8-bit scheme only"):
+        tfedge.quantize_aware(small_cnn, per_channel=False, preserve_sparsity=True)
+    with pytest.raises(InputError, match="per_channel must be True or False, got 0"):
+        tfedge.quantize_aware(small_cnn, per_channel=0)

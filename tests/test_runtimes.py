@@ -1,4 +1,5 @@
-"""tfedge.runtimes: the shared quantize helpers, LiteRT and TFLite Micro (in its child process)."""
+"""tfedge.runtimes: the shared quantize helpers and the kernel sets (LiteRT XNNPACK, LiteRT reference, TFLite Micro),
+each in its child process."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import sys
 
 import numpy as np
 import pytest
+import tflite_builders as tb
 
 import tfedge
 from tfedge.errors import InputError, ValidationError
 from tfedge.runtimes import (
     ARENA_LOWER_BOUND,
+    RUNTIMES,
     LiteRT,
     TFLiteMicro,
     check_runtimes,
     dequantize,
     model_io,
+    model_signature,
     open_runtime,
     quantize,
 )
@@ -142,11 +146,11 @@ def test_tflm_hang_is_stopped_by_the_timeout(int8_bytes, digits):
         TFLiteMicro(int8_bytes, timeout=0.02).run(digits.x_test[:5])
 
 
-def test_float_model_runs_unquantized_on_both_runtimes(small_cnn, digits):
+def test_float_model_runs_unquantized_on_every_runtime(small_cnn, digits):
     content = tfedge.convert(small_cnn, quantization="float32")
     x = digits.x_test[:50]
     expected = small_cnn.predict(x, verbose=0)
-    for name in ("litert", "tflm"):
+    for name in ("litert", "litert-ref", "tflm"):
         rt = open_runtime(name, content)
         got = rt.run(x, **({"measure_arena": False} if name == "tflm" else {}))
         assert got.outputs.dtype == np.float32
@@ -166,8 +170,51 @@ def test_bad_arguments_are_clear_input_errors(int8_bytes, small_cnn, digits):
         LiteRT(int8_bytes, threads=0)
     with pytest.raises(InputError, match="unknown runtime 'gpu'"):
         open_runtime("gpu", int8_bytes)
-    with pytest.raises(InputError, match="runtimes must be a non-empty list of litert, tflm, got 'litert,gpu'"):
+    with pytest.raises(InputError,
+                       match="runtimes must be a non-empty list of litert, litert-ref, tflm, got 'litert,gpu'"):
         check_runtimes("litert,gpu")
     assert check_runtimes(" tflm ,litert") == ("tflm", "litert")
     with pytest.raises(InputError, match=r"is not a (valid )?TFLite model"):
         TFLiteMicro(int8_bytes[: len(int8_bytes) // 2])
+
+
+def test_every_kernel_set_runs_in_a_child_and_feeds_several_inputs():
+    content = tb.two_inputs_two_outputs()
+    ins, outs = model_signature(content)
+    assert [t.name for t in ins] == ["left", "right"] and [t.name for t in outs] == ["sum", "difference"]
+    rng = np.random.default_rng(0)
+    left, right = rng.uniform(-1, 1, (12, 8)), rng.uniform(-1, 1, (12, 8))
+    results = {}
+    for name in RUNTIMES:
+        rt = open_runtime(name, content)
+        results[name] = rt.run({"left": left, "x1": right})  # by name or by position
+        assert rt.child_info["tensorflow_imported"] is False
+        assert [a.shape for a in results[name].all_outputs] == [(12, 8), (12, 8)]
+    # the two reference kernel sets compute the same integers; the difference output is left - right
+    for k in range(2):
+        np.testing.assert_array_equal(results["litert-ref"].all_outputs[k], results["tflm"].all_outputs[k])
+    difference = results["tflm"].dequantized(1)
+    np.testing.assert_allclose(difference, left - right, atol=0.05 + 0.1)
+    with pytest.raises(InputError, match=r"has 2 inputs \('left', 'right'\): pass a list of 2 arrays"):
+        open_runtime("litert", content).run(left)
+    with pytest.raises(InputError, match=r"has no array for input 1 \('right'\): name it 'right' or 'x1'"):
+        open_runtime("litert", content).run({"left": left})
+    with pytest.raises(InputError, match=r"hold different numbers of samples \[5, 12\]"):
+        open_runtime("tflm", content).run([left, right[:5]])
+    with pytest.raises(InputError, match="one input and one output"):
+        model_io(content)
+
+
+def test_tensors_without_a_batch_dimension_are_fed_whole():
+    """An audio-front-end-like model: (16,) in and out, no batch dimension (ADD of the input to itself)."""
+    spec = tb.TensorSpec
+    content = tb.build([spec("audio", (16,), tb.T.INT8, [1 / 16], [0]),
+                        spec("doubled", (16,), tb.T.INT8, [1 / 8], [0])],
+                       [tb.OpSpec(tb.Op.ADD, [0, 0], [1], tb.Opt.AddOptions, tb.schema.AddOptionsT())], [0], [1])
+    x = np.random.default_rng(1).uniform(-4, 4, (5, 16))
+    for name in RUNTIMES:
+        rt = open_runtime(name, content)
+        assert rt.input.sample_shape == (16,)
+        got = rt.run(x)
+        assert got.outputs.shape == (5, 16) and got.outputs.dtype == np.int8
+        np.testing.assert_allclose(got.dequantized(), 2 * x, atol=1 / 8 + 1e-6)

@@ -74,13 +74,22 @@ np.save({str(out)!r}, np.array(raw))
     return np.load(out)
 
 
-def test_litert_and_tflm_agree_on_the_whole_test_set(result, digits):
-    assert result.runtimes == ("litert", "tflm")
+def test_every_kernel_set_runs_and_the_matrix_holds_every_pair(result, digits):
+    assert result.runtimes == ("litert", "litert-ref", "tflm")
+    assert result.status == {name: {"status": "ran"} for name in result.runtimes}
     assert result.num_samples == len(digits.x_test) == 450
-    assert result.agreement == 1.0 and result.disagreements == 0
+    assert [(m["a"], m["b"]) for m in result.matrix] == [("litert", "litert-ref"), ("litert", "tflm"),
+                                                         ("litert-ref", "tflm")]
+    reference_pair = result.pair("tflm", "litert-ref")
+    assert reference_pair["top1_agreement"] == 1.0 and reference_pair["max_raw_diff"] <= 1
+    assert all(m["top1_agreement"] >= 0.99 and m["kind"] == "classification" for m in result.matrix)
     assert result.failed_checks() == []
-    assert "top-1 agreement litert vs tflm: 100.00 % (0 differ)" in result.format_table()
+    assert result.agreement == result.pair("litert", "litert-ref")["top1_agreement"]
+    table = result.format_table()
+    assert "litert-ref vs tflm" in table and "identical rows" in table
     assert result.input["dtype"] == result.output["dtype"] == "int8"
+    claim = result.claim()
+    assert "TFLite Micro reference kernels" in claim and "LiteRT XNNPACK kernels" in claim
 
 
 def test_accuracy_and_differences_equal_independent_loops(result, int8_file, test_npz, digits, small_cnn, tmp_path):
@@ -89,7 +98,10 @@ def test_accuracy_and_differences_equal_independent_loops(result, int8_file, tes
     for name, raw in (("litert", raw_litert), ("tflm", raw_tflm)):
         independent = np.mean(np.argmax(raw, axis=-1) == digits.y_test)
         assert abs(result.accuracy[name] - independent) <= 0.001, name
-    assert result.max_abs_diff == np.max(np.abs(raw_litert.astype(int) - raw_tflm.astype(int)))
+    assert result.pair("litert", "tflm")["max_raw_diff"] == np.max(np.abs(raw_litert.astype(int)
+                                                                          - raw_tflm.astype(int)))
+    identical = np.mean(np.all(raw_litert == raw_tflm, axis=1))
+    assert result.pair("litert", "tflm")["bit_identical"] == pytest.approx(identical)
     keras_top1 = np.argmax(small_cnn.predict(digits.x_test, verbose=0), axis=-1)
     assert result.reference_accuracy == pytest.approx(np.mean(keras_top1 == digits.y_test))
     assert result.reference_agreement["litert"] == pytest.approx(np.mean(np.argmax(raw_litert, -1) == keras_top1))
@@ -105,18 +117,27 @@ def test_result_serializes_and_reports_failed_checks(result):
     data = json.loads(result.to_json())
     assert data == result.to_dict()
     assert data["accuracy"] == result.accuracy and data["arena_bytes"] == result.arena_bytes
-    assert data["runtimes"] == ["litert", "tflm"] and data["latency_us"] == result.latency_us
+    assert data["runtimes"] == ["litert", "litert-ref", "tflm"] and data["latency_us"] == result.latency_us
+    assert data["matrix"] == result.matrix and set(data["kernels"]) == set(result.runtimes)
     table = result.format_table()
     assert f"{result.arena_bytes:,} bytes" in table and f"{100 * result.accuracy['tflm']:.2f} %" in table
 
     worst = min(result.accuracy.values())
     assert result.failed_checks(min_accuracy=worst) == []
     failures = result.failed_checks(min_accuracy=min(1.0, worst + 0.01))
-    assert failures and all("is below the minimum" in f for f in failures)
-    disagreeing = dataclasses.replace(result, agreement=0.99, disagreements=5)
-    assert disagreeing.failed_checks() == [
-        "litert and tflm disagree on the top-1 class for 5 of 450 samples (agreement 0.9900)"
-    ]
+    assert failures and all(f.startswith("rule 'accuracy' failed") and "is below the minimum" in f
+                            for f in failures)
+    matrix = [dict(m, top1_agreement=0.98, disagreements=9) if m["a"] == "litert" else dict(m, max_raw_diff=3)
+              for m in result.matrix]
+    disagreeing = dataclasses.replace(result, matrix=matrix)
+    failures = disagreeing.failed_checks()
+    assert failures[0] == ("rule 'optimized kernels within tolerance' failed: litert vs litert-ref on output "
+                           f"'{result.output['name']}': top-1 agreement 98.00 % (9 differ) is below 99.00 % "
+                           "(--min-agreement)")
+    assert failures[-1].startswith("rule 'reference kernels agree' failed: litert-ref vs tflm")
+    assert "3 steps apart, the rule allows 1" in failures[-1] and len(failures) == 3
+    assert disagreeing.failed_checks(min_agreement=0.98) == failures[-1:]
+    assert result.failed_checks(min_reference_agreement=1.0)[0].startswith("rule 'reference model' failed")
     with pytest.raises(InputError, match="min_accuracy must be a fraction in \\[0, 1\\], got 95"):
         result.failed_checks(min_accuracy=95)
 
@@ -128,6 +149,7 @@ def test_tflm_alone_with_progress_bar(int8_file, digits, result, capsys):
     assert alone.accuracy == {"tflm": result.accuracy["tflm"]}
     assert alone.arena_bytes == result.arena_bytes
     assert alone.agreement is None and alone.latency_us is None and alone.reference_agreement == {}
+    assert alone.matrix == [] and alone.claim() == "only TFLite Micro reference kernels ran"
     validate(int8_file, digits.x_test[:20], runtimes=("litert",), verbose=1)
     assert capsys.readouterr().out == ""  # short loops: no bar
 
@@ -139,7 +161,8 @@ def test_bad_data_is_refused_before_running(int8_file, digits, small_cnn):
         validate(int8_file, digits.x_test[:3], np.array([0, 12, 1]), verbose=0)
     with pytest.raises(InputError, match="x has 3 samples but y has 2 labels"):
         validate(int8_file, digits.x_test[:3], np.array([0, 1]), verbose=0)
-    with pytest.raises(InputError, match="runtimes must be a non-empty list of litert, tflm, got \\('gpu',\\)"):
+    with pytest.raises(InputError,
+                       match="runtimes must be a non-empty list of litert, litert-ref, tflm, got \\('gpu',\\)"):
         validate(int8_file, digits.x_test[:3], runtimes=("gpu",), verbose=0)
     with pytest.raises(InputError, match="Keras model .*tfedge.convert"):
         validate(small_cnn, digits.x_test[:3], verbose=0)
@@ -165,8 +188,8 @@ def test_cli_validate_exit_codes(int8_file, test_npz, result):
                           "--min-accuracy", str(too_high))
     assert code == 1
     assert "litert" in out and "accuracy" in out  # the table is printed before the verdict
-    assert err.strip() == (f"tfedge: error: litert accuracy {result.accuracy['litert']:.4f} is below the minimum "
-                           f"{too_high:.4f}")
+    assert err.strip() == (f"tfedge: error: rule 'accuracy' failed: litert accuracy {result.accuracy['litert']:.4f} "
+                           f"is below the minimum {too_high:.4f} (--min-accuracy)")
 
     code, _, err = _cli("validate", str(int8_file), "--data", str(test_npz), "--runtimes", "litert,gpu")
     assert code == 2 and "runtimes must be a non-empty list" in err
@@ -203,7 +226,8 @@ def test_corrupted_files_fail_cleanly(int8_file, test_npz, tmp_path):
         kind = ("truncated", "bit-flipped", "zeroed")[i % 3]
         path = tmp_path / f"corrupt_{i:02d}.tflite"
         path.write_bytes(_corrupt(content, kind, rng))
-        code_v, out_v, err_v = _cli("validate", str(path), "--data", str(test_npz), "--json")
+        code_v, out_v, err_v = _cli("validate", str(path), "--data", str(test_npz), "--json", "--runtimes",
+                                    "litert,tflm")
         code_i, _, err_i = _cli("inspect", str(path))
         codes[(kind, code_v, code_i)] = codes.get((kind, code_v, code_i), 0) + 1
         for code, err in ((code_v, err_v), (code_i, err_i)):

@@ -254,6 +254,28 @@ def float_and_uint8_io() -> tuple[bytes, bytes]:
     return f32, u8
 
 
+def fc_lut_compressed(features: int = 32, units: int = 8) -> bytes:
+    """A LUT-compressed model as ``tflite_micro.compression`` writes it: FC weights with 4 distinct values
+    as 2-bit packed indices plus a value table, expanded by a ``TFLM_DECODE`` custom op (TFLite Micro only)."""
+    import warnings
+
+    from tflite_micro import compression
+    from tflite_micro.tensorflow.lite.micro.compression import spec
+
+    w = np.random.default_rng(5).choice(np.array([-90, -30, 30, 90], np.int8), size=(units, features))
+    content = build([TensorSpec("x", (1, features), T.INT8, [0.05], [0]),
+                     TensorSpec("w", (units, features), T.INT8, [0.01], [0], data=w),
+                     TensorSpec("b", (units,), T.INT32, [0.0005], [0], data=np.zeros(units, np.int32)),
+                     TensorSpec("y", (1, units), T.INT8, [0.1], [0])],
+                    [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())], [0], [3],
+                    description="LUT-compressed")
+    specs = compression.SpecBuilder()
+    specs.add_tensor(subgraph=0, tensor=1).with_lut(index_bitwidth=2, mode=spec.PerTensor())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bytes(compression.compress(content, specs.build()))
+
+
 THIRD_PARTY = {
     "int8_to_int16_softmax": fc_softmax_int8_to_int16,
     "bias_quantized_dimension_3": fc_bias_quantized_dimension_3,

@@ -65,6 +65,7 @@ _SUBMODULES = (
     "pruning",
     "channels",
     "clustering",
+    "quantize_configs",
     "quantization",
     "distillation",
     "keras3",

@@ -1,12 +1,16 @@
-"""Child-process entry that runs a model on TFLite Micro: ``python -m tfedge._tflm_worker FOLDER FD``.
+"""Child-process entry that runs a model on one kernel set: ``python -m tfedge._tflm_worker FOLDER FD``.
 
-Started by :class:`tfedge.runtimes.TFLiteMicro`, never by users. It imports numpy, ``tflite_micro``
-and tfedge's light helpers only (no TensorFlow), so it starts in a fraction of a second. FOLDER holds
-``model.tflite``, ``options.json`` and, to run samples, ``inputs.npy`` (float samples); the worker
-writes ``outputs.npy`` (raw outputs) and ``result.json``. Progress lines (``stage TEXT`` /
-``done N``) go to file descriptor FD so the parent can tell a slow run from a hung one. A handled
-error is written to ``result.json`` as ``{"error": ..., "stage": ...}``; a crash simply ends the
-process with a signal, which the parent reports.
+Started by :mod:`tfedge.runtimes` (TFLite Micro, LiteRT with XNNPACK, LiteRT reference kernels), never
+by users. It imports numpy, ``tflite_micro`` or ``ai_edge_litert`` and tfedge's light helpers only (no
+TensorFlow), so it starts in a fraction of a second, and a native abort takes down this process, not
+the caller. FOLDER holds ``model.tflite``, ``options.json`` (``kernels``: ``tflm`` / ``litert`` /
+``litert-ref``, arena and timing options) and, to run samples, ``inputs.npz`` (``x0``, ``x1``, ...: the
+raw values of each model input, already quantized); the worker writes ``outputs.npz`` (``y0``, ... raw
+outputs), ``times.npy`` (LiteRT microseconds per invoke) and ``result.json``. Without ``inputs.npz`` it
+runs one all-zero sample (a smoke run). Progress lines (``stage TEXT`` / ``done N``) go to file
+descriptor FD so the parent can tell a slow run from a hung one. A handled error is written to
+``result.json`` as ``{"error": ..., "stage": ..., "kind": ...}`` (``refused`` when the runtime would
+not load the model); a crash simply ends the process with a signal, which the parent reports.
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ import numpy as np
 
 from tfedge.errors import InputError, first_line
 from tfedge.native import capture_fds
-from tfedge.runtimes import check_samples
-from tfedge.tflite import TensorInfo
+from tfedge.tflite import TensorInfo, sample_shape
 
 #: Largest arena tried when growing the inference arena (bytes).
 MAX_ARENA = 1 << 30
@@ -143,48 +146,137 @@ def _smallest_arena(runtime, content: bytes, known_good: int, lower: int, sample
     return good
 
 
-def run(folder: Path, progress: _Progress) -> dict:
-    options = json.loads((folder / "options.json").read_text())
-    content = (folder / "model.tflite").read_bytes()
+class _Refused(Exception):
+    """The runtime would not take the model; ``kind``: ``unloadable`` (it cannot even read it), ``refused``
+    (it read it but will not prepare it) or ``failed`` (an invoke failed, or an output has the wrong shape)."""
+
+    def __init__(self, reason: str, kind: str = "refused", **detail: Any):
+        super().__init__(reason)
+        self.kind, self.detail = kind, detail
+
+
+def _reason(value: BaseException, log: str) -> str:
+    lines = [ln.strip() for ln in str(value).splitlines() if ln.strip()]
+    return "; ".join(dict.fromkeys(lines))[:300] if lines else _short(log, value)
+
+
+def _open_litert(content: bytes, kernels: str, threads: int):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_REF if kernels == "litert-ref" else OpResolverType.AUTO
+
+    def make():  # the details too: LiteRT decodes tensor names, which a corrupted file can make invalid UTF-8
+        it = Interpreter(model_content=content, num_threads=threads, experimental_op_resolver_type=resolver)
+        return it, it.get_input_details(), it.get_output_details()
+
+    value, log = _capture_native_output(make)
+    if isinstance(value, Exception):
+        raise _Refused(_reason(value, log), "unloadable")
+    done, log = _capture_native_output(value[0].allocate_tensors)
+    if isinstance(done, Exception):
+        raise _Refused(_reason(done, log), "refused")
+    return value
+
+
+def _check_shape(out: np.ndarray, declared: tuple[int, ...]) -> None:
+    expected = tuple(int(d) for d in declared)
+    if out.shape != expected:  # a corrupted option (e.g. padding) can resize it
+        raise _Refused(f"output of shape {out.shape}", "failed", got=[int(d) for d in out.shape],
+                       declared=list(expected))
+
+
+def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, progress: _Progress) -> dict:
+    kernels = options["kernels"]
+    progress.stage("importing ai_edge_litert")
+    progress.stage("loading the model")
+    it, ins, outs = _open_litert(content, kernels, int(options.get("threads", 1)))
+    samples = raw if raw is not None else [np.zeros((1, *sample_shape(d["shape"])), d["dtype"]) for d in ins]
+    count = len(samples[0])
+    results = [np.empty((count, *sample_shape(d["shape"])), d["dtype"]) for d in outs]
+    times = np.empty(count, np.float64)
+
+    def feed(i: int) -> None:
+        for d, x in zip(ins, samples):
+            it.set_tensor(d["index"], x[i : i + 1].reshape(tuple(int(n) for n in d["shape"])))
+
+    warmup = int(options.get("warmup", 0)) if raw is not None else 0
+    progress.stage(f"running {count} samples")
+    try:
+        for _ in range(warmup):
+            feed(0)
+            it.invoke()
+        for i in range(count):
+            progress.stage(f"running sample {i} of {count}")
+            feed(i)
+            start = time.perf_counter_ns()
+            it.invoke()
+            times[i] = (time.perf_counter_ns() - start) / 1000.0
+            for k, d in enumerate(outs):
+                out = it.get_tensor(d["index"])
+                _check_shape(out, tuple(d["shape"]))
+                results[k][i] = out.reshape(results[k].shape[1:])
+            progress.done(i + 1, count)
+    except (ValueError, RuntimeError) as exc:
+        raise _Refused(_reason(exc, ""), "failed") from None
+    return {"inputs": [TensorInfo.from_details(d, "model", f"input{k}").to_dict() for k, d in enumerate(ins)],
+            "outputs": [TensorInfo.from_details(d, "model", f"output{k}").to_dict() for k, d in enumerate(outs)],
+            "_arrays": results, "_times": times}
+
+
+def _run_tflm(content: bytes, options: dict, raw: list[np.ndarray] | None, progress: _Progress) -> dict:
     progress.stage("importing tflite_micro")
     from tflite_micro.python.tflite_micro import runtime
 
-    interp, arena = _load(runtime, content, options.get("arena_size"), progress)
-    info_in = TensorInfo.from_details(interp.get_input_details(0), "model", "input")
-    info_out = TensorInfo.from_details(interp.get_output_details(0), "model", "output")
-    batch_shape = (1, *info_in.shape[1:])
-    first = np.full(batch_shape, info_in.zero_point if info_in.quantized else 0, dtype=info_in.dtype)
-
-    inputs_path = folder / "inputs.npy"
-    if inputs_path.exists():
-        x = check_samples(np.load(inputs_path, allow_pickle=False), info_in, "the model")
-        samples = info_in.quantize(x)
-        outputs = np.empty((len(samples), *info_out.shape[1:]), dtype=info_out.dtype)
-        progress.stage(f"running {len(samples)} samples")
-        for i in range(len(samples)):
-            progress.stage(f"running sample {i} of {len(samples)}")
-            interp.set_input(samples[i : i + 1].reshape(batch_shape), 0)
-            interp.invoke()
-            outputs[i] = interp.get_output(0)[0]
-            progress.done(i + 1, len(samples))
-        np.save(folder / "outputs.npy", outputs, allow_pickle=False)
-        first = samples[:1].reshape(batch_shape)
-    else:  # run once here, so that a model that crashes on invoke is reported, not measured as fitting
-        progress.stage("running one sample")
-        interp.set_input(first, 0)
+    try:
+        interp, arena = _load(runtime, content, options.get("arena_size"), progress)
+    except RuntimeError as exc:
+        raise _Refused(first_line(exc, limit=400)) from None
+    n_in, n_out = int(options.get("num_inputs", 1)), int(options.get("num_outputs", 1))
+    infos_in = [TensorInfo.from_details(interp.get_input_details(k), "model", f"input{k}") for k in range(n_in)]
+    infos_out = [TensorInfo.from_details(interp.get_output_details(k), "model", f"output{k}") for k in range(n_out)]
+    shapes = [t.shape for t in infos_in]
+    samples = raw if raw is not None else [
+        np.full((1, *t.sample_shape), t.zero_point if t.quantized else 0, dtype=t.dtype) for t in infos_in]
+    count = len(samples[0])
+    results = [np.empty((count, *t.sample_shape), t.dtype) for t in infos_out]
+    progress.stage(f"running {count} samples")
+    for i in range(count):
+        progress.stage(f"running sample {i} of {count}")
+        for k, x in enumerate(samples):
+            interp.set_input(x[i : i + 1].reshape(shapes[k]), k)
         interp.invoke()
-
+        for k in range(n_out):
+            results[k][i] = interp.get_output(k).reshape(results[k].shape[1:])
+        progress.done(i + 1, count)
     arena_bytes = None
     if options.get("measure_arena"):
-        lower = int(options.get("arena_lower_bound", 512))
-        arena_bytes = _smallest_arena(runtime, content, arena, lower, first, progress) if arena > lower else arena
-    return {
-        "input": info_in.to_dict(),
-        "output": info_out.to_dict(),
-        "inference_arena": arena,
-        "arena_bytes": arena_bytes,
-        "tensorflow_imported": "tensorflow" in sys.modules,
-    }
+        if n_in != 1:
+            arena_bytes = arena  # the bisection probes feed one input; several inputs keep the working arena
+        else:
+            lower = int(options.get("arena_lower_bound", 512))
+            first = samples[0][:1].reshape(shapes[0])
+            arena_bytes = _smallest_arena(runtime, content, arena, lower, first, progress) if arena > lower else arena
+    return {"inputs": [t.to_dict() for t in infos_in], "outputs": [t.to_dict() for t in infos_out],
+            "_arrays": results, "inference_arena": arena, "arena_bytes": arena_bytes}
+
+
+def run(folder: Path, progress: _Progress) -> dict:
+    options = json.loads((folder / "options.json").read_text())
+    content = (folder / "model.tflite").read_bytes()
+    inputs_path = folder / "inputs.npz"
+    raw = None
+    if inputs_path.exists():
+        with np.load(inputs_path, allow_pickle=False) as data:
+            raw = [data[f"x{k}"] for k in range(len(data.files))]
+    kernels = options.get("kernels", "tflm")
+    result = (_run_tflm if kernels == "tflm" else _run_litert)(content, options, raw, progress)
+    arrays, times = result.pop("_arrays"), result.pop("_times", None)
+    if raw is not None:
+        np.savez(folder / "outputs.npz", **{f"y{k}": a for k, a in enumerate(arrays)})
+        if times is not None:
+            np.save(folder / "times.npy", times, allow_pickle=False)
+    result["tensorflow_imported"] = "tensorflow" in sys.modules
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -195,6 +287,9 @@ def main(argv: list[str]) -> int:
         result = run(folder, progress)
     except InputError as exc:
         result = {"error": str(exc), "stage": "checking the samples", "kind": "input"}
+    except _Refused as exc:
+        result = {"error": str(exc), "stage": "loading the model" if exc.kind != "failed" else "running the model",
+                  "kind": exc.kind, **exc.detail}
     except Exception as exc:  # reported to the parent as one line
         result = {"error": first_line(exc),
                   "stage": "loading or running the model"}

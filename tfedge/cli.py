@@ -25,6 +25,7 @@ from tfedge.files import check_output_path
 from tfedge.native import quiet_tensorflow_import
 from tfedge.runtimes import RUNTIMES  # TensorFlow-free, like every import at the top of this module
 from tfedge.targets import TARGETS
+from tfedge.validation import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_REFERENCE_AGREEMENT  # TensorFlow-free too
 
 
 def _load_model(path: str, trust: bool):
@@ -104,7 +105,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"--lut writes a TFLite-Micro-only file (LiteRT has no TFLM_DECODE kernel), but --target is "
                          f"{target!r}: drop --target or use --target tflm")
     bits = _lut_bits(args.lut) if args.lut else None
-    check_output_path(args.out, inputs=(args.model, args.data))
+    check_output_path(args.out, inputs=(args.model, args.data), create_folder=True)
     model = _load_model(args.model, args.trust_model)
     x = load_npz(args.data)[0] if args.data else None
     tfl = convert(model, representative_data=x, quantization=args.quantization, int8_io=not args.float_io,
@@ -143,18 +144,27 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from tfedge.datasets import load_npz  # numpy: not needed by --help
-    from tfedge.runtimes import check_runtimes  # LiteRT and TFLite Micro, imported by this command only
-    from tfedge.validation import validate  # (the runtimes above)
+    from tfedge.runtimes import check_runtimes  # the runtimes, imported by this command only
+    from tfedge.validation import load_validation_data, validate
 
     runtimes = check_runtimes(args.runtimes)
-    if args.min_accuracy is not None:
-        check_fraction(args.min_accuracy, "--min-accuracy", hint="a fraction of the samples, e.g. 0.95")
-    x, y = load_npz(args.data, labels=args.min_accuracy is not None)
+    for value, flag in ((args.min_accuracy, "--min-accuracy"), (args.min_agreement, "--min-agreement"),
+                        (args.min_reference_agreement, "--min-reference-agreement")):
+        if value is not None:
+            check_fraction(value, flag, hint="a fraction of the samples, e.g. 0.95")
+    from tfedge.runtimes import model_signature
+    from tfedge.tflite import model_bytes
+
+    inputs, _ = model_signature(*model_bytes(args.file))
+    x, y = load_validation_data(args.data, num_inputs=len(inputs))
+    if args.min_accuracy is not None and y is None:
+        raise InputError(f"--min-accuracy needs labels: data file '{args.data}' has no array 'y'; save y=... too")
     reference = _load_model(args.reference, args.trust_model) if args.reference else None
-    result = validate(args.file, x, y, reference=reference, runtimes=runtimes, verbose=0 if args.json else 1)
+    result = validate(args.file, x, y, reference=reference, runtimes=runtimes, output=args.output,
+                      trace=args.trace, verbose=0 if args.json else 1)
     print(result.to_json() if args.json else result.format_table())
-    failures = result.failed_checks(min_accuracy=args.min_accuracy)
+    failures = result.failed_checks(min_accuracy=args.min_accuracy, min_agreement=args.min_agreement,
+                                    min_reference_agreement=args.min_reference_agreement)
     if failures:
         raise CheckFailed("; ".join(failures))
     return 0
@@ -166,7 +176,7 @@ def _cmd_lut(args: argparse.Namespace) -> int:
     from tfedge.files import check_output_path
     from tfedge.lut import lut_report
 
-    check_output_path(args.out, inputs=(args.file, args.data))
+    check_output_path(args.out, inputs=(args.file, args.data), create_folder=True)
     bits = args.bits if args.bits == "auto" else _bits(args.bits)
     x = load_npz(args.data)[0] if args.data else None
     report = lut_report(TFLiteModel.from_file(args.file), bits=bits, tensors=args.tensors, data=x)
@@ -188,12 +198,13 @@ def _bits(text: str) -> int:
 def _cmd_export_c(args: argparse.Namespace) -> int:
     from tfedge.export import c_identifier_from, check_c_identifier, export_c_array  # no TensorFlow
 
-    if not os.path.isdir(args.out):
-        raise InputError(f"output folder '{args.out}' does not exist: create it first (mkdir -p {args.out})")
     name = check_c_identifier(args.name) if args.name else c_identifier_from(
         os.path.splitext(os.path.basename(args.file))[0])
-    header, source = export_c_array(args.file, os.path.join(args.out, name), name=name)
-    print(f"wrote {header} and {source} (array {name}, {name}_len, {name}_arena_size)")
+    files = export_c_array(args.file, os.path.join(args.out, name), name=name)  # creates a missing --out folder
+    if files.arena_bytes is not None:
+        print(f"wrote {files[0]} and {files[1]} (array {name}, {name}_len, {name}_arena_size = {files.arena_bytes})")
+    else:
+        print(f"wrote {files[0]} and {files[1]} (array {name}, {name}_len; no arena size: {files.arena_note})")
     return 0
 
 
@@ -245,19 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("inspect", parents=[common],
-                       help="read a .tflite without running it: ops, dtypes, sparsity, size")
+                       help="read any .tflite without running it: ops, dtypes, notes, TFLite Micro "
+                            "prediction, where the bytes go")
     p.add_argument("file", help=".tflite file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("validate", parents=[common],
-                       help="run a .tflite on LiteRT and TFLite Micro: accuracy, agreement, arena, latency")
+                       help="run a .tflite on LiteRT (XNNPACK and reference kernels) and TFLite Micro: agreement "
+                            "matrix, accuracy, arena, latency, pass rule")
     p.add_argument("file", help=".tflite file")
-    p.add_argument("--data", required=True, help="test data .npz with x (and y for accuracy)")
+    p.add_argument("--data", required=True,
+                   help="test data .npz: x (or one array per input, named after it or x0, x1, ...) and y for accuracy")
     p.add_argument("--reference", help="Keras model to compare against (.keras)")
     runtimes = ",".join(RUNTIMES)
     p.add_argument("--runtimes", default=runtimes, help=f"comma-separated: {runtimes} (default all)")
+    p.add_argument("--output", default=None, help="output (name or index) accuracy is read from (default 0)")
+    p.add_argument("--trace", action="store_true", help="name the first op where differing kernels part ways")
     p.add_argument("--min-accuracy", type=float, default=None, help="exit 1 if any runtime is below this (0-1)")
+    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                   help=f"least top-1 agreement of LiteRT XNNPACK with the other kernels "
+                        f"(default {DEFAULT_MIN_AGREEMENT})")
+    p.add_argument("--min-reference-agreement", type=float, default=DEFAULT_MIN_REFERENCE_AGREEMENT,
+                   help=f"least top-1 agreement with the --reference model (default {DEFAULT_MIN_REFERENCE_AGREEMENT})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--trust-model", action="store_true", help="allow an .h5 / SavedModel reference")
     p.set_defaults(func=_cmd_validate)
@@ -273,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-c", parents=[common], help="write the .tflite as a C array (.h/.cc) for TFLite Micro")
     p.add_argument("file", help=".tflite file")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--name", help="C identifier (default: from the file name)")
     p.set_defaults(func=_cmd_export_c)
     return parser

@@ -183,7 +183,7 @@ class _SavedClusters:
     """
 
     def __init__(self, preserve_sparsity: bool, centroids_shape: Any = "unknown"):
-        super().__init__(preserve_sparsity)
+        super().__init__(preserve_sparsity)  # type: ignore[call-arg]  # a mixin: the quantizer after it in the MRO
         self.centroids_shape = centroids_shape  # "unknown": built from a live model; None: no clusters
 
     def build(self, tensor_shape, name, layer):

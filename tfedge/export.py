@@ -2,7 +2,9 @@
 
 The source holds ``alignas(16) const unsigned char NAME[]`` and ``const unsigned int NAME_len``; the
 header declares them and defines ``NAME_arena_size``, the smallest tensor arena the model needed on
-TFLite Micro (measured in a child process unless given).
+TFLite Micro (measured in a child process unless given). Any well-formed model is exported: when TFLite
+Micro does not run it here (a vendor NPU op, a kernel it lacks, a crash), ``NAME_arena_size`` is left
+out and the header says why in the runtime's own words. A missing output folder is created.
 
 >>> import os, tempfile, tfedge
 >>> folder = tempfile.mkdtemp()
@@ -20,8 +22,8 @@ import os
 import re
 from pathlib import Path
 
-from tfedge.errors import InputError
-from tfedge.files import PathLike, atomic_write_text
+from tfedge.errors import InputError, TfedgeError
+from tfedge.files import PathLike, atomic_write_text, make_output_folder
 from tfedge.runtimes import TFLiteMicro
 from tfedge.tflite import ModelSource, model_bytes
 
@@ -82,17 +84,47 @@ def _array_lines(content: bytes) -> list[str]:
     ]
 
 
+class CArrayFiles(tuple):
+    """``(header_path, source_path)`` as :func:`export_c_array` wrote them, with the arena it wrote
+    (``arena_bytes``, None when left out) and, when left out, why (``arena_note``, one line)."""
+
+    arena_bytes: int | None
+    arena_note: str | None
+
+    def __new__(cls, header: str, source: str, arena_bytes: int | None, arena_note: str | None) -> CArrayFiles:
+        self = super().__new__(cls, (header, source))
+        self.arena_bytes, self.arena_note = arena_bytes, arena_note
+        return self
+
+
+def tflm_arena(model_or_path: ModelSource) -> tuple[int | None, str | None]:
+    """``(arena_bytes, None)`` when TFLite Micro runs the model (measured in a child process), else
+    ``(None, reason)`` with the runtime's own one-line reason.
+
+    >>> from tfedge.tflite import tiny_int8_model
+    >>> arena, reason = tflm_arena(tiny_int8_model())
+    >>> arena > 0, reason
+    (True, None)
+    """
+    content, source = model_bytes(model_or_path)
+    try:
+        return TFLiteMicro(content, source).measure_arena(), None
+    except TfedgeError as exc:  # refused, failed or crashed: the model is exported all the same
+        return None, " ".join(str(exc).split())
+
+
 def export_c_array(
     model_or_path: ModelSource,
     prefix: PathLike,
     name: str | None = None,
     arena_bytes: int | None = None,
-) -> tuple[str, str]:
+) -> CArrayFiles:
     """Write ``prefix.h`` and ``prefix.cc`` holding the model bytes; return ``(header_path, source_path)``.
 
     ``name`` (default: from the prefix's file name) must be a C identifier. ``arena_bytes`` defaults
-    to the smallest arena TFLite Micro needed, measured in a child process. Each file is written
-    atomically; the model file itself is only read.
+    to the smallest arena TFLite Micro needed, measured in a child process; when TFLite Micro does not
+    run the model, the arena is left out and the header says why (the result's ``arena_note``). The
+    prefix's folder is created if missing. Each file is written atomically; the model file is only read.
     """
 
     prefix = Path(prefix)
@@ -100,8 +132,6 @@ def export_c_array(
         raise InputError(f"prefix {str(prefix)!r} must end in a file name (the .h / .cc are named after it), "
                          "e.g. build/digits_model")
     folder = prefix.parent if str(prefix.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder '{folder}' does not exist: create it first (mkdir -p {folder})")
     ident = check_c_identifier(name) if name is not None else c_identifier_from(prefix.name)
     if arena_bytes is not None and (isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int)
                                     or arena_bytes < 1):
@@ -113,8 +143,10 @@ def export_c_array(
         for out in (header_path, source_path):
             if out.resolve() == model_path:
                 raise InputError(f"output '{out}' is the model file itself: choose another prefix")
+    make_output_folder(folder)
+    note = None
     if arena_bytes is None:
-        arena_bytes = TFLiteMicro(content, source).measure_arena()
+        arena_bytes, note = tflm_arena(model_or_path)
 
     from tfedge import __version__
 
@@ -129,9 +161,7 @@ def export_c_array(
         f"extern const unsigned char {ident}[];",
         f"extern const unsigned int {ident}_len;",
         "",
-        "// Smallest tensor arena (bytes) in which the model allocated and ran on TFLite Micro's reference",
-        "// kernels (host build). Optimized kernels or another target may need a little more: add headroom.",
-        f"constexpr unsigned int {ident}_arena_size = {arena_bytes};",
+        *_arena_lines(ident, arena_bytes, note),
         "",
         f"#endif  // {guard}",
         "",
@@ -148,7 +178,18 @@ def export_c_array(
     ])
     atomic_write_text(source_path, body)
     atomic_write_text(header_path, header)
-    return str(header_path), str(source_path)
+    return CArrayFiles(str(header_path), str(source_path), arena_bytes, note)
 
 
-__all__ = ["export_c_array", "check_c_identifier", "c_identifier_from"]
+def _arena_lines(ident: str, arena_bytes: int | None, note: str | None) -> list[str]:
+    if arena_bytes is not None:
+        return ["// Smallest tensor arena (bytes) in which the model allocated and ran on TFLite Micro's reference",
+                "// kernels (host build). Optimized kernels or another target may need a little more: add headroom.",
+                f"constexpr unsigned int {ident}_arena_size = {arena_bytes};"]
+    reason = (note or "not measured").encode("ascii", "replace").decode()  # one ASCII line in a // comment
+    return [f"// No {ident}_arena_size: TFLite Micro did not run this model here, so its arena was not measured.",
+            f"// Why: {reason}",
+            "// Size the arena on the target (MicroInterpreter::arena_used_bytes()), e.g. with the ops it registers."]
+
+
+__all__ = ["export_c_array", "tflm_arena", "CArrayFiles", "check_c_identifier", "c_identifier_from"]

@@ -59,17 +59,37 @@ def read_bytes(path: PathLike, what: str = "file", max_bytes: int | None = None)
         raise InputError(f"cannot read {what} '{p}': {exc.strerror}") from None
 
 
-def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: str = "output") -> Path:
-    """Check an output file path: its folder exists, it is not a folder, and it is none of ``inputs``."""
+def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: str = "output", *,
+                      create_folder: bool = False) -> Path:
+    """Check an output file path: it is not a folder, it is none of ``inputs``, and its folder exists
+    (``create_folder=True``, as every CLI command does: the folder is created when missing)."""
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{what} '{p}' is a directory: give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{what} folder '{parent}' does not exist: create it first (mkdir -p {parent})")
     for other in inputs:
         if other is not None and Path(other).exists() and p.exists() and p.resolve() == Path(other).resolve():
             raise InputError(f"{what} '{p}' is also an input file: choose another output path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if create_folder:
+        make_output_folder(parent, f"{what} folder")
+    elif not parent.is_dir():
+        raise InputError(f"{what} folder '{parent}' does not exist: create it first (mkdir -p {parent})")
+    return p
+
+
+def make_output_folder(folder: PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` (and its parents) if missing, the one behaviour of every command for a missing
+    output folder; a path that is a file, or cannot be created, raises :class:`InputError`."""
+    p = Path(folder) if str(folder) else Path(".")
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise InputError(f"{what} '{p}' is a file, not a folder: give a folder path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {what} '{p}': {exc.strerror or exc}; choose a folder you can write to") \
+            from None
     return p
 
 
@@ -129,6 +149,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "check_input_file",
     "check_output_path",
+    "make_output_folder",
     "read_bytes",
     "atomic_path",
     "atomic_writer",

@@ -6,10 +6,14 @@ is used (Python integers, so nothing overflows), caps the work at a multiple of 
 crafted file cannot make it hang, and raises :class:`~tfedge.errors.InputError` naming the problem
 and the source; nothing else escapes it. Beyond the structure it checks what the common kernels
 (conv, depthwise, fully connected, pools, reshape, reductions, pad, concatenation, elementwise)
-index memory by: shapes, dtypes, strides, axes and quantization parameters, one checker per op
-family (:data:`OP_CHECKERS`). It does not replay every kernel's arithmetic, so TFLite Micro still
-belongs in a child process. Field slots, types and defaults are not written here by hand: each comes
-from the generated schema's builder functions (:func:`schema_field`), the schema ``ai_edge_litert`` ships.
+index memory by: shapes, element sizes, strides, axes and per-channel quantization counts, one
+checker per op family (:data:`OP_CHECKERS`). "Corrupted" means only that: what would make a reader
+or kernel go out of bounds. Everything well-formed but unusual (custom ops, integer tensors without
+quantization, int8 -> int16 ops, an odd ``quantized_dimension``, unknown types and ops) is read and
+listed in :attr:`Model.notes`; each runtime decides for itself. It does not replay every kernel's
+arithmetic, so TFLite Micro still belongs in a child process. Field slots, types and defaults are not
+written here by hand: each comes from the generated schema's builder functions (:func:`schema_field`),
+the schema ``ai_edge_litert`` ships.
 
 >>> from tfedge.flatbuffer import parse
 >>> parse(b"\\x10\\x00\\x00\\x00NOPE" + bytes(16), source="x.tflite")
@@ -21,6 +25,7 @@ tfedge.errors.InputError: x.tflite is not a TFLite model: its file identifier is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import struct
@@ -38,8 +43,9 @@ MAX_FILE_BYTES: int | None = None
 SCHEMA_VERSION = 3
 #: Largest tensor (bytes) a model may declare; TFLite and TFLite Micro size tensors with 32-bit ints.
 MAX_TENSOR_BYTES = 2**31 - 1
-#: Quantization scales outside this range only come from corruption (kernels underflow on them).
-MIN_SCALE, MAX_SCALE = 1e-30, 1e30
+#: An activation scale below this (or a non-finite / non-positive scale) is degenerate: the layer's range
+#: collapsed, usually because the calibration data never exercised it. Read, and flagged by ``inspect``.
+DEGENERATE_SCALE = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,6 +95,25 @@ def schema_field(table: str, name: str) -> Field:
     return Field(table, name, slot, fmt, args[-1] if fmt else None)
 
 
+@functools.cache
+def option_vectors(table: str) -> tuple[tuple[Field, int], ...]:
+    """The vector fields of an options table with their element sizes, from the generated
+    ``<table>Start<Field>Vector`` builders (``ReshapeOptions.NewShape``: 4-byte ints).
+
+    >>> [(f.name, size) for f, size in option_vectors("SqueezeOptions")]
+    [('SqueezeDims', 4)]
+    """
+    prefix, out = f"{table}Start", []
+    for attr in sorted(vars(_schema)):
+        name = attr[len(prefix):-len("Vector")]
+        if attr.startswith(prefix) and attr.endswith("Vector") and hasattr(_schema, f"{table}Add{name}"):
+            recorder = _SlotRecorder()
+            getattr(_schema, attr)(recorder, 0)
+            ((_method, elem_size, _args),) = recorder.calls  # StartVector(elem_size, count, alignment)
+            out.append((schema_field(table, name), elem_size))
+    return tuple(out)
+
+
 def _fields(table: str, names: str) -> dict[str, Field]:
     return {name: schema_field(table, name) for name in names.split()}
 
@@ -114,6 +139,8 @@ def _enum_names(cls: type) -> dict[int, str]:
 TENSOR_TYPES: dict[int, str] = {code: name.lower() for code, name in _enum_names(_schema.TensorType).items()}
 OP_NAMES: dict[int, str] = _enum_names(_schema.BuiltinOperator)
 CUSTOM_CODE = _schema.BuiltinOperator.CUSTOM
+_OPTION_TABLES = _enum_names(_schema.BuiltinOptions)
+_OPTION2_TABLES = _enum_names(_schema.BuiltinOptions2)
 
 # bits per element; 0 = variable size (strings, resources, variants)
 _BITS = {
@@ -164,9 +191,40 @@ ABS CEIL COS ELU EXP FLOOR HARD_SWISH L2_NORMALIZATION LEAKY_RELU LOG LOGISTIC L
 RELU6 RELU_N1_TO_1 RELU_0_TO_1 ROUND RSQRT SIN SOFTMAX SQRT SQUARE TANH ZEROS_LIKE
 """.split())
 _CAST_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "CAST"})  # same shape, another dtype
+# ops that copy their input's bytes into the output: element sizes must match
+_COPY_OPS = frozenset({"RESHAPE", "CONCATENATION", "PAD", "PADV2", "MIRROR_PAD"})
+# the quantized integer types kernels mix (int8 -> int16 SOFTMAX, 16x8 ops)
+_INTEGER_QUANTIZED = frozenset({"int8", "uint8", "int16"})
 _BROADCAST_OPS = frozenset("""
 ADD SUB MUL DIV MAXIMUM MINIMUM SQUARED_DIFFERENCE FLOOR_DIV FLOOR_MOD POW
 """.split())
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """Something well-formed but unusual in a model, which each runtime may accept or refuse for itself.
+
+    ``kind`` is a short key (``no_quantization``, ``mixed_dtypes``, ``quantized_dimension``, ``zero_points``,
+    ``scale_count``, ``per_channel``, ``reshape_shape``, ``unknown_type``); ``subgraph`` / ``operator`` /
+    ``tensor`` locate it (-1: not one). ``tfedge.inspect`` adds ``custom_op``, ``unknown_op`` and
+    ``degenerate_scale``.
+    """
+
+    kind: str
+    message: str
+    subgraph: int = -1
+    operator: int = -1
+    tensor: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """A signature def: its key, subgraph, and (name, tensor index) of its inputs and outputs."""
+
+    key: str
+    subgraph: int
+    inputs: tuple[tuple[str, int], ...]
+    outputs: tuple[tuple[str, int], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +284,12 @@ class OpCode:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A parsed, structurally checked TFLite model. ``buffers`` holds (start, size) of each data block."""
+    """A parsed, structurally checked TFLite model. ``buffers`` holds (start, size) of each data block.
+
+    ``notes`` list what is well-formed but unusual (see :class:`Note`); ``layout`` holds, when
+    ``parse(..., layout=True)`` asked for it, ``(start, size, part)`` of every table, vtable, vector and
+    string (``part``: ``"Table.Field"`` that points at it, ``"Model"``, or ``"buffer:K"`` for buffer data).
+    """
 
     size: int
     version: int
@@ -237,6 +300,9 @@ class Model:
     metadata: tuple[tuple[str, int], ...]
     signature_keys: tuple[str, ...]
     content: bytes = dataclasses.field(repr=False)
+    notes: tuple[Note, ...] = ()
+    signatures: tuple[Signature, ...] = ()
+    layout: tuple[tuple[int, int, str], ...] = dataclasses.field(default=(), repr=False)
 
     def buffer_data(self, index: int) -> memoryview:
         """The bytes of buffer ``index`` (empty for tensors without constant data)."""
@@ -245,12 +311,17 @@ class Model:
 
 
 class _Reader:
-    __slots__ = ("data", "n", "source", "budget")
+    __slots__ = ("data", "n", "source", "budget", "notes", "spans", "per_channel")
 
-    def __init__(self, data: bytes, source: str):
+    def __init__(self, data: bytes, source: str, layout: bool = False):
         self.data = data
         self.n = len(data)
         self.source = source
+        self.notes: list[Note] = []
+        # (subgraph, tensor) -> a per-channel quantization that a builtin kernel would index out of bounds
+        self.per_channel: dict[tuple[int, int], str] = {}
+        # (start, size, part) of every table, vtable, vector and string read, when the layout is asked for
+        self.spans: list[tuple[int, int, str]] | None = [] if layout else None
         # Legitimate files read each element about once; aliased offsets in a crafted file must
         # not turn a small file into hours of work.
         self.budget = 2 * self.n + 65536
@@ -279,14 +350,21 @@ class _Reader:
         self.need(pos, size, what)
         return struct.unpack_from(fmt, self.data, pos)[0]
 
-    def table(self, pos: int, what: str) -> _Table:
-        return _Table(self, pos, what)
+    def table(self, pos: int, what: str, part: str = "Model") -> _Table:
+        return _Table(self, pos, what, part)
+
+    def span(self, start: int, size: int, part: str) -> None:
+        if self.spans is not None and size > 0:
+            self.spans.append((start, size, part))
+
+    def note(self, kind: str, message: str, subgraph: int = -1, operator: int = -1, tensor: int = -1) -> None:
+        self.notes.append(Note(kind, message, subgraph, operator, tensor))
 
 
 class _Table:
     __slots__ = ("r", "pos", "vt", "nfields", "size", "what")
 
-    def __init__(self, r: _Reader, pos: int, what: str):
+    def __init__(self, r: _Reader, pos: int, what: str, part: str):
         r.spend(1, what)
         r.need(pos, 4, what)
         r.aligned(pos, 4, what)
@@ -303,6 +381,8 @@ class _Table:
         r.need(pos, tsize, what)
         self.r, self.pos, self.vt, self.size, self.what = r, pos, vt, tsize, what
         self.nfields = (vsize - 4) // 2
+        r.span(vt, vsize, part)
+        r.span(pos, tsize, part)
 
     def _field(self, slot: int, size: int) -> int | None:
         if slot >= self.nfields:
@@ -337,7 +417,7 @@ class _Table:
 
     def child(self, f: Field, what: str) -> _Table | None:
         target = self._ref(f, what)
-        return None if target is None else _Table(self.r, target, what)
+        return None if target is None else _Table(self.r, target, what, f"{f.table}.{f.name}")
 
     def vector(self, f: Field, elem_size: int, what: str) -> tuple[int, int]:
         """(start, count) of a vector field; (0, 0) when absent."""
@@ -352,6 +432,7 @@ class _Table:
         if elem_size > 1:
             r.aligned(start, min(elem_size, 8), what)
         r.spend(count, what)
+        r.span(target, 4 + count * elem_size, f"{f.table}.{f.name}")
         return start, count
 
     def numbers(self, f: Field, fmt: str, what: str) -> tuple:
@@ -369,6 +450,7 @@ class _Table:
         self.r.need(start + count, 1, f"{what} terminator")
         if self.r.data[start + count] != 0:
             self.r.fail(f"{what} at byte {target} is not NUL-terminated")
+        self.r.span(start + count, 1, f"{f.table}.{f.name}")
         return self.r.data[start:start + count].decode("utf-8", errors="replace")
 
     def tables(self, f: Field, what: str) -> list[_Table]:
@@ -376,7 +458,7 @@ class _Table:
         out = []
         for k in range(count):
             pos = start + 4 * k
-            out.append(_Table(self.r, pos + self.r.unpack("<I", pos, what), f"{what}[{k}]"))
+            out.append(_Table(self.r, pos + self.r.unpack("<I", pos, what), f"{what}[{k}]", f"{f.table}.{f.name}"))
         return out
 
 
@@ -417,11 +499,18 @@ def _buffers(r: _Reader, root: _Table) -> tuple[tuple[int, int], ...]:
             r.need(offset, ext_size, f"buffer {k} external data")
             r.spend(ext_size, f"buffer {k}")
             start, size = offset, ext_size
+            r.span(start, size, f"buffer:{k}")
+        elif t.has(BUFFER["Data"]):
+            r.span(start - 4, size + 4, f"buffer:{k}")
         out.append((start, size))
     return tuple(out)
 
 
-def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int, ...]):
+def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int, ...], s: int, k: int):
+    """Scales, zero points and quantized dimension. Only what a kernel would index out of bounds fails:
+    fewer per-channel scales or zero points than channels, a per-channel dimension outside the shape, a
+    zero point the dtype cannot hold. Odd but harmless values (a single scale with an out-of-range
+    ``quantized_dimension``, one zero point for many scales, degenerate scale values) become notes."""
     q = t.child(TENSOR["Quantization"], f"{what} quantization")
     if q is None:
         return (), (), 0
@@ -432,37 +521,46 @@ def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int
     if q.scalar(QUANTIZATION["DetailsType"]):
         q.child(QUANTIZATION["Details"], f"{what} quantization details")
     qdim = q.scalar(QUANTIZATION["QuantizedDimension"])
-    for s in scale:
-        if not (math.isfinite(s) and s > 0):
-            r.fail(f"{what} has quantization scale {s}; scales must be finite and positive")
-        if not MIN_SCALE <= s <= MAX_SCALE:
-            r.fail(f"{what} has quantization scale {s:g}, outside the plausible range [{MIN_SCALE:g}, {MAX_SCALE:g}]")
-    if (scale or zero_point) and len(zero_point) != len(scale):
+    if scale and not zero_point:
+        r.fail(f"{what} has {len(scale)} scales but no zero point")
+    if len(zero_point) not in (0, 1, len(scale)):
         r.fail(f"{what} has {len(scale)} scales but {len(zero_point)} zero points")
     if len(scale) > 1:
-        if not 0 <= qdim < len(shape):
-            r.fail(f"{what} is quantized along dimension {qdim} of a rank-{len(shape)} tensor")
-        if shape[qdim] != len(scale):
-            r.fail(f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels")
+        if not 0 <= qdim < len(shape):  # an error if a builtin kernel reads the tensor (see _subgraph)
+            r.per_channel[(s, k)] = f"{what} is quantized along dimension {qdim} of a rank-{len(shape)} tensor"
+        elif len(scale) < shape[qdim]:
+            r.per_channel[(s, k)] = f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels"
+        elif len(scale) > shape[qdim]:
+            r.note("scale_count", f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels "
+                   "(the extra ones are never read)", s, tensor=k)
+        if len(zero_point) == 1:
+            r.note("zero_points", f"{what} has one zero point for its {len(scale)} per-channel scales: TFLite Micro "
+                   "reads it, LiteRT refuses the file", s, tensor=k)
+    elif scale and not 0 <= qdim < max(len(shape), 1):
+        r.note("quantized_dimension", f"{what} (rank {len(shape)}) declares quantized_dimension {qdim}: "
+               "harmless with one scale; LiteRT refuses it, TFLite Micro ignores it", s, tensor=k)
+    elif zero_point and not scale:
+        r.note("zero_points", f"{what} has zero points but no scales", s, tensor=k)
     lo_hi = _ZERO_POINT_RANGE.get(dtype)
     if lo_hi and any(not lo_hi[0] <= z <= lo_hi[1] for z in zero_point):
         r.fail(f"{what} has a zero point outside the {dtype} range {lo_hi}")
     return tuple(scale), tuple(zero_point), qdim
 
 
-def _tensor(r: _Reader, t: _Table, k: int, where: str, buffers) -> Tensor:
+def _tensor(r: _Reader, t: _Table, k: int, where: str, buffers, s: int) -> Tensor:
     what = f"tensor {k} of {where}"
     shape = t.numbers(TENSOR["Shape"], "i", f"{what} shape")
     code = t.scalar(TENSOR["Type"])
     dtype = TENSOR_TYPES.get(code)
-    if dtype is None:
-        r.fail(f"{what} has unknown type code {code}")
+    if dtype is None:  # a type from a newer schema: read; no kernel here indexes it
+        dtype = f"type_{code}"
+        r.note("unknown_type", f"{what} has tensor type code {code}, unknown to this schema", s, tensor=k)
     buffer = t.scalar(TENSOR["Buffer"])
     _check_index(r, buffer, len(buffers), f"{what} buffer index")
     name = t.string(TENSOR["Name"], f"{what} name") or ""
     if any(d < 0 for d in shape):
         r.fail(f"{what} has a negative dimension in shape {list(shape)}")
-    scale, zero_point, qdim = _quantization(r, t, what, dtype, shape)
+    scale, zero_point, qdim = _quantization(r, t, what, dtype, shape, s, k)
     is_variable = bool(t.scalar(TENSOR["IsVariable"]))
     sparse = t.child(TENSOR["Sparsity"], f"{what} sparsity") is not None
     signature = t.numbers(TENSOR["ShapeSignature"], "i", f"{what} shape signature") \
@@ -474,11 +572,12 @@ def _tensor(r: _Reader, t: _Table, k: int, where: str, buffers) -> Tensor:
         elements *= d
         if elements > MAX_TENSOR_BYTES:  # stop before the product grows huge on hostile dims
             break
-    nbytes = (elements * _BITS[dtype] + 7) // 8
-    if nbytes > MAX_TENSOR_BYTES:
+    bits = _BITS.get(dtype, 0)
+    nbytes = (elements * bits + 7) // 8
+    if nbytes > MAX_TENSOR_BYTES or elements > MAX_TENSOR_BYTES:
         r.fail(f"{what} has shape {list(shape)}, over {MAX_TENSOR_BYTES:,} bytes")
     data_size = buffers[buffer][1] if buffer else 0
-    if data_size and not sparse and _BITS[dtype] >= 8 and data_size < nbytes:
+    if data_size and not sparse and bits >= 8 and data_size < nbytes:
         r.fail(f"{what} ({dtype}, shape {list(shape)}) needs {nbytes:,} bytes of data but its buffer has {data_size:,}")
     return Tensor(k, name, dtype, tuple(shape), None if signature is None else tuple(signature), buffer,
                   scale, zero_point, qdim, is_variable, sparse, data_size)
@@ -497,6 +596,8 @@ def _operator(r: _Reader, t: _Table, k: int, where: str, opcodes, ntensors: int,
     options_type = t.scalar(OPERATOR["BuiltinOptionsType"])
     options = t.child(OPERATOR["BuiltinOptions"], f"{what} options") if options_type else None
     if options is not None:
+        for field, size in option_vectors(_OPTION_TABLES.get(options_type, "")):  # e.g. ReshapeOptions.NewShape
+            options.vector(field, size, f"{what} options {field.name}")
         for field in _SUBGRAPH_FIELDS.get(options_type, ()):
             _check_index(r, options.scalar(field), nsubgraphs, f"{what} subgraph reference")
     name = opcodes[opcode_index].name
@@ -517,8 +618,12 @@ def _operator(r: _Reader, t: _Table, k: int, where: str, opcodes, ntensors: int,
     large_size = t.scalar(OPERATOR["LargeCustomOptionsSize"])
     if large_offset or large_size:
         r.need(large_offset, large_size, f"{what} large custom options")
-    if t.scalar(OPERATOR["BuiltinOptions2Type"]):
-        t.child(OPERATOR["BuiltinOptions2"], f"{what} options (2)")
+        r.span(large_offset, large_size, "Operator.LargeCustomOptions")
+    options2_type = t.scalar(OPERATOR["BuiltinOptions2Type"])
+    options2 = t.child(OPERATOR["BuiltinOptions2"], f"{what} options (2)") if options2_type else None
+    if options2 is not None:
+        for field, size in option_vectors(_OPTION2_TABLES.get(options2_type, "")):
+            options2.vector(field, size, f"{what} options (2) {field.name}")
     params: list[tuple[str, int]] = []
     if name in _PARAM_OPTIONS:
         expected, fields = _PARAM_OPTIONS[name]
@@ -552,10 +657,11 @@ def _constant_ints(r: _Reader, t: Tensor, buffers) -> tuple[int, ...] | None:
 
 
 class _OpCheck:
-    """The tensors of one operator and the small rules its checker states; a broken rule fails the parse."""
+    """The tensors of one operator and the small rules its checker states: a broken bounds rule
+    (:meth:`need`) fails the parse, anything else well-formed but unusual is a :meth:`note`."""
 
-    def __init__(self, r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str):
-        self.r, self.op, self.buffers = r, op, buffers
+    def __init__(self, r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str, s: int):
+        self.r, self.op, self.buffers, self.s = r, op, buffers, s
         self.what = f"operator {op.index} of {where} ({op.op})"
         self.ins: list[Tensor | None] = [tensors[i] if i >= 0 else None for i in op.inputs]
         self.outs = [tensors[i] for i in op.outputs]
@@ -563,6 +669,9 @@ class _OpCheck:
     def need(self, ok: bool, problem: str) -> None:
         if not ok:
             self.r.fail(f"{self.what} {problem}")
+
+    def note(self, kind: str, message: str, tensor: int = -1) -> None:
+        self.r.note(kind, f"{self.what} {message}", self.s, self.op.index, tensor)
 
     def io(self, n_in: int) -> tuple[list[Tensor], Tensor]:
         """The first ``n_in`` inputs (all present) and the first output."""
@@ -575,22 +684,38 @@ class _OpCheck:
         return self.ins[k] if len(self.ins) > k else None
 
     def same_dtype(self, *ts: Tensor) -> None:
-        self.need(len({t.dtype for t in ts}) == 1, f"mixes tensor types {[t.dtype for t in ts]}")
+        """Mixed types are read (int8 -> int16 SOFTMAX is common) unless their element sizes differ where a
+        kernel would index one tensor by another's type: a byte-copying op, or types outside int8/uint8/int16."""
+        dtypes = [t.dtype for t in ts]
+        if len(set(dtypes)) == 1:
+            return
+        sizes = {_BITS.get(d, 0) for d in dtypes}
+        self.need(len(sizes) == 1 or (self.op.op not in _COPY_OPS and set(dtypes) <= _INTEGER_QUANTIZED),
+                  f"mixes tensor types {dtypes} of different sizes: a kernel indexing one by the other's type "
+                  "would read or write past its end")
+        self.note("mixed_dtypes", f"mixes tensor types {dtypes}")
 
     def bias_fits(self, channels: int) -> None:
         bias = self.optional_input(2)
         if bias is not None:
-            self.need(bias.shape == (channels,), f"has bias shape {list(bias.shape)} for {channels} output channels")
+            self.need(_prod(bias.shape) == channels,
+                      f"has bias shape {list(bias.shape)} for {channels} output channels")
 
     def constant_ints(self, t: Tensor) -> tuple[int, ...] | None:
         return _constant_ints(self.r, t, self.buffers)
 
 
 def _check_quantized(c: _OpCheck) -> None:
-    """Quantized kernels read scale[0] / zero_point[0] of every integer tensor unconditionally."""
+    """A note for each int8 / uint8 / int16 tensor without quantization parameters: custom ops (the
+    TFLite Micro signal ops) take raw integers; builtin quantized kernels need a scale and zero point."""
+    seen = set()
     for t in (*c.ins, *c.outs):
-        if t is not None and t.dtype in _ZERO_POINT_RANGE:
-            c.need(len(t.scale) > 0, f"uses {t.dtype} tensor {t.index} without quantization parameters")
+        if t is not None and t.dtype in _ZERO_POINT_RANGE and not t.scale and t.index not in seen:
+            seen.add(t.index)
+            why = ("a custom op may take raw integers" if c.op.op.startswith("CUSTOM:")
+                   else "builtin quantized kernels need a scale and zero point")
+            c.note("no_quantization", f"uses {t.dtype} tensor {t.index} '{t.name}' without quantization "
+                   f"parameters ({why})", t.index)
 
 
 def _check_same_shape(c: _OpCheck) -> None:
@@ -612,14 +737,18 @@ def _check_reshape(c: _OpCheck) -> None:
     (x,), y = c.io(1)
     c.need(_prod(x.shape) == _prod(y.shape), f"reshapes {list(x.shape)} into {list(y.shape)}: element counts differ")
     c.same_dtype(x, y)
+    # the shape tensor: TFLite Micro sizes the output from the output tensor alone; LiteRT reads at most its
+    # elements and checks the element count itself, so a disagreement is a note, not out of bounds
     target = c.optional_input(1)
     if target is not None:
-        c.need(target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(y.shape),
-               f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a rank-{len(y.shape)} output")
+        if not (target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(y.shape)):
+            c.note("reshape_shape", f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a "
+                   f"rank-{len(y.shape)} output", target.index)
+            return
         values = c.constant_ints(target)
-        if values is not None:
-            c.need(values.count(-1) <= 1 and all(v in (d, -1) for v, d in zip(values, y.shape, strict=False)),
-                   f"has new shape {list(values)} but output shape {list(y.shape)}")
+        if values is not None and not (values.count(-1) <= 1 and
+                                       all(v in (d, -1) for v, d in zip(values, y.shape, strict=False))):
+            c.note("reshape_shape", f"has new shape {list(values)} but output shape {list(y.shape)}", target.index)
 
 
 def _check_reduce(c: _OpCheck) -> None:
@@ -723,9 +852,9 @@ OP_CHECKERS: dict[str, Callable[[_OpCheck], None]] = {
 }
 
 
-def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str) -> None:
-    """Quantization parameters of every op, then the rules of its family (:data:`OP_CHECKERS`)."""
-    check = _OpCheck(r, op, tensors, buffers, where)
+def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffers, where: str, s: int) -> None:
+    """Quantization parameters of every op (notes), then the rules of its family (:data:`OP_CHECKERS`)."""
+    check = _OpCheck(r, op, tensors, buffers, where, s)
     _check_quantized(check)
     family = OP_CHECKERS.get(op.op)
     if family is not None:
@@ -735,7 +864,7 @@ def _check_operator(r: _Reader, op: Operator, tensors: tuple[Tensor, ...], buffe
 def _subgraph(r: _Reader, t: _Table, s: int, opcodes, buffers, nsubgraphs: int) -> Subgraph:
     where = f"subgraph {s}"
     tensor_tables = t.tables(SUBGRAPH["Tensors"], f"{where} tensors")
-    tensors = tuple(_tensor(r, tt, k, where, buffers) for k, tt in enumerate(tensor_tables))
+    tensors = tuple(_tensor(r, tt, k, where, buffers, s) for k, tt in enumerate(tensor_tables))
     inputs = t.numbers(SUBGRAPH["Inputs"], "i", f"{where} inputs")
     outputs = t.numbers(SUBGRAPH["Outputs"], "i", f"{where} outputs")
     for i in (*inputs, *outputs):
@@ -745,13 +874,22 @@ def _subgraph(r: _Reader, t: _Table, s: int, opcodes, buffers, nsubgraphs: int) 
         for k, ot in enumerate(t.tables(SUBGRAPH["Operators"], f"{where} operators"))
     )
     for op in operators:
-        _check_operator(r, op, tensors, buffers, where)
+        _check_operator(r, op, tensors, buffers, where, s)
+    for op in operators:  # builtin kernels index per-channel scales by the declared dimension
+        for i in (*op.inputs, *op.outputs, *op.intermediates):
+            if (s, i) in r.per_channel and not op.op.startswith("CUSTOM:"):
+                r.fail(f"{r.per_channel[(s, i)]}, and operator {op.index} ({op.op}) reads it")
+    for (sub, k), problem in r.per_channel.items():
+        if sub == s:  # only custom ops (e.g. TFLM_DECODE on LUT indices) or none read it: they ignore quantization
+            r.note("per_channel", f"{problem} (read by custom ops only, which ignore it)", s, tensor=k)
     name = t.string(SUBGRAPH["Name"], f"{where} name") or ""
     return Subgraph(name, tensors, tuple(inputs), tuple(outputs), operators)
 
 
-def parse(content: bytes, source: str = "model") -> Model:
-    """Check and read a TFLite flatbuffer; any structural problem raises :class:`InputError`."""
+def parse(content: bytes, source: str = "model", layout: bool = False) -> Model:
+    """Check and read a TFLite flatbuffer; anything that would make a reader or kernel go out of bounds
+    raises :class:`InputError`, anything well-formed but unusual is read and listed in ``notes``.
+    ``layout=True`` also records where each part of the file lies (:attr:`Model.layout`)."""
     if isinstance(content, (bytearray, memoryview)):
         content = bytes(content)
     if not isinstance(content, bytes):
@@ -769,7 +907,8 @@ def parse(content: bytes, source: str = "model") -> Model:
     if content[4:8] != IDENTIFIER:
         raise InputError(f"{source} is not a TFLite model: its file identifier is {content[4:8]!r}, expected "
                          f"{IDENTIFIER!r}; pass a .tflite file made by the TFLite converter")
-    r = _Reader(content, source)
+    r = _Reader(content, source, layout)
+    r.span(0, 8, "header")
     root = r.table(r.unpack("<I", 0, "root offset"), "model table")
     version = root.scalar(MODEL["Version"])
     if version != SCHEMA_VERSION:
@@ -791,18 +930,26 @@ def parse(content: bytes, source: str = "model") -> Model:
         buffer = t.scalar(METADATA["Buffer"])
         _check_index(r, buffer, len(buffers), f"metadata {name[:40]!r} buffer index")
         metadata.append((name, buffer))
-    keys = []
+    signatures = []
     for k, t in enumerate(root.tables(MODEL["SignatureDefs"], "signature")):
         sub = t.scalar(SIGNATURE["SubgraphIndex"])
         _check_index(r, sub, len(subgraphs), f"signature {k} subgraph index")
+        maps = []
         for io in (SIGNATURE["Inputs"], SIGNATURE["Outputs"]):
+            entries = []
             for m in t.tables(io, f"signature {k} tensor map"):
-                m.string(TENSOR_MAP["Name"], f"signature {k} tensor name")
-                _check_index(r, m.scalar(TENSOR_MAP["TensorIndex"]), len(subgraphs[sub].tensors),
-                             f"signature {k} tensor index")
-        keys.append(t.string(SIGNATURE["SignatureKey"], f"signature {k} key") or "")
-    return Model(n, version, description, opcodes, subgraphs, buffers, tuple(metadata), tuple(keys), content)
+                name = m.string(TENSOR_MAP["Name"], f"signature {k} tensor name") or ""
+                index = m.scalar(TENSOR_MAP["TensorIndex"])
+                _check_index(r, index, len(subgraphs[sub].tensors), f"signature {k} tensor index")
+                entries.append((name, index))
+            maps.append(tuple(entries))
+        key = t.string(SIGNATURE["SignatureKey"], f"signature {k} key") or ""
+        signatures.append(Signature(key, sub, maps[0], maps[1]))
+    return Model(n, version, description, opcodes, subgraphs, buffers, tuple(metadata),
+                 tuple(sig.key for sig in signatures), content, tuple(r.notes), tuple(signatures),
+                 tuple(r.spans or ()))
 
 
-__all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "Field", "schema_field", "OP_CHECKERS",
-           "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES"]
+__all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "Note", "Signature", "Field", "schema_field",
+           "option_vectors", "OP_CHECKERS", "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES",
+           "DEGENERATE_SCALE"]

@@ -129,9 +129,10 @@ class _Port:
             if old in config:
                 config[new] = config.pop(old)
         target = getattr(self.dst.layers, cls)
-        config = self.known_options(type(layer), target, config, what)
-        if config is None:
+        known = self.known_options(type(layer), target, config, what)
+        if known is None:
             return []
+        config = known
         try:
             ported = target.from_config(config)
         except Exception as exc:  # a config the other Keras rejects
@@ -274,7 +275,7 @@ def _init_parameters(cls: type) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         if "__init__" in vars(klass):
-            for name, param in _inspect.signature(klass.__init__).parameters.items():
+            for name, param in _inspect.signature(vars(klass)["__init__"]).parameters.items():
                 params[name] = param.default
     return params
 

@@ -5,16 +5,19 @@ naming them in one :class:`QuantizationWarning` (or a :class:`~tfedge.errors.Mod
 ``strict=True``). Which layers those are was checked on TF-MOT 0.8.1 one by one (most of them in
 ``tests/test_quantization.py``), not taken from its docs:
 
-* quantized: Dense, Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, UpSampling2D,
-  BatchNormalization right after a Conv2D / DepthwiseConv2D / Dense with a linear activation
-  (folded into it), ReLU (``ReLU(6.0)`` too), Activation relu / relu6, Add, Concatenate, Max /
-  Average / GlobalAverage / GlobalMax pooling, ZeroPadding2D, Reshape, Flatten, Dropout, Softmax;
-* left in float: Conv1D, Conv3D, Rescaling, Resizing, LayerNormalization, a BatchNormalization
-  anywhere else, PReLU, ELU, Activation elu, a fused activation other than linear / relu / softmax /
-  sigmoid / tanh / swish / gelu (``Conv2D(activation="relu6")`` too: use a ``ReLU(6.0)`` layer),
-  Multiply, Subtract, Maximum, Average, Lambda, custom layers, models nested in the model; with
-  ``preserve_sparsity=True`` also Conv2DTranspose (TF-MOT's prune-preserving scheme lacks it).
-  DepthwiseConv2D is quantized there but its zeros are not kept: a warning names pruned ones.
+* quantized by TF-MOT: Dense, Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, UpSampling2D
+  (nearest), BatchNormalization right after a Conv2D / DepthwiseConv2D / Dense with a linear activation
+  (folded into it), ReLU (``ReLU(6.0)`` too), Activation relu / relu6, Add, Concatenate, Max / Average /
+  GlobalAverage / GlobalMax pooling (1-D average and global pooling too), ZeroPadding2D, Reshape,
+  Permute, Flatten, Dropout, Softmax;
+* quantized by tfedge's own QuantizeConfigs (:mod:`tfedge.quantize_configs`): Conv1D (with a following
+  BatchNormalization / ReLU fused as the converter fuses them), MaxPooling1D, UpSampling2D (bilinear),
+  Rescaling, Normalization, a standalone BatchNormalization (statistics frozen during QAT); with
+  ``preserve_sparsity=True`` the zeros of Conv1D, DepthwiseConv2D and Conv2DTranspose are kept too;
+* left in float: Conv3D, Resizing, LayerNormalization, PReLU, ELU, Activation elu, a fused activation
+  other than linear / relu / softmax / sigmoid / tanh / swish / gelu (``Conv2D(activation="relu6")``
+  too: use a ``ReLU(6.0)`` layer), Multiply, Subtract, Maximum, Average, Lambda, custom layers, models
+  nested in the model.
 
 >>> import tfedge
 >>> from tfedge import keras
@@ -51,7 +54,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 )
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pwrapper
 
-from tfedge import clustering
+from tfedge import clustering, quantize_configs as _qconfigs
 from tfedge.checks import check_bool
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.graph import check_graph_model, unwrap, walk_layers
@@ -90,6 +93,7 @@ def quantize_aware(
     *,
     preserve_sparsity: bool = False,
     preserve_clusters: bool = False,
+    per_channel: bool = True,
     skip: Iterable[str | type] | None = None,
     strict: bool = False,
 ) -> keras.Model:
@@ -100,7 +104,12 @@ def quantize_aware(
     this). ``preserve_clusters=True`` uses TF-MOT's cluster-preserving scheme (CQAT; with
     ``preserve_sparsity=True`` too, PCQAT): the clustered kernels of Dense and Conv2D layers keep their
     few values through training, so the int8 file holds at most that many per channel (cluster with
-    :func:`tfedge.cluster`, then this; TF-MOT keeps no DepthwiseConv2D clusters). Pruning and
+    :func:`tfedge.cluster`, then this; TF-MOT keeps no DepthwiseConv2D clusters). ``per_channel=False``
+    gives Conv2D / DepthwiseConv2D kernels one scale per tensor instead of one per output channel: 12
+    bytes less per channel in the int8 file (a float32 scale and an int64 zero point), often at no cost
+    in accuracy on small models; fold a BatchNormalization into the conv before, or TF-MOT's
+    Conv-BN pattern keeps it per channel. TF-MOT's sparsity- and cluster-preserving schemes are per
+    channel only. Pruning and
     clustering wrappers still in ``model`` are stripped first. ``skip`` names layers (or layer
     classes) to keep in float on purpose. Layers TF-MOT cannot quantize stay float with one
     :class:`QuantizationWarning` naming each, or raise :class:`~tfedge.errors.ModelError` when
@@ -121,7 +130,11 @@ def quantize_aware(
     """
     check_bool(preserve_sparsity, "preserve_sparsity")
     check_bool(preserve_clusters, "preserve_clusters")
+    check_bool(per_channel, "per_channel")
     check_bool(strict, "strict")
+    if not per_channel and (preserve_sparsity or preserve_clusters):
+        raise InputError("per_channel=False works with TF-MOT's default 8-bit scheme only, not with "
+                         "preserve_sparsity or preserve_clusters: keep per_channel=True for those")
     check_graph_model(model, "model to quantize")
     _refuse_already_quantized(model)
 
@@ -131,10 +144,13 @@ def quantize_aware(
         if clustering.is_clustered(base):
             base = clustering.strip_clustering(base)
         skipped = _resolve_skip(base, skip)
-        scheme = clustering.cqat_scheme(preserve_sparsity) if preserve_clusters else _scheme(preserve_sparsity)
+        base = _qconfigs.lowered(base, skipped)
+        scheme = clustering.cqat_scheme(preserve_sparsity) if preserve_clusters else _scheme(preserve_sparsity,
+                                                                                             per_channel)
         candidates = [layer.name for layer in base.layers
                       if not isinstance(layer, keras.layers.InputLayer) and layer.name not in skipped]
-        unsupported = _find_unsupported(base, candidates, scheme, preserve_sparsity)
+        configs = _qconfigs.quantize_configs(base, set(candidates), preserve_sparsity)
+        unsupported = _find_unsupported(base, candidates, scheme, preserve_sparsity, configs)
         problem = ""
         if unsupported:
             names = [u.name for u in unsupported]
@@ -153,25 +169,7 @@ def quantize_aware(
             warnings.warn(QuantizationWarning(
                 f"{problem}. They stay float: pass skip={names!r} to do so without this warning, or "
                 "strict=True to make it an error"), stacklevel=2)
-        if preserve_sparsity:
-            _warn_lost_depthwise_zeros(base, annotate)
-        return _rebuilt(_apply(base, annotate, scheme, preserve_sparsity))
-
-
-def _warn_lost_depthwise_zeros(model: keras.Model, annotate: set[str]) -> None:
-    """TF-MOT's prune-preserving scheme has no DepthwiseConv2D config: say so when one was pruned."""
-    sparse = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D) and layer.name in annotate:
-            kernel = keras.backend.get_value(layer.depthwise_kernel)
-            zeros = float((kernel == 0).mean())
-            if zeros > 0.01:
-                sparse.append(f"'{layer.name}' ({zeros:.0%} zeros)")
-    if sparse:
-        warnings.warn(QuantizationWarning(
-            f"preserve_sparsity=True cannot keep the zeros of DepthwiseConv2D {', '.join(sparse)}: TF-MOT "
-            f"{_tfmot_version()}'s prune-preserving scheme has no DepthwiseConv2D support, so QAT training "
-            "will fill them in; pass skip=[...] with these layers to keep them float and sparse"), stacklevel=3)
+        return _rebuilt(_apply(base, annotate, scheme, preserve_sparsity, configs))
 
 
 def _tfmot_version() -> str:
@@ -242,10 +240,10 @@ def _resolve_skip(model: keras.Model, skip: Iterable[str | type] | None) -> set[
     return chosen
 
 
-def _scheme(preserve_sparsity: bool):
+def _scheme(preserve_sparsity: bool, per_channel: bool = True):
     if preserve_sparsity:
         return tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(disable_per_axis=not per_channel)
 
 
 def _function_name(fn: object) -> str:
@@ -253,8 +251,10 @@ def _function_name(fn: object) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
-def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserve_sparsity: bool) -> list[_Unsupported]:
-    """Layers among ``candidates`` that TF-MOT would refuse, found with TF-MOT's own transforms and registry."""
+def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserve_sparsity: bool,
+                      configs: dict) -> list[_Unsupported]:
+    """Layers among ``candidates`` that TF-MOT would refuse, found with TF-MOT's own transforms and registry
+    (``configs``: tfedge's QuantizeConfigs by layer name, as :func:`_apply` will annotate them)."""
     by_name = {layer.name: layer for layer in model.layers}
     found: dict[str, _Unsupported] = {}
 
@@ -276,7 +276,7 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
                               f"activation layer (e.g. keras.layers.ReLU(6.0) for relu6)")
 
     # The rest: run TF-MOT's layout transforms (BatchNorm folding, ...) and ask its registry.
-    layer_map = {name: {"quantize_config": None} for name in candidates if name not in found}
+    layer_map = {name: {"quantize_config": configs.get(name)} for name in candidates if name not in found}
     for inp in model._input_layers:
         if any(node.outbound_layer.name in layer_map for node in inp._outbound_nodes):
             layer_map[inp.name] = {}
@@ -285,7 +285,7 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
     except Exception as exc:  # TF-MOT raises many types; report them as ours
         raise ModelError(f"TF-MOT could not analyse model '{model.name}' for quantization: "
                          f"{first_line(exc)}; pass the offending layers in skip=[...]") from None
-    registry = scheme.get_quantize_registry()
+    registry = _RegistryView(scheme.get_quantize_registry(), set(), preserve_sparsity)
     for layer in transformed.layers:
         if layer.name not in layer_map or isinstance(layer, (keras.layers.InputLayer, _qlayer.QuantizeLayer)):
             continue
@@ -315,8 +315,8 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
 
 def _registry_reason(layer: keras.layers.Layer, preserve_sparsity: bool) -> str:
     if isinstance(layer, keras.layers.BatchNormalization):
-        return ("TF-MOT folds a BatchNormalization only right after a Conv2D, DepthwiseConv2D or Dense "
-                "with a linear activation, whose only consumer it is")
+        return ("tfedge quantizes a BatchNormalization that normalizes the last axis of a 2-D to 4-D input "
+                "(or one right after a conv / dense with a linear activation)")
     if preserve_sparsity and tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme() \
             .get_quantize_registry().supports(layer):
         return "TF-MOT's sparsity-preserving scheme (preserve_sparsity=True) does not support it"
@@ -468,10 +468,23 @@ class _RegistryView(tfmot.quantization.keras.QuantizeRegistry):
         self._preserve_sparsity = preserve_sparsity
 
     def supports(self, layer):
-        return layer.name not in self._keep_float and self._registry.supports(layer)
+        if layer.name in self._keep_float:
+            return False
+        return self._registry.supports(layer) or self._keeps_zeros_itself(layer)
+
+    def _keeps_zeros_itself(self, layer) -> bool:
+        """Layers TF-MOT's prune-preserving scheme does not keep the zeros of (nor quantizes at all, for
+        Conv2DTranspose), while its 8-bit scheme quantizes them: tfedge keeps their zeros."""
+        return self._preserve_sparsity and type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)
 
     def get_quantize_config(self, layer):
-        config = clustering.cluster_preserving_config(self._registry.get_quantize_config(layer), self._preserve_sparsity)
+        if self._keeps_zeros_itself(layer):
+            # Same config as the 8-bit scheme's, zeros kept. (Conv2DTranspose's kernel is per tensor, so
+            # the plain weight quantizer equals TF-MOT's transposing one.)
+            return PrunePreserveQuantizeConfig(_d8.Default8BitQuantizeRegistry().get_quantize_config(layer))
+        config = clustering.cluster_preserving_config(
+            self._registry.get_quantize_config(layer), self._preserve_sparsity
+        )
         if self._preserve_sparsity and isinstance(
             getattr(config, "weight_quantizer", None), _ppq.PrunePreserveDefaultWeightsQuantizer
         ):
@@ -479,10 +492,10 @@ class _RegistryView(tfmot.quantization.keras.QuantizeRegistry):
         return config
 
 
-def _apply(model: keras.Model, annotate: set[str], scheme, preserve_sparsity: bool) -> keras.Model:
+def _apply(model: keras.Model, annotate: set[str], scheme, preserve_sparsity: bool, configs: dict) -> keras.Model:
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if layer.name in annotate:
-            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        if layer.name in annotate:  # tfedge's own QuantizeConfig for the layers TF-MOT leaves float
+            return tfmot.quantization.keras.quantize_annotate_layer(layer, configs.get(layer.name))
         return layer
 
     keep_float = {layer.name for layer in model.layers} - annotate

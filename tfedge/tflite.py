@@ -115,6 +115,12 @@ class TensorInfo:
     zero_point: int
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: without the leading batch dimension of 1, or the whole shape when the
+        tensor has none (e.g. an audio front end's ``(16,)`` input). See :func:`sample_shape`."""
+        return sample_shape(self.shape)
+
+    @property
     def quantized(self) -> bool:
         """True for an integer tensor with a per-tensor scale."""
         return self.scale > 0 and np.dtype(self.dtype).kind in "iu"
@@ -164,6 +170,16 @@ class TensorInfo:
             scale=float(scales[0]) if scales.size else 0.0,
             zero_point=int(zps[0]) if zps.size else 0,
         )
+
+
+def sample_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """One sample of a tensor shaped ``shape``: the shape after a leading batch dimension of 1, else all of it.
+
+    >>> sample_shape((1, 8, 8, 1)), sample_shape((16,)), sample_shape((1,))
+    ((8, 8, 1), (16,), ())
+    """
+    dims = tuple(int(d) for d in shape)
+    return dims[1:] if dims and dims[0] == 1 else dims
 
 
 def per_axis_error(source: str, what: str, scales: int) -> ModelError:
@@ -448,6 +464,7 @@ __all__ = [
     "gzip_size",
     "tiny_int8_model",
     "per_axis_error",
+    "sample_shape",
     "QUANTIZATION_MODES",
     "FLOAT_DTYPES",
     "INT8_MODEL_DTYPES",
