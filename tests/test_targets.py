@@ -83,6 +83,12 @@ def test_tflm_file_is_smaller_bit_identical_on_tflm_and_refused_by_litert(arch, 
     reason = tflm_only_reason(slim.content, "slim.tflite")
     assert reason.startswith("slim.tflite is slimmed for TFLite Micro: tensor ") and "LiteRT refuses" in reason
     assert tfedge.lut.tflm_only_reason(slim) is not None  # the old home still answers
+    # inspect and validate know the file: a tflm_only note, LiteRT skipped with the reason, TFLite Micro runs it
+    assert [n["kind"] for n in tfedge.inspect(slim).notes].count("tflm_only") == 1
+    result = tfedge.validate(slim, x_test[:40], runtimes=("litert", "tflm"), verbose=0)
+    assert result.status["litert"]["status"] == "skipped" and "slimmed for TFLite Micro" in \
+        result.status["litert"]["reason"]
+    assert result.status["tflm"]["status"] == "ran"
 
 
 def test_marker_alone_marks_a_file_tflm_only(small_cnn, digits):

@@ -33,7 +33,7 @@ from tfedge.tflite import FLOAT_DTYPES, QUANTIZATION_MODES, TFLiteModel, non_int
 #: Conversion modes: :data:`tfedge.tflite.QUANTIZATION_MODES` and ``int4`` (int8 activations, 4-bit weights from
 #: quantization-aware training with 4-bit weight quantizers; LiteRT and TFLite Micro run its CONV_2D and
 #: FULLY_CONNECTED, measured).
-MODES = (*QUANTIZATION_MODES, "int4")
+MODES = QUANTIZATION_MODES
 #: Modes whose weights and activations are all integers (audited op by op).
 INTEGER_MODES = ("int8", "int16x8", "int4")
 #: Modes checked on the target's runtimes after conversion: not every kernel has them.

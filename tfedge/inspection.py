@@ -24,6 +24,7 @@ import numpy as np
 
 from tfedge.flatbuffer import DEGENERATE_SCALE, Model, parse
 from tfedge.tables import format_table
+from tfedge.targets import tflm_only_reason
 from tfedge.tflite import (
     FLOAT_DTYPES,
     INT8_MODEL_DTYPES,
@@ -481,6 +482,9 @@ def inspect(model_or_path: ModelSource) -> ModelInfo:
     notes = [dataclasses.asdict(n) for n in model.notes] + _custom_op_notes(model)
     notes += [{"kind": "degenerate_scale", "message": d["message"], "subgraph": d["subgraph"], "operator": -1,
                "tensor": d["tensor"]} for d in degenerate]
+    only_tflm = tflm_only_reason(model, source)
+    if only_tflm:
+        notes.append({"kind": "tflm_only", "message": only_tflm, "subgraph": -1, "operator": -1, "tensor": -1})
     main = model.subgraphs[0]
     return ModelInfo(
         source=source,

@@ -41,6 +41,7 @@ import numpy as np
 
 from tfedge.errors import InputError, ModelError, ValidationError
 from tfedge.flatbuffer import parse
+from tfedge.targets import tflm_only_reason
 from tfedge.tflite import ModelSource, TensorInfo, dequantize, model_bytes, per_axis_error, quantize
 
 #: What each runtime name stands for: the kernel library it runs and the device it represents.
@@ -414,9 +415,7 @@ class LiteRT(IsolatedRuntime):
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
         super().__init__(model_or_path, source, timeout=timeout)
         self.threads = threads
-        from tfedge.lut import tflm_only_reason  # lut imports this module
-
-        reason = tflm_only_reason(self._content)
+        reason = tflm_only_reason(self._content, self.source)
         if reason:  # LiteRT has no kernel for them: refused before a child starts
             raise RuntimeRefused(f"{self.label} cannot run {self.source}: {reason}", reason, "skipped")
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 #: Conversion modes of ``tfedge.convert``: full integer (int8, or int16 activations with int8 weights),
 #: float16 weights, dynamic-range (int8 weights, float math) and plain float32.
-QUANTIZATION_MODES = ("int8", "int16x8", "float16", "dynamic", "float32")
+QUANTIZATION_MODES = ("int8", "int16x8", "int4", "float16", "dynamic", "float32")
 #: Tensor dtypes that make a model not integer-only.
 FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16", "complex64", "complex128",
                           "float8_e4m3fn", "float8_e5m2"})

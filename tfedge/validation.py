@@ -68,6 +68,7 @@ from tfedge.runtimes import (
     split_inputs,
 )
 from tfedge.tables import format_table
+from tfedge.targets import tflm_only_reason
 from tfedge.tflite import ModelSource, model_bytes
 
 if TYPE_CHECKING:
@@ -342,30 +343,6 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
             f"{io_out.sample_shape}: pass the Keras model the file was converted from"
         )
     return out
-
-
-def tflm_only_reason(content: bytes, source: str) -> str | None:
-    """Why only TFLite Micro can read the file (LiteRT is then skipped, not run), or None.
-
-    LUT-compressed weights (``TFLM_DECODE`` custom ops, :func:`tfedge.lut.tflm_only_reason`), and a per-channel
-    quantized tensor that carries a single zero point for all its channels.
-
-    >>> from tfedge.tflite import tiny_int8_model
-    >>> tflm_only_reason(tiny_int8_model(), "m") is None
-    True
-    """
-    from tfedge.flatbuffer import parse
-    from tfedge.lut import tflm_only_reason as lut_reason
-
-    lut = lut_reason(content)
-    if lut:
-        return lut
-    for sub in parse(content, source).subgraphs:
-        for t in sub.tensors:
-            if len(t.scale) > 1 and len(t.zero_point) == 1:
-                return (f"tensor '{t.name or t.index}' has {len(t.scale)} per-channel scales and one zero point, "
-                        "a form only TFLite Micro reads")
-    return None
 
 
 def _run_one(name: str, content: bytes, source: str, raw: list[np.ndarray], *, threads: int,
