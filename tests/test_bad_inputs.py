@@ -551,8 +551,8 @@ def test_7_keras3_model(ws, tmp_path, capsys, digits, tflite):
     k3 = importlib.import_module("keras")  # Keras 3 in this venv: only here, to build the bad object
     assert k3.__version__.startswith("3.")
     model = k3.Sequential([k3.layers.Input((8, 8, 1)), k3.layers.Flatten(), k3.layers.Dense(10)])
-    k3_msg = r"is a Keras 3 model \(Sequential from 'keras\.src.*'\); TF-MOT and tfedge need Keras 2: build it with " \
-             r"`from tfedge import keras`"
+    k3_msg = r"is a Keras 3 model \(Sequential from 'keras\.src.*'\); TF-MOT and tfedge need Keras 2: port it with " \
+             r"tfedge\.from_keras3\(model\)"
     api_error(InputError, "model " + k3_msg, tfedge.convert, model, representative_data=digits.x_train[:20])
     api_error(InputError, "model " + k3_msg, tfedge.prune, model, target_sparsity=0.5, epochs=1)
     api_error(InputError, "model to quantize " + k3_msg, tfedge.quantize_aware, model)
