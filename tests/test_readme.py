@@ -37,3 +37,15 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     assert (tmp_path / "digits_int8.tflite").stat().st_size > 1000
     assert (tmp_path / "digits_model.h").exists() and (tmp_path / "digits_model.cc").exists()
     assert namespace["tfedge"].inspect(namespace["tfl"]).fully_int8
+
+
+def test_fewer_bytes_example_runs(tmp_path, monkeypatch):
+    """The "Fewer bytes on the device" example: channel pruning, a TFLite-Micro-only file, validation."""
+    code = next(b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "prune_channels" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md fewer bytes", "exec"), namespace)
+    tfl, small, model = namespace["tfl"], namespace["small"], namespace["model"]
+    assert small.count_params() < 0.5 * model.count_params()
+    result = namespace["tfedge"].validate(tfl, namespace["data"].x_test, namespace["data"].y_test, verbose=0)
+    assert result.status["litert"]["status"] == "skipped" and result.status["tflm"]["status"] == "ran"
