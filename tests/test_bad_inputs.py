@@ -651,7 +651,8 @@ def test_8_console_script_shows_one_line_and_exit_2(tflm_crasher, ws, tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(random.Random(1).randbytes(300))
     runs = {
-        "crash": [*console_script(), "validate", str(tflm_crasher), "--data", str(ws / "test.npz"), "--runtimes", "tflm"],
+        "crash": [*console_script(), "validate", str(tflm_crasher), "--data", str(ws / "test.npz"),
+                  "--runtimes", "tflm"],
         "junk": [*console_script(), "inspect", str(junk)],
         "junk --debug": [*console_script(), "--debug", "inspect", str(junk)],
     }

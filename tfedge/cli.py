@@ -283,9 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true", help="allow an .h5 / SavedModel reference")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("lut", parents=[common], help="TFLite Micro LUT compression of clustered int8 weights, verified bit-exact")
+    p = sub.add_parser("lut", parents=[common],
+                       help="TFLite Micro LUT compression of clustered int8 weights, verified bit-exact")
     p.add_argument("file", help="int8 .tflite file (weights clustered: tfedge.cluster + preserve_clusters QAT)")
-    p.add_argument("--bits", default="4", help="index bits, 1-7, or 'auto' (per tensor, the fewest lossless; default 4)")
+    p.add_argument("--bits", default="4",
+                   help="index bits, 1-7, or 'auto' (per tensor, the fewest lossless; default 4)")
     p.add_argument("--tensors", choices=("auto", "all"), default="auto",
                    help="auto: the weight tensors that save more flash than they add arena (default); all: every one")
     p.add_argument("--data", help="inputs .npz with x for the bit-exactness check (default: 32 generated inputs)")
