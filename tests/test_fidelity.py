@@ -272,3 +272,27 @@ def test_lut_compressed_model_runs_on_tflm_and_litert_is_skipped(digits):
     for name in ("litert", "litert-ref"):
         assert result.status[name]["status"] == "skipped" and "TFLM_DECODE" in result.status[name]["reason"]
     assert result.failed_checks() == [] and "litert skipped" in result.claim()
+
+
+# Third-party-like files (tests/tflite_builders.py): what each runtime did with them, measured on the real ones.
+THIRD_PARTY_STATUS = {
+    "int8_to_int16_softmax": {"litert": "ran", "litert-ref": "ran", "tflm": "ran"},
+    "bias_quantized_dimension_3": {"litert": "refused", "litert-ref": "refused", "tflm": "ran"},
+    "two_inputs_two_outputs": {"litert": "ran", "litert-ref": "ran", "tflm": "ran"},
+    "custom_op_int16": {"litert": "refused", "litert-ref": "refused", "tflm": "ran"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(THIRD_PARTY_STATUS))
+def test_third_party_files_run_on_every_runtime_that_accepts_them_and_export_with_their_arena(name, tmp_path):
+    content = tb.THIRD_PARTY[name]()
+    inputs = tfedge.TFLiteModel(content).inputs
+    rng = np.random.default_rng(0)
+    x = {f"x{k}": rng.uniform(-1, 1, size=(6, *t.sample_shape)).astype(np.float32) for k, t in enumerate(inputs)}
+    result = validate(content, x if len(inputs) > 1 else x["x0"], verbose=0)
+    assert {k: v["status"] for k, v in result.status.items()} == THIRD_PARTY_STATUS[name]
+    for runtime, status in result.status.items():  # a refusal carries the runtime's own reason, on one line
+        assert status["status"] == "ran" or (status["reason"] and "\n" not in status["reason"]), runtime
+    files = tfedge.export_c_array(content, tmp_path / "model")
+    assert files.arena_bytes is not None and 512 <= files.arena_bytes < 8192, files.arena_bytes
+    assert f"constexpr unsigned int model_arena_size = {files.arena_bytes};" in (tmp_path / "model.h").read_text()

@@ -101,12 +101,14 @@ def _load(runtime, content: bytes, arena: int | None, progress: _Progress):
         raise RuntimeError(_short(log, value))
 
 
-def _probe(runtime, content: bytes, arena: int, sample: np.ndarray) -> bool:
-    """True when the model allocates and invokes in ``arena`` bytes; each probe in a forked process."""
+def _probe(runtime, content: bytes, arena: int, sample: list[np.ndarray]) -> bool:
+    """True when the model allocates and invokes in ``arena`` bytes (``sample``: one array per input);
+    each probe in a forked process."""
 
     def attempt() -> bool:
         interp = _open(runtime, content, arena)
-        interp.set_input(sample, 0)
+        for k, x in enumerate(sample):
+            interp.set_input(x, k)
         interp.invoke()
         return True
 
@@ -130,7 +132,7 @@ def _probe(runtime, content: bytes, arena: int, sample: np.ndarray) -> bool:
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def _smallest_arena(runtime, content: bytes, known_good: int, lower: int, sample: np.ndarray,
+def _smallest_arena(runtime, content: bytes, known_good: int, lower: int, sample: list[np.ndarray],
                     progress: _Progress) -> int:
     progress.stage("searching the smallest arena")
     if _probe(runtime, content, lower, sample):
@@ -250,12 +252,9 @@ def _run_tflm(content: bytes, options: dict, raw: list[np.ndarray] | None, progr
         progress.done(i + 1, count)
     arena_bytes = None
     if options.get("measure_arena"):
-        if n_in != 1:
-            arena_bytes = arena  # the bisection probes feed one input; several inputs keep the working arena
-        else:
-            lower = int(options.get("arena_lower_bound", 512))
-            first = samples[0][:1].reshape(shapes[0])
-            arena_bytes = _smallest_arena(runtime, content, arena, lower, first, progress) if arena > lower else arena
+        lower = int(options.get("arena_lower_bound", 512))
+        first = [x[:1].reshape(shapes[k]) for k, x in enumerate(samples)]
+        arena_bytes = _smallest_arena(runtime, content, arena, lower, first, progress) if arena > lower else arena
     return {"inputs": [t.to_dict() for t in infos_in], "outputs": [t.to_dict() for t in infos_out],
             "_arrays": results, "inference_arena": arena, "arena_bytes": arena_bytes}
 
