@@ -49,6 +49,7 @@ from tfedge.checks import check_bool, check_int
 from tfedge.errors import ModelError, first_line
 from tfedge.graph import check_graph_model
 from tfedge.pruning import strip
+from tfedge.quantize_configs import DelegatingQuantizeConfig
 
 #: Most clusters tfedge asks for: an int8 kernel cannot hold more distinct values than 256.
 MAX_CLUSTERS = 256
@@ -239,7 +240,7 @@ class _ConvWeights(_SavedClusters, _cpq.ClusterPreserveDefault8BitConvWeightsQua
 
 
 @keras.utils.register_keras_serializable(package="tfedge", name="ClusterPreserveQuantizeConfig")
-class ClusterPreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+class ClusterPreserveQuantizeConfig(DelegatingQuantizeConfig):
     """TF-MOT's 8-bit config of a Dense / Conv2D layer whose clustered weights stay clustered; saved with the model.
 
     (TF-MOT's cluster-preserving scheme saves neither its weight quantizer nor the shape of its
@@ -248,25 +249,10 @@ class ClusterPreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __init__(self, config, preserve_sparsity: bool = False, quantizer: dict | None = None):
         if isinstance(config, dict):
-            config = _qutils.deserialize_keras_object(config, module_objects=_d8._types_dict())  # pylint: disable=protected-access
+            config = _qutils.deserialize_keras_object(config, module_objects=_d8._types_dict())
         self.config = config
         cls = _ConvWeights if isinstance(config, _d8.Default8BitConvQuantizeConfig) else _Weights
         self.config.weight_quantizer = cls(**(quantizer or {"preserve_sparsity": preserve_sparsity}))
-
-    def get_weights_and_quantizers(self, layer):
-        return self.config.get_weights_and_quantizers(layer)
-
-    def get_activations_and_quantizers(self, layer):
-        return self.config.get_activations_and_quantizers(layer)
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        self.config.set_quantize_weights(layer, quantize_weights)
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        self.config.set_quantize_activations(layer, quantize_activations)
-
-    def get_output_quantizers(self, layer):
-        return self.config.get_output_quantizers(layer)
 
     def get_config(self):
         return {"config": _qutils.serialize_keras_object(self.config),

@@ -59,6 +59,7 @@ from tfedge.checks import check_bool
 from tfedge.errors import InputError, ModelError, first_line
 from tfedge.graph import check_graph_model, unwrap, walk_layers
 from tfedge.pruning import strip
+from tfedge.quantize_configs import DelegatingQuantizeConfig
 
 #: Activation functions TF-MOT can fake-quantize when they are fused into a Dense / Conv layer.
 _FUSED_ACTIVATIONS = frozenset(
@@ -387,7 +388,7 @@ class _KeepZerosConvWeightsQuantizer(_KeepZeros, _ppq.PrunePreserveDefault8BitCo
 
 
 @keras.utils.register_keras_serializable(package="tfedge", name="PrunePreserveQuantizeConfig")
-class PrunePreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+class PrunePreserveQuantizeConfig(DelegatingQuantizeConfig):
     """TF-MOT's 8-bit config of a Dense / Conv2D layer whose zero weights stay zero; saved with the model.
 
     (TF-MOT's prune-preserving scheme does not save its weight quantizer: a reloaded model lost it.)
@@ -399,21 +400,6 @@ class PrunePreserveQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         self.config = config
         conv = isinstance(config, _d8.Default8BitConvQuantizeConfig)
         config.weight_quantizer = _KeepZerosConvWeightsQuantizer() if conv else _KeepZerosWeightsQuantizer()
-
-    def get_weights_and_quantizers(self, layer):
-        return self.config.get_weights_and_quantizers(layer)
-
-    def get_activations_and_quantizers(self, layer):
-        return self.config.get_activations_and_quantizers(layer)
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        self.config.set_quantize_weights(layer, quantize_weights)
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        self.config.set_quantize_activations(layer, quantize_activations)
-
-    def get_output_quantizers(self, layer):
-        return self.config.get_output_quantizers(layer)
 
     def get_config(self):
         return {"config": _qutils.serialize_keras_object(self.config)}

@@ -133,6 +133,28 @@ class Conv1DQuantizeConfig(_QuantizeConfig):
         return {"quantize_output": self.quantize_output, "keep_zeros": self.keep_zeros}
 
 
+class DelegatingQuantizeConfig(_QuantizeConfig):
+    """A QuantizeConfig that wraps TF-MOT's own config of a layer (``self.config``), so that a subclass
+    can swap its weight quantizer and save it with the model (the prune- and cluster-preserving configs)."""
+
+    config: Any
+
+    def get_weights_and_quantizers(self, layer):
+        return self.config.get_weights_and_quantizers(layer)
+
+    def get_activations_and_quantizers(self, layer):
+        return self.config.get_activations_and_quantizers(layer)
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        self.config.set_quantize_weights(layer, quantize_weights)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        self.config.set_quantize_activations(layer, quantize_activations)
+
+    def get_output_quantizers(self, layer):
+        return self.config.get_output_quantizers(layer)
+
+
 class _NoWeightsConfig(_QuantizeConfig):
     def get_weights_and_quantizers(self, layer):
         return []
@@ -262,11 +284,11 @@ _FUSED_RELU = ("relu", "relu6")
 
 
 def _consumers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    return [node.outbound_layer for node in layer._outbound_nodes]  # pylint: disable=protected-access
+    return [node.outbound_layer for node in layer._outbound_nodes]
 
 
 def _producer(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-    nodes = layer._inbound_nodes  # pylint: disable=protected-access
+    nodes = layer._inbound_nodes
     if len(nodes) != 1:
         return None
     inbound = tf.nest.flatten(nodes[0].inbound_layers)
