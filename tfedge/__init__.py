@@ -34,6 +34,9 @@ _EXPORTS = {
     "strip": "tfedge.pruning",
     "sparsity_report": "tfedge.pruning",
     "PruningCallback": "tfedge.pruning",
+    "prune_channels": "tfedge.channels",
+    "channel_report": "tfedge.channels",
+    "ChannelPruningCallback": "tfedge.channels",
     "quantize_aware": "tfedge.quantization",
     "Distiller": "tfedge.distillation",
     "convert": "tfedge.conversion",
@@ -44,8 +47,8 @@ _EXPORTS = {
     "PipelineConfig": "tfedge.pipeline",
     "run_pipeline": "tfedge.pipeline",
 }
-_SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "quantization", "distillation",
-               "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
+_SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "channels", "quantization",
+               "distillation", "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
