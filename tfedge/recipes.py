@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tfedge._keras import keras
+from tfedge.errors import InputError
 
 #: Builds a model from ``(input_shape, num_classes)``.
 ModelBuilder = Callable[[tuple[int, ...], int], Any]
@@ -86,6 +87,40 @@ def digits_student(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 
     )
 
 
+def small_student(input_shape: tuple[int, ...], num_classes: int, width: int = 8) -> keras.Model:
+    """A small built-in student for any input rank: the budget search's smallest candidates (logits output).
+
+    Images ``(H, W, C)``: Conv2D(width) -> MaxPool -> Conv2D(2 width) -> GlobalMaxPool -> Dense (the first
+    conv strides 2 on images larger than 16x16, to keep the arena small); sequences ``(T, C)``: the same
+    with Conv1D; flat ``(F,)``: Dense(2 width) -> Dense.
+
+    >>> small_student((8, 8, 1), 10, width=4).count_params(), small_student((25, 12), 9, width=4).count_params()
+    (426, 333)
+    >>> small_student((20,), 3, width=4).output_shape
+    (None, 3)
+    """
+    layers = keras.layers
+    rank = len(input_shape)
+    body: list[Any]
+    if rank == 3:
+        stride = 2 if input_shape[0] * input_shape[1] > 256 else 1
+        body = [layers.Conv2D(width, 3, strides=stride, padding="same", activation="relu"),
+                *([layers.MaxPooling2D(2)] if min(input_shape[:2]) // stride >= 4 else []),
+                layers.Conv2D(2 * width, 3, padding="same", activation="relu"), layers.GlobalMaxPooling2D()]
+    elif rank == 2:
+        stride = 2 if input_shape[0] > 64 else 1
+        body = [layers.Conv1D(width, 3, strides=stride, padding="same", activation="relu"),
+                *([layers.MaxPooling1D(2)] if input_shape[0] // stride >= 4 else []),
+                layers.Conv1D(2 * width, 3, padding="same", activation="relu"), layers.GlobalMaxPooling1D()]
+    elif rank == 1:
+        body = [layers.Dense(2 * width, activation="relu")]
+    else:
+        raise InputError(f"built-in students take inputs of rank 1, 2 or 3 (after the batch), got shape "
+                         f"{tuple(input_shape)}: give your own --student")
+    return keras.Sequential([layers.Input(input_shape), *body, layers.Dense(num_classes, name="logits")],
+                            name=f"student_w{width}")
+
+
 def shifted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The images plus their four one-pixel shifts (up, down, left, right; zero fill): 5x the data.
 
@@ -146,4 +181,4 @@ DIGITS = Recipe(
 )
 
 
-__all__ = ["Recipe", "DIGITS", "digits_teacher", "digits_student", "shifted", "copy_with_softmax_layer"]
+__all__ = ["Recipe", "DIGITS", "digits_teacher", "digits_student", "small_student", "shifted", "copy_with_softmax_layer"]
