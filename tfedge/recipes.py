@@ -31,6 +31,8 @@ class Recipe:
     """A task's teacher and student builders, augmentation and pipeline settings (``PipelineConfig`` fields).
 
     ``quick_settings`` are applied on top of ``settings`` for a short run (tests, notebooks).
+    ``candidates`` name the student builders the budget search measures and, where they fit, trains
+    (none: ``student`` alone).
     """
 
     name: str
@@ -38,12 +40,14 @@ class Recipe:
     student: ModelBuilder
     augment: Augmentation | None = None
     dataset: str = ""  # how the data was made, for the run's MANIFEST.json
+    candidates: Mapping[str, ModelBuilder] = dataclasses.field(default_factory=dict)  # for the budget search
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     quick_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:  # read-only views: a recipe is shared by every run
         object.__setattr__(self, "settings", types.MappingProxyType(dict(self.settings)))
         object.__setattr__(self, "quick_settings", types.MappingProxyType(dict(self.quick_settings)))
+        object.__setattr__(self, "candidates", types.MappingProxyType(dict(self.candidates)))
 
 
 def digits_teacher(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> keras.Model:
@@ -175,8 +179,11 @@ DIGITS = Recipe(
     student=digits_student,
     augment=shifted,
     dataset="digits (sklearn load_digits / 16, test_size=0.25, random_state=0, stratified)",
-    settings=dict(name="digits", sparsity=0.3, teacher_epochs=15, distill_epochs=12, prune_epochs=8, qat_epochs=5,
-                  learning_rate=3e-3, qat_learning_rate=5e-4, augment=True, calibration_samples=500),
+    candidates={"digits_student": digits_student},
+    settings=dict(name="digits", sparsity=0.0, teacher_epochs=15, distill_epochs=12, prune_epochs=8, qat_epochs=5,
+                  learning_rate=3e-3, qat_learning_rate=5e-4, augment=True, calibration_samples=500,
+                  flash=3500, ram=4096, max_accuracy_drop=2.5,
+                  target={"bytes": 3500, "accuracy": 0.979, "arena_bytes": 4096}),
     quick_settings=dict(teacher_epochs=4, distill_epochs=5, prune_epochs=3, qat_epochs=2, calibration_samples=200),
 )
 
