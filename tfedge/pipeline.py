@@ -59,7 +59,8 @@ class PipelineConfig:
     Budget search: ``flash`` (deployed file bytes) and ``ram`` (TFLite Micro arena bytes) take sizes such
     as ``8000``, ``"8KB"``, ``"8KiB"``; ``max_accuracy_drop`` (points) below the teacher's plain int8
     accuracy sets the floor; ``channel_ratios`` are the fractions of the teacher's channels removed for
-    its narrower candidates; ``max_trained`` caps how many candidates are trained (None: every one that
+    its narrower candidates; ``student_widths`` the widths of the built-in small students
+    (:func:`tfedge.recipes.small_student`); ``max_trained`` caps how many candidates are trained (None: every one that
     fits). ``sparsity`` > 0 adds magnitude pruning, which buys gzip bytes only (a plain int8 ``.tflite``
     stores zeros densely) and is searched downwards when it costs the floor. ``target`` (optional:
     ``bytes``, ``accuracy``, ``arena_bytes``) is a goal the report measures the shipped model against.
@@ -72,6 +73,7 @@ class PipelineConfig:
     ram: int | str | None = None
     max_accuracy_drop: float = 1.0
     channel_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    student_widths: tuple[int, ...] = (4, 8, 16)
     max_trained: int | None = None
     target: Mapping[str, Any] | None = None
     temperature: float = 4.0
@@ -111,6 +113,8 @@ class PipelineConfig:
         ratios = tuple(check_fraction(r, "channel_ratios", high_open=True, hint="e.g. (0.25, 0.5)")
                        for r in self.channel_ratios)
         object.__setattr__(self, "channel_ratios", ratios)
+        widths = tuple(check_int(w, "student_widths", minimum=1, hint="e.g. (4, 8)") for w in self.student_widths)
+        object.__setattr__(self, "student_widths", widths)
         if self.max_trained is not None:
             check_int(self.max_trained, "max_trained", minimum=1)
         if self.target is not None:
@@ -499,7 +503,7 @@ def default_candidates(run: RunContext, teacher: keras.Model, student: Any = Non
         with run.strategy.scope():
             built = student() if callable(student) and not isinstance(student, keras.Model) else student
         found.append(Candidate(f"student '{built.name}'", "student", _builder(built), count_params(built)))
-    for width in (4, 8, 16):
+    for width in run.config.student_widths:
         try:
             model = small_student(run.input_shape, run.num_classes, width=width)
         except InputError:
