@@ -248,13 +248,14 @@ def test_a_collapsed_student_stops_naming_the_stage_and_ships_nothing(tmp_path, 
     assert (out / "user_net_teacher_float32.tflite").exists()  # the completed stages' outputs are kept
 
 
-def test_compress_never_ships_below_the_floor(tmp_path, digits, small_cnn):
-    """Only a built-in student fits the budget and it cannot hold the teacher's accuracy in one epoch: compress
+def test_compress_never_ships_below_the_floor(tmp_path, digits, user_files):
+    """Only a built-in student fits the budget (no narrower teacher is asked for) and it cannot hold the teacher's accuracy in one epoch: compress
     raises CheckFailed with the table of what was tried, writes the report and no deployed model."""
     out = tmp_path / "out"
     with pytest.raises(tfedge.CheckFailed) as info:
-        tfedge.pipeline.compress(small_cnn, (digits.x_train, digits.y_train), val=(digits.x_test, digits.y_test),
-                                 flash="3KB", max_accuracy_drop=0.0, epochs=1, channels=0.5, student_widths=(4,),
+        tfedge.pipeline.compress(tfedge.load_model(user_files / "user_net.keras"), (digits.x_train, digits.y_train),
+                                 val=(digits.x_test, digits.y_test),
+                                 flash="3KB", max_accuracy_drop=0.0, epochs=1, channels=(), student_widths=(4,),
                                  out_dir=str(out), name="small", verbose=0)
     first, table = str(info.value).split("\n", 1)
     assert "no model within flash <= 3,000 B reaches the accuracy floor" in first
