@@ -46,9 +46,11 @@ _EXPORTS = {
     "export_c_array": "tfedge.export",
     "PipelineConfig": "tfedge.pipeline",
     "run_pipeline": "tfedge.pipeline",
+    "compress": "tfedge.pipeline",
 }
 _SUBMODULES = ("datasets", "distribute", "errors", "files", "models", "pruning", "channels", "quantization",
-               "distillation", "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report")
+               "distillation", "conversion", "inspection", "runtimes", "validation", "export", "pipeline", "report",
+               "budget")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
