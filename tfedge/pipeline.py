@@ -60,7 +60,8 @@ class PipelineConfig:
     as ``8000``, ``"8KB"``, ``"8KiB"``; ``max_accuracy_drop`` (points) below the teacher's plain int8
     accuracy sets the floor; ``channel_ratios`` are the fractions of the teacher's channels removed for
     its narrower candidates; ``student_widths`` the widths of the built-in small students
-    (:func:`tfedge.recipes.small_student`); ``max_trained`` caps how many candidates are trained (None: every one that
+    (:func:`tfedge.recipes.small_student`); ``min_steps``: each distillation runs at least this many
+    optimizer steps (QAT a fifth of them), more epochs on small data sets; ``max_trained`` caps how many candidates are trained (None: every one that
     fits). ``sparsity`` > 0 adds magnitude pruning, which buys gzip bytes only (a plain int8 ``.tflite``
     stores zeros densely) and is searched downwards when it costs the floor. ``target`` (optional:
     ``bytes``, ``accuracy``, ``arena_bytes``) is a goal the report measures the shipped model against.
@@ -74,6 +75,7 @@ class PipelineConfig:
     max_accuracy_drop: float = 1.0
     channel_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
     student_widths: tuple[int, ...] = (4, 8, 16)
+    min_steps: int = 0
     max_trained: int | None = None
     target: Mapping[str, Any] | None = None
     temperature: float = 4.0
@@ -115,6 +117,7 @@ class PipelineConfig:
         object.__setattr__(self, "channel_ratios", ratios)
         widths = tuple(check_int(w, "student_widths", minimum=1, hint="e.g. (4, 8)") for w in self.student_widths)
         object.__setattr__(self, "student_widths", widths)
+        check_int(self.min_steps, "min_steps", minimum=0)
         if self.max_trained is not None:
             check_int(self.max_trained, "max_trained", minimum=1)
         if self.target is not None:
@@ -260,13 +263,19 @@ class RunContext:
     def accuracy(self, model: keras.Model) -> float:
         return float(np.mean(np.argmax(model.predict(self.x_test, batch_size=256, verbose=0), axis=-1) == self.y_test))
 
+    def epochs_for(self, epochs: int, min_steps: int) -> int:
+        """``epochs``, or more when that many epochs of the training data make fewer than ``min_steps`` steps."""
+        per_epoch = int(np.ceil(len(self.x_fit) / self.config.batch_size))
+        return max(epochs, int(np.ceil(min_steps / per_epoch)))
+
     def distill(self, student: keras.Model, teacher: keras.Model, epochs: int, learning_rate: float,
                 callbacks: tuple = ()) -> keras.Model:
         """Train ``student`` with a :class:`tfedge.Distiller` (cosine-decayed Adam) for ``epochs``; return it."""
         config = self.config
+        per_epoch = int(np.ceil(len(self.x_fit) / config.batch_size))
         with self.strategy.scope():
             distiller = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
-            steps = epochs * int(np.ceil(len(self.x_fit) / config.batch_size))
+            steps = epochs * per_epoch
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
             distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
         distiller.fit(self.dataset(config.batch_size), epochs=epochs, callbacks=list(callbacks),
@@ -371,9 +380,10 @@ def distill_student(run: RunContext, student: Any, teacher: keras.Model, *, refe
             elif callable(student) and not isinstance(student, keras.Model):
                 student = student()
         if config.distill_epochs:
-            run.log(f"distilling '{student.name}' ({count_params(student):,} parameters; {config.distill_epochs} "
+            epochs = run.epochs_for(config.distill_epochs, config.min_steps)
+            run.log(f"distilling '{student.name}' ({count_params(student):,} parameters; {epochs} "
                     f"epochs, T={config.temperature}, alpha={config.alpha})")
-            student = run.distill(student, teacher, config.distill_epochs, config.learning_rate)
+            student = run.distill(student, teacher, epochs, config.learning_rate)
         label = "student float32" + (" (distilled)" if config.distill_epochs else "")
         record = run.float_record(label, student, started, sparsity=0.0)
         if reference is not None and config.distill_epochs:
@@ -429,11 +439,12 @@ def quantize_student(run: RunContext, student: keras.Model, teacher: keras.Model
     if not qat:
         return StageRecord("float (post-training int8 follows)", count_params(student), model=student)
     with run.stage("quantization-aware training"):
-        run.log(f"quantization-aware training ({config.qat_epochs} epochs, distilled)")
+        epochs = run.epochs_for(config.qat_epochs, config.min_steps // 5)
+        run.log(f"quantization-aware training ({epochs} epochs, distilled)")
         sparse = tfedge.sparsity_report(student)["overall"] > 0.05
         with run.strategy.scope():
             wrapped = tfedge.quantize_aware(student, preserve_sparsity=sparse, strict=True)
-        wrapped = run.distill(wrapped, teacher, config.qat_epochs, config.qat_learning_rate)
+        wrapped = run.distill(wrapped, teacher, epochs, config.qat_learning_rate)
         record = StageRecord("QAT (fake-quant Keras)", count_params(student),
                              sparsity=tfedge.sparsity_report(wrapped)["overall"],
                              accuracy={"keras": run.accuracy(wrapped)}, seconds=_since(started), model=wrapped)
@@ -848,7 +859,8 @@ def compress(
     int8). Without a budget the smallest within the floor is shipped (the baseline itself when nothing
     smaller holds the accuracy); with one the most accurate that fits. Raises :class:`tfedge.CheckFailed`
     when nothing fits or reaches the floor (nothing is shipped), or when a stage of ``student`` collapses
-    to chance. ``epochs`` per stage (default 10 to distill, 5 to prune, 3 for QAT). Build the models in
+    to chance. ``epochs`` per stage (default 10 to distill, 5 to prune, 3 for QAT; on small data sets more,
+    so that distillation runs at least 1,500 steps and QAT 300). Build the models in
     ``strategy.scope()`` when a ``strategy`` is given; with ``write=False`` nothing is written. Outputs
     are named after ``name`` (default: the teacher's name); ``settings``: more :class:`PipelineConfig` fields.
     """
@@ -873,6 +885,10 @@ def compress(
         x_train, y_train = x, y
     else:
         x_train, y_train, x_val, y_val = split_validation(x, y)
+        if verbose:
+            print(f"tfedge: no validation data given: {len(x_val):,} samples (20 %) of the training data are held out "
+                  "for the checks and the choice. If the teacher was trained on them, its accuracy there (and that of "
+                  "its narrower copies) is overstated: give validation data it never saw (--val / val=)", flush=True)
     ratios = settings.pop("channel_ratios", (0.25, 0.5, 0.75))
     if channels is not None:
         ratios = tuple(channels) if isinstance(channels, (tuple, list)) else (channels,)
@@ -883,7 +899,7 @@ def compress(
         out_dir=str(out_dir), name=name or teacher.name, sparsity=sparsity, teacher_epochs=0,
         distill_epochs=distill_epochs, prune_epochs=prune_epochs, qat_epochs=max(1, prune_epochs // 2 + 1),
         augment=False, verbose=verbose, flash=flash, ram=ram, max_accuracy_drop=max_accuracy_drop,
-        channel_ratios=ratios), **settings})
+        channel_ratios=ratios, min_steps=0 if epochs else 1500), **settings})
     return run_pipeline(config, Split(x_train, y_train, x_val, y_val), teacher=teacher, student=student,
                         strategy=strategy, write=write, search_candidates=True)
 
