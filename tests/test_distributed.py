@@ -82,7 +82,8 @@ def test_run_pipeline_under_mirrored_strategy_end_to_end(tmp_path, small_cnn, di
         teacher, student = _copy(small_cnn), _copy(small_cnn)
     out = tmp_path / "out"
     config = PipelineConfig.for_recipe(DIGITS, quick=True, out_dir=str(out), sparsity=0.5, distill_epochs=0,
-                                       prune_epochs=1, qat_epochs=1, augment=False, calibration_samples=100, verbose=0)
+                                       prune_epochs=1, qat_epochs=1, augment=False, calibration_samples=100, verbose=0,
+                                       flash=None, ram=None, max_accuracy_drop=100.0)  # ship the student, pruned
     report = tfedge.run_pipeline(config, digits, teacher=teacher, student=student, strategy=strategy, write=True)
 
     assert {"digits_student_int8.tflite", "digits_student_int8.h", "report.json", "MANIFEST.json"} <= {
@@ -211,7 +212,8 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
     tfedge.datasets.save_npz(shared / "train.npz", digits.x_train, digits.y_train)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     command = [*_tfedge_command(), "compress", str(shared / "teacher.keras"), "--data", str(shared / "train.npz"),
-               "--sparsity", "0.5", "--epochs", "1", "--out", "out", "--distribute", "multiworker"]
+               "--sparsity", "0.5", "--epochs", "1", "--out", "out", "--distribute", "multiworker",
+               "--channels", "0.25", "--max-accuracy-drop", "100"]  # the smallest candidate ships, pruned
     hosts = [tmp_path / f"host{i}" for i in range(2)]  # each worker's working folder: the same relative --out
     procs, logs = [], []
     try:
