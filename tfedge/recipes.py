@@ -115,28 +115,35 @@ def digits_budget_student(input_shape: tuple[int, ...] = (8, 8, 1), num_classes:
 def small_student(input_shape: tuple[int, ...], num_classes: int, width: int = 8) -> keras.Model:
     """A small built-in student for any input rank: the budget search's smallest candidates (logits output).
 
-    Images ``(H, W, C)``: Conv2D(width) -> MaxPool -> Conv2D(2 width) -> GlobalMaxPool -> Dense (the first
-    conv strides 2 on images larger than 16x16, to keep the arena small); sequences ``(T, C)``: the same
-    with Conv1D; flat ``(F,)``: Dense(2 width) -> Dense.
+    Images ``(H, W, C)``: Conv2D(width) -> 2x2 max pooling (the conv strides 2 on images larger than 16x16), more
+    Conv2D(2 width) + pooling while the map is larger than 8x8, then Flatten -> Dense. Sequences ``(T, C)``: the
+    same with Conv1D while longer than 16 steps. Flat ``(F,)``: Dense(2 width) -> Dense.
 
-    >>> small_student((8, 8, 1), 10, width=4).count_params(), small_student((25, 12), 9, width=4).count_params()
-    (426, 333)
-    >>> small_student((20,), 3, width=4).output_shape
-    (None, 3)
+    >>> small_student((8, 8, 1), 10, width=8).count_params(), small_student((25, 12), 9, width=4).count_params()
+    (1370, 589)
+    >>> small_student((28, 28, 1), 10, width=8).output_shape, small_student((20,), 3, width=4).output_shape
+    ((None, 10), (None, 3))
     """
     layers = keras.layers
     rank = len(input_shape)
-    body: list[Any]
-    if rank == 3:
-        stride = 2 if input_shape[0] * input_shape[1] > 256 else 1
-        body = [layers.Conv2D(width, 3, strides=stride, padding="same", activation="relu"),
-                *([layers.MaxPooling2D(2)] if min(input_shape[:2]) // stride >= 4 else []),
-                layers.Conv2D(2 * width, 3, padding="same", activation="relu"), layers.GlobalMaxPooling2D()]
-    elif rank == 2:
-        stride = 2 if input_shape[0] > 64 else 1
-        body = [layers.Conv1D(width, 3, strides=stride, padding="same", activation="relu"),
-                *([layers.MaxPooling1D(2)] if input_shape[0] // stride >= 4 else []),
-                layers.Conv1D(2 * width, 3, padding="same", activation="relu"), layers.GlobalMaxPooling1D()]
+    body: list[Any] = []
+    if rank in (2, 3):
+        conv, pool, limit = ((layers.Conv2D, layers.MaxPooling2D, 8) if rank == 3 else
+                             (layers.Conv1D, layers.MaxPooling1D, 16))
+        size = min(input_shape[:-1])
+        stride = 2 if (rank == 3 and size > 16) or (rank == 2 and size > 64) else 1
+        body.append(conv(width, 3, strides=stride, padding="same", activation="relu"))
+        size = -(-size // stride)
+        filters = width
+        while True:
+            if size >= 4:
+                body.append(pool(2))
+                size //= 2
+            if size <= limit:
+                break
+            filters *= 2
+            body.append(conv(filters, 3, padding="same", activation="relu"))
+        body.append(layers.Flatten())
     elif rank == 1:
         body = [layers.Dense(2 * width, activation="relu")]
     else:
