@@ -117,7 +117,7 @@ def vowels_teacher():
 
 DATASETS = {
     # name: (loader, teacher builder, teacher epochs (full, quick), flash budget)
-    "digits": (load_digits, digits_teacher, (20, 10), "4KB"),
+    "digits": (load_digits, digits_teacher, (20, 10), "6KB"),
     "japanese_vowels": (load_japanese_vowels, vowels_teacher, (80, 40), "6KB"),
 }
 
