@@ -213,7 +213,7 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     command = [*_tfedge_command(), "compress", str(shared / "teacher.keras"), "--data", str(shared / "train.npz"),
                "--sparsity", "0.5", "--epochs", "1", "--out", "out", "--distribute", "multiworker",
-               "--channels", "0.25", "--max-accuracy-drop", "100"]  # the smallest candidate ships, pruned
+               "--channels", "0.25", "--max-accuracy-drop", "30"]  # the smallest candidate within 30 pt ships, pruned
     hosts = [tmp_path / f"host{i}" for i in range(2)]  # each worker's working folder: the same relative --out
     procs, logs = [], []
     try:
@@ -268,5 +268,5 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
     # the distributed Keras evaluation (gathered from both workers) agrees with LiteRT on the chief
     qat = next(s for s in report["stages"] if s["stage"].startswith("QAT"))
     deployed = report["stages"][-1]
-    assert deployed["accuracy"]["litert"] >= 0.8
+    assert deployed["accuracy"]["litert"] >= max(0.7, report["search"]["floor"])  # one epoch, 50 % sparse, 6 filters
     assert abs(qat["accuracy"]["keras"] - deployed["accuracy"]["litert"]) <= 0.03
