@@ -10,7 +10,15 @@ import pytest
 
 import tfedge
 from tfedge import keras
-from tfedge.budget import Candidate, candidate_table, measure, nothing_fits_message, pareto, parse_size, select
+from tfedge.budget import (
+    Candidate,
+    candidate_table,
+    measure,
+    nothing_fits_message,
+    pareto,
+    parse_size,
+    select,
+)
 from tfedge.recipes import small_student
 
 

@@ -261,5 +261,17 @@ def pareto(candidates: Sequence[Candidate]) -> list[Candidate]:
     return front
 
 
-__all__ = ["parse_size", "format_size", "Candidate", "ORIGINS", "randomized_copy", "measure", "select",
-           "budget_text", "nothing_fits_message", "no_model_message", "candidate_table", "pareto"]
+__all__ = [
+    "ORIGINS",
+    "Candidate",
+    "budget_text",
+    "candidate_table",
+    "format_size",
+    "measure",
+    "no_model_message",
+    "nothing_fits_message",
+    "pareto",
+    "parse_size",
+    "randomized_copy",
+    "select",
+]

@@ -36,8 +36,16 @@ import numpy as np
 
 import tfedge
 from tfedge._keras import keras, tf
-from tfedge.budget import Candidate, budget_text, candidate_table, format_size, measure, parse_size, select
-from tfedge.budget import nothing_fits_message
+from tfedge.budget import (
+    Candidate,
+    budget_text,
+    candidate_table,
+    format_size,
+    measure,
+    nothing_fits_message,
+    parse_size,
+    select,
+)
 from tfedge.checks import check_bool, check_fraction, check_int, check_range
 from tfedge.datasets import Split, check_inputs_match, check_labels_fit, digits
 from tfedge.distillation import Distiller
@@ -123,6 +131,16 @@ class PipelineConfig:
         if self.target is not None:
             object.__setattr__(self, "target", dict(self.target))
 
+    @property
+    def flash_bytes(self) -> int | None:
+        """The flash budget in bytes (``flash`` after parsing), or None."""
+        return None if self.flash is None else int(self.flash)
+
+    @property
+    def ram_bytes(self) -> int | None:
+        """The RAM (arena) budget in bytes (``ram`` after parsing), or None."""
+        return None if self.ram is None else int(self.ram)
+
     @classmethod
     def quick(cls, **overrides: Any) -> PipelineConfig:
         """A short run (under a minute on 2 cores) for tests and notebooks; lower accuracy."""
@@ -135,7 +153,7 @@ class PipelineConfig:
 
         >>> from tfedge.recipes import DIGITS
         >>> config = PipelineConfig.for_recipe(DIGITS, out_dir="build")
-        >>> config.name, config.flash, config.out_dir
+        >>> config.name, config.flash_bytes, config.out_dir
         ('digits', 3500, 'build')
         """
         return cls(**{**recipe.settings, **(recipe.quick_settings if quick else {}), **overrides})
@@ -552,8 +570,8 @@ def measure_candidates(run: RunContext, candidates: list[Candidate]) -> list[Can
                     c.status = "measured (TF-MOT cannot wrap it: post-training int8)"
             c.seconds = round(time.perf_counter() - t0, 1)
         run.log(f"measured {len(candidates)} candidates before training ({_since(started)} s); budget: "
-                f"{budget_text(run.config.flash, run.config.ram)}\n"
-                + candidate_table(candidates, flash=run.config.flash, ram=run.config.ram))
+                f"{budget_text(run.config.flash_bytes, run.config.ram_bytes)}\n"
+                + candidate_table(candidates, flash=run.config.flash_bytes, ram=run.config.ram_bytes))
     return candidates
 
 
@@ -609,10 +627,10 @@ def search(run: RunContext, everything: list[Candidate], teacher: keras.Model, *
     stage); a built-in candidate that collapses is recorded and the search goes on.
     """
     config, base = run.config, everything[0]
-    fitting = [c for c in everything if c.fits(config.flash, config.ram)]
+    fitting = [c for c in everything if c.fits(config.flash_bytes, config.ram_bytes)]
     if not fitting:
-        raise CheckFailed(nothing_fits_message(everything, flash=config.flash, ram=config.ram))
-    budget = config.flash is not None or config.ram is not None
+        raise CheckFailed(nothing_fits_message(everything, flash=config.flash_bytes, ram=config.ram_bytes))
+    budget = config.flash_bytes is not None or config.ram_bytes is not None
     order = sorted((c for c in fitting if c is not base), key=lambda c: (c.bytes or 0, c.arena_bytes or 0),
                    reverse=budget)
     if config.max_trained is not None:
@@ -637,7 +655,8 @@ def search(run: RunContext, everything: list[Candidate], teacher: keras.Model, *
             run.log(f"{c.name}: {c.status}")
             continue
         c.seconds = _since(started)
-        c.status = "trained" + ("" if c.fits(config.flash, config.ram) else " (over the budget after training)")
+        over = not c.fits(config.flash_bytes, config.ram_bytes)
+        c.status = "trained" + (" (over the budget after training)" if over else "")
         run.log(f"{c.name}: {format_size(c.bytes)}, arena {format_size(c.arena_bytes)}, accuracy "
                 + ", ".join(f"{r} {100 * a:.1f} %" for r, a in c.accuracies.items())
                 + (" (below the floor)" if (c.accuracy or 0) < floor else ""))
@@ -646,7 +665,7 @@ def search(run: RunContext, everything: list[Candidate], teacher: keras.Model, *
     for c in order:
         if c.status == "measured" or c.status.startswith("measured ("):
             c.status = "not trained (a smaller one reached the floor)"
-    chosen = select(everything, floor=floor, flash=config.flash, ram=config.ram)
+    chosen = select(everything, floor=floor, flash=config.flash_bytes, ram=config.ram_bytes)
     chosen.status += " -> shipped"
     return chosen
 
@@ -676,7 +695,7 @@ def search_summary(run: RunContext, candidates: list[Candidate], chosen: Candida
     base_acc = min(baseline.accuracy.values())
     front = {id(c) for c in pareto(candidates)}
     out: dict[str, Any] = {
-        "budget": {"flash": config.flash, "ram": config.ram},
+        "budget": {"flash": config.flash_bytes, "ram": config.ram_bytes},
         "max_accuracy_drop": config.max_accuracy_drop,
         "baseline": {"bytes": baseline.bytes, "arena_bytes": baseline.arena_bytes, "accuracy": base_acc},
         "floor": base_acc - config.max_accuracy_drop / 100,
@@ -711,7 +730,7 @@ def write_outputs(run: RunContext, outputs: Outputs, stages: list[StageRecord], 
             title=f"tfedge: {config.name}", config=dataclasses.asdict(config), stages=[s.to_dict() for s in stages],
             deployed=deployed.validation.to_dict(), fully_int8=bool(deployed.inspection.fully_int8),
             student_weights_sha256=weights_sha256(deployed.model), files=outputs.files,
-            data={"train": int(len(run.x_train)), "test": int(len(run.x_test))}, seconds=seconds, search=search)
+            data={"train": len(run.x_train), "test": len(run.x_test)}, seconds=seconds, search=search)
         if run.write:
             write_report(report, run.out)
             write_manifest(run.out, outputs.files, dataset=run.recipe.dataset, scored=f"{stem}.tflite",
@@ -769,7 +788,7 @@ def run_pipeline(
             candidates = recipe_candidates(run)
     everything = [baseline_candidate(baseline), *candidates]
     measure_candidates(run, candidates)
-    run.log(f"[3/4] training the candidates that fit ({budget_text(config.flash, config.ram)})")
+    run.log(f"[3/4] training the candidates that fit ({budget_text(config.flash_bytes, config.ram_bytes)})")
     try:
         chosen = search(run, everything, teacher, floor=floor, reference=trained.accuracy["keras"],
                         user_student=student is not None)
@@ -779,13 +798,13 @@ def run_pipeline(
                 title=f"tfedge: {config.name} (nothing shipped)", config=dataclasses.asdict(config),
                 stages=[trained.to_dict(), baseline.to_dict()], deployed={}, fully_int8=False,
                 student_weights_sha256="", files=outputs.files, seconds=time.perf_counter() - t_start,
-                data={"train": int(len(run.x_train)), "test": int(len(run.x_test))},
+                data={"train": len(run.x_train), "test": len(run.x_test)},
                 search=search_summary(run, everything, None, baseline, trained), summary=first_line(exc))
             write_report(report, run.out)
         raise
     stages = [trained, baseline] + [s.relative_to(teacher_bytes) for s in chosen.result if s is not baseline]
-    run.log(f"[4/4] chosen: {chosen.name}\n" + candidate_table(everything, flash=config.flash, ram=config.ram,
-                                                                chosen=chosen))
+    run.log(f"[4/4] chosen: {chosen.name}\n"
+            + candidate_table(everything, flash=config.flash_bytes, ram=config.ram_bytes, chosen=chosen))
     outputs.save(f"{config.name}_student_int8.tflite", stages[-1].tflite)
     report = write_outputs(run, outputs, stages, seconds=time.perf_counter() - t_start,
                            search=search_summary(run, everything, chosen, baseline, trained))
@@ -817,7 +836,9 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float = 0.2, seed: 
     >>> [len(a) for a in split_validation(x, y)], np.bincount(split_validation(x, y)[3]).tolist()
     ([16, 16, 4, 4], [2, 2])
     """
-    from sklearn.model_selection import train_test_split  # scikit-learn is slow to import: only when needed
+    from sklearn.model_selection import (
+        train_test_split,  # scikit-learn is slow to import: only when needed
+    )
 
     counts = np.bincount(y.astype(np.int64))
     stratify = y if counts[counts > 0].min() >= 2 else None
@@ -904,8 +925,30 @@ def compress(
                         strategy=strategy, write=write, search_candidates=True)
 
 
-__all__ = ["PipelineConfig", "StageRecord", "RunContext", "Outputs", "run_pipeline", "demo", "compress",
-           "train_teacher", "ptq_baseline", "distill_student", "prune_student", "prune_within_floor",
-           "quantize_student", "convert_student", "validate_student", "default_candidates", "recipe_candidates",
-           "measure_candidates", "train_candidate", "baseline_candidate", "search", "search_summary", "write_outputs", "split_validation",
-           "count_params"]
+__all__ = [
+    "Outputs",
+    "PipelineConfig",
+    "RunContext",
+    "StageRecord",
+    "baseline_candidate",
+    "compress",
+    "convert_student",
+    "count_params",
+    "default_candidates",
+    "demo",
+    "distill_student",
+    "measure_candidates",
+    "prune_student",
+    "prune_within_floor",
+    "ptq_baseline",
+    "quantize_student",
+    "recipe_candidates",
+    "run_pipeline",
+    "search",
+    "search_summary",
+    "split_validation",
+    "train_candidate",
+    "train_teacher",
+    "validate_student",
+    "write_outputs",
+]

@@ -222,4 +222,4 @@ DIGITS = Recipe(
 )
 
 
-__all__ = ["Recipe", "DIGITS", "digits_teacher", "digits_student", "small_student", "digits_budget_student", "shifted", "copy_with_softmax_layer"]
+__all__ = ["DIGITS", "Recipe", "copy_with_softmax_layer", "digits_budget_student", "digits_student", "digits_teacher", "shifted", "small_student"]

@@ -131,11 +131,10 @@ def render_markdown(report: dict) -> str:
     if search:
         budget = search.get("budget", {})
         limits = ", ".join(f"{k} <= {v:,} B" for k, v in budget.items() if v is not None) or "none"
-        lines += ["", "## Candidates (budget search)", "",
-                  f"Budget: {limits}. Accuracy floor {_pct(search.get('floor'))} (the teacher's plain int8 model "
-                  f"{_pct(search['baseline'].get('accuracy'))} less {search.get('max_accuracy_drop')} pt). "
-                  f"Chosen: {search.get('chosen') or 'none'}. Pareto front: marked *.",
-                  "",
+        intro = (f"Budget: {limits}. Accuracy floor {_pct(search.get('floor'))} (the teacher's plain int8 model "
+                 f"{_pct(search['baseline'].get('accuracy'))} less {search.get('max_accuracy_drop')} pt). "
+                 f"Chosen: {search.get('chosen') or 'none'}. Pareto front: marked *.")
+        lines += ["", "## Candidates (budget search)", "", intro, "",
                   "| candidate | params | int8 bytes | arena bytes | accuracy | status |", "|---|---|---|---|---|---|"]
         for c in sorted(search.get("candidates", []), key=lambda c: (c.get("bytes") or 0)):
             lines.append(f"| {c['name']}{' *' if c.get('pareto') else ''} | {_num(c.get('params'))} | "
@@ -269,4 +268,4 @@ def write_manifest(out_dir: PathLike, files: Mapping[str, Mapping[str, Any]], *,
     return path
 
 
-__all__ = ["summary_line", "target_line", "build_report", "render_markdown", "plot", "write_report", "write_manifest"]
+__all__ = ["build_report", "plot", "render_markdown", "summary_line", "target_line", "write_manifest", "write_report"]
