@@ -30,7 +30,8 @@ def test_sizes_parse_to_bytes(value, expected):
     assert parse_size(value) == expected
 
 
-@pytest.mark.parametrize("value", ["8 GB", "KB", "-5", "8 kilobytes", "", True, None, 1.5, "0", "1.5B", "0.0001KiB", [8000]])
+@pytest.mark.parametrize("value", ["8 GB", "KB", "-5", "8 kilobytes", "", True, None, 1.5, "0", "1.5B", "0.0001KiB",
+                                   [8000]])
 def test_bad_sizes_are_refused_with_the_value_and_an_example(value):
     with pytest.raises(tfedge.InputError, match=r"^--flash must be .*(8KB|8000)"):
         parse_size(value, "--flash")

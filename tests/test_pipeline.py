@@ -239,7 +239,8 @@ def test_a_collapsed_student_stops_naming_the_stage_and_ships_nothing(tmp_path, 
     out = tmp_path / "out"
     capsys.readouterr()
     code = cli.main(["compress", str(user_files / "user_net.keras"), "--data", str(user_files / "train.npz"),
-                     "--student", str(tmp_path / "tiny.keras"), "--epochs", "2", "--channels", "0.5", "--out", str(out)])
+                     "--student", str(tmp_path / "tiny.keras"), "--epochs", "2", "--channels", "0.5",
+                     "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1, err
     assert re.search(r"stage 'distillation' failed: the accuracy of 'tiny' collapsed to \d+\.\d % .*chance", err)
@@ -249,7 +250,8 @@ def test_a_collapsed_student_stops_naming_the_stage_and_ships_nothing(tmp_path, 
 
 
 def test_compress_never_ships_below_the_floor(tmp_path, digits, user_files):
-    """Only a built-in student fits the budget (no narrower teacher is asked for) and it cannot hold the teacher's accuracy in one epoch: compress
+    """Only a built-in student fits the budget (no narrower teacher is asked for) and it cannot hold the teacher's
+    accuracy in one epoch: compress
     raises CheckFailed with the table of what was tried, writes the report and no deployed model."""
     out = tmp_path / "out"
     with pytest.raises(tfedge.CheckFailed) as info:

@@ -38,7 +38,8 @@ ORIGINS = ("teacher", "channels", "student", "built-in")
 
 
 def parse_size(value: Any, name: str = "size") -> int:
-    """Bytes from ``8000``, ``"8000"``, ``"8KB"`` / ``"8kB"`` / ``"8k"`` (x1000), ``"8KiB"`` (x1024), ``"1MB"``, ``"1MiB"``.
+    """Bytes from ``8000``, ``"8000"``, ``"8KB"`` / ``"8kB"`` / ``"8k"`` (x1000), ``"8KiB"`` (x1024), ``"1MB"``,
+    ``"1MiB"``.
 
     >>> parse_size("4 KiB"), parse_size("0.5MB")
     (4096, 500000)
@@ -205,10 +206,12 @@ def nothing_fits_message(candidates: Sequence[Candidate], *, flash: int | None, 
     parts = []
     if flash is not None and (smallest_flash.bytes or 0) > flash:
         parts.append(f"the smallest file is {format_size(smallest_flash.bytes)} ('{smallest_flash.name}'), "
-                     f"over the flash budget of {format_size(flash)} by {format_size((smallest_flash.bytes or 0) - flash)}")
+                     f"over the flash budget of {format_size(flash)} by "
+                     f"{format_size((smallest_flash.bytes or 0) - flash)}")
     if ram is not None and (smallest_ram.arena_bytes or 0) > ram:
         parts.append(f"the smallest arena is {format_size(smallest_ram.arena_bytes)} ('{smallest_ram.name}'), "
-                     f"over the RAM budget of {format_size(ram)} by {format_size((smallest_ram.arena_bytes or 0) - ram)}")
+                     f"over the RAM budget of {format_size(ram)} by "
+                     f"{format_size((smallest_ram.arena_bytes or 0) - ram)}")
     if not parts:  # each limit alone is met by some candidate, but no candidate meets both
         parts.append(f"'{smallest_flash.name}' fits the flash ({format_size(smallest_flash.bytes)}) with an arena of "
                      f"{format_size(smallest_flash.arena_bytes)}, and '{smallest_ram.name}' fits the RAM with "
@@ -222,7 +225,8 @@ def no_model_message(candidates: Sequence[Candidate], *, floor: float, flash: in
     trained = [c for c in candidates if c.accuracy is not None and c.fits(flash, ram)]
     best = max(trained, key=lambda c: c.accuracy or 0, default=None)
     head = (f"no model within {budget_text(flash, ram)} reaches the accuracy floor of {100 * floor:.1f} %"
-            + (f" (best: '{best.name}' at {100 * (best.accuracy or 0):.1f} %, {format_size(best.bytes)})" if best else "")
+            + (f" (best: '{best.name}' at {100 * (best.accuracy or 0):.1f} %, {format_size(best.bytes)})"
+               if best else "")
             + ": nothing was written as the deployed model. To change: allow a larger --max-accuracy-drop, raise "
               "--flash / --ram, give more training data or --epochs, or a --student that fits and learns the task")
     return head + "\n" + candidate_table(candidates, flash=flash, ram=ram)

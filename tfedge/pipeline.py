@@ -69,7 +69,8 @@ class PipelineConfig:
     accuracy sets the floor; ``channel_ratios`` are the fractions of the teacher's channels removed for
     its narrower candidates; ``student_widths`` the widths of the built-in small students
     (:func:`tfedge.recipes.small_student`); ``min_steps``: each distillation runs at least this many
-    optimizer steps (QAT a fifth of them), more epochs on small data sets; ``max_trained`` caps how many candidates are trained (None: every one that
+    optimizer steps (QAT a fifth of them), more epochs on small data sets; ``max_trained`` caps how many
+    candidates are trained (None: every one that
     fits). ``sparsity`` > 0 adds magnitude pruning, which buys gzip bytes only (a plain int8 ``.tflite``
     stores zeros densely) and is searched downwards when it costs the floor. ``target`` (optional:
     ``bytes``, ``accuracy``, ``arena_bytes``) is a goal the report measures the shipped model against.
@@ -306,7 +307,8 @@ class RunContext:
         return float(np.bincount(self.y_test.astype(np.int64)).max() / len(self.y_test))
 
     def check_collapse(self, stage: str, accuracy: float, model: keras.Model, reference: float) -> None:
-        """Stop (``CheckFailed``; the stage's context names ``stage``) when ``accuracy`` fell to chance while ``reference`` (what
+        """Stop (``CheckFailed``; the stage's context names ``stage``) when ``accuracy`` fell to chance while
+        ``reference`` (what
         the teacher scores) is well above it: the model learnt nothing, and shipping it would be silent."""
         chance = self.chance
         if accuracy > chance + max(0.02, 0.15 * (reference - chance)):

@@ -222,4 +222,5 @@ DIGITS = Recipe(
 )
 
 
-__all__ = ["DIGITS", "Recipe", "copy_with_softmax_layer", "digits_budget_student", "digits_student", "digits_teacher", "shifted", "small_student"]
+__all__ = ["DIGITS", "Recipe", "copy_with_softmax_layer", "digits_budget_student", "digits_student", "digits_teacher",
+           "shifted", "small_student"]
