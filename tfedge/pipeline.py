@@ -779,6 +779,9 @@ def run_pipeline(
     floor = min(baseline.accuracy.values()) - config.max_accuracy_drop / 100
     run.log(f"[2/4] {baseline.summary()}; arena {format_size(baseline.arena_bytes)}; accuracy floor "
             f"{100 * floor:.1f} % (baseline - {config.max_accuracy_drop:g} pt)")
+    if 100 / len(run.y_test) > config.max_accuracy_drop / 2:
+        run.log(f"note: {len(run.y_test)} validation samples: one sample is {100 / len(run.y_test):.1f} pt, so the "
+                f"floor holds on them but may not on new data; more validation data makes the choice safer")
     if candidates is None:
         if search_candidates:
             candidates = default_candidates(run, teacher, student)
