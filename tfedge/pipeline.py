@@ -297,8 +297,10 @@ class RunContext:
             steps = epochs * per_epoch
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
             distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
+        if config.verbose and epochs > 30:  # tiny epochs of a small data set: a progress bar over them, not a line each
+            callbacks = (*callbacks, _EpochBar(epochs))
         distiller.fit(self.dataset(config.batch_size), epochs=epochs, callbacks=list(callbacks),
-                      verbose=config.verbose and 2)
+                      verbose=(config.verbose and 2) if epochs <= 30 else 0)
         return distiller.student
 
     @property
@@ -328,6 +330,17 @@ class RunContext:
         return StageRecord(stage, count_params(model), bytes=tfl.size, gzip_bytes=tfl.gzip_size,
                            accuracy={"keras": self.accuracy(model)}, seconds=_since(started), model=model,
                            tflite=tfl, **figures)
+
+
+class _EpochBar(keras.callbacks.Callback):
+    """One Keras progress bar over the epochs of a long run of short epochs, with the last epoch's metrics."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.bar = keras.utils.Progbar(epochs, unit_name="epoch")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar.update(epoch + 1, values=[(k, v) for k, v in (logs or {}).items() if k in ("loss", "accuracy")])
 
 
 def _since(started: float) -> float:
