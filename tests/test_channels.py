@@ -95,8 +95,16 @@ def two_outputs() -> keras.Model:
     return keras.Model(x, [L.Dense(10, name="classes")(y), L.Dense(1, name="score")(y)], name="two_outputs")
 
 
-BUILDERS = {"plain_cnn": plain_cnn, "residual": residual, "inverted_residual": inverted_residual,
-            "conv1d": conv1d, "concatenate": concatenate, "two_outputs": two_outputs}
+def reshape_flat() -> keras.Model:
+    return keras.Sequential([
+        L.Input((6, 6, 2)), L.Conv2D(6, 3, activation="relu", name="conv"), L.Reshape((-1,), name="flat"),
+        L.Dense(8, activation="relu", name="fc"), L.Dense(3, name="out"),
+    ], name="reshape_flat")
+
+
+BUILDERS = {"plain_cnn": plain_cnn, "reshape_flat": reshape_flat, "residual": residual,
+            "inverted_residual": inverted_residual, "conv1d": conv1d, "concatenate": concatenate,
+            "two_outputs": two_outputs}
 
 
 def _randomize_bn(model: keras.Model, rng: np.random.Generator) -> None:
@@ -419,3 +427,20 @@ def test_callback_refuses_a_ratio_that_empties_a_layer_before_training(digits):
     callback = tfedge.ChannelPruningCallback(ratio={"conv2": 0.99})
     with pytest.raises(InputError, match="ratio 0.99 would leave layer 'conv2' with 0 of its 16 channels"):
         model.fit(digits.x_train[:64], digits.y_train[:64], epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_shared_and_nested_layers_keep_their_channels():
+    inner = keras.Sequential([L.Input((4, 4, 8)), L.Conv2D(4, 1, name="inner_conv")], name="inner")
+    x = L.Input((4, 4, 2))
+    shared = L.Conv2D(8, 1, name="shared")
+    y = inner(L.Add(name="add")([shared(x), shared(x)]))
+    model = keras.Model(x, L.Dense(3, name="out")(L.Flatten(name="flatten")(y)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = tfedge.prune_channels(model, 0.5)
+    expected = ("prune_channels keeps the channels around 2 layer(s) it cannot trace: 'shared', 'inner' "
+                "(strict=True refuses them)")
+    assert [str(w.message) for w in caught if w.category is ChannelPruningWarning] == [expected]
+    assert small.count_params() == model.count_params()
+    x = _inputs(model)
+    np.testing.assert_array_equal(_outputs(model, x)[0], _outputs(small, x)[0])

@@ -183,7 +183,8 @@ class ChannelGraph:
     def _unknown(self, layer: keras.layers.Layer, inputs: list[np.ndarray], outputs: list[Any]) -> np.ndarray:
         for ids in inputs:
             self._freeze(ids)
-        self.unknown.append(layer.name)
+        if layer.name not in self.unknown:  # a shared layer is met once per call
+            self.unknown.append(layer.name)
         out = self._fresh(_last_dim(outputs[0]), frozen=True)
         self.layers[layer.name] = LayerChannels(layer.name, "unknown", inputs[0] if inputs else _NONE, out)
         return out

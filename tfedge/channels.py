@@ -297,7 +297,7 @@ def prune_channels(
     are rounded up to a multiple of it. Coupled channels (Add, Concatenate, Flatten -> Dense, depthwise
     layers ...) are removed together; model inputs and outputs keep their shapes; layers the graph
     cannot trace keep their channels (one warning, or :class:`~tfedge.errors.ModelError` with
-    ``strict=True``). ``model`` is not modified.
+    ``strict=True``). ``model`` is not modified; the new model is not compiled.
 
     >>> from tfedge import keras
     >>> model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(6, name="hidden"),
