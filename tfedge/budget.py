@@ -101,8 +101,9 @@ class Candidate:
     result: Any = dataclasses.field(default=None, repr=False, compare=False)  # what training produced
 
     def fits(self, flash: int | None = None, ram: int | None = None) -> bool:
-        """True when the measured bytes and arena are within ``flash`` / ``ram`` (None: no limit)."""
-        return ((flash is None or (self.bytes is not None and self.bytes <= flash))
+        """True when the candidate was measured and its bytes and arena are within ``flash`` / ``ram`` (None: no
+        limit)."""
+        return (self.bytes is not None and (flash is None or self.bytes <= flash)
                 and (ram is None or (self.arena_bytes is not None and self.arena_bytes <= ram)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,6 +202,8 @@ def budget_text(flash: int | None, ram: int | None) -> str:
 def nothing_fits_message(candidates: Sequence[Candidate], *, flash: int | None, ram: int | None) -> str:
     """Why no candidate fits the budget: the smallest one's bytes and arena against it, and what to do."""
     measured = [c for c in candidates if c.bytes is not None]
+    if not measured:
+        return "no candidate could be converted and allocated on TFLite Micro: see the statuses above"
     smallest_flash = min(measured, key=lambda c: c.bytes or 0)
     smallest_ram = min(measured, key=lambda c: c.arena_bytes or 0)
     parts = []

@@ -445,7 +445,8 @@ def prune_student(run: RunContext, student: keras.Model, teacher: keras.Model, *
                            seconds=_since(started), model=stripped, tflite=tfl)
 
 
-def prune_within_floor(run: RunContext, student: keras.Model, teacher: keras.Model, floor: float) -> StageRecord:
+def prune_within_floor(run: RunContext, student: keras.Model, teacher: keras.Model, floor: float, *,
+                       reference: float | None = None) -> StageRecord:
     """Stage 'pruning' with the sparsity searched downwards: ``config.sparsity``, then lower levels, until the
     pruned student stays at or above ``floor``. Magnitude sparsity never shrinks a plain int8 file, so a
     level that costs the floor is not worth imposing. The last level tried is returned if none holds."""
@@ -458,6 +459,9 @@ def prune_within_floor(run: RunContext, student: keras.Model, teacher: keras.Mod
                 f"{100 * floor:.1f} %): trying a lower sparsity")
         level = round(level - 0.2, 2)
     assert record is not None
+    if reference is not None:
+        with run.stage("pruning"):
+            run.check_collapse("pruning", record.accuracy["keras"], record.model, reference)
     return record
 
 
@@ -537,7 +541,7 @@ def default_candidates(run: RunContext, teacher: keras.Model, student: Any = Non
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 narrow = tfedge.prune_channels(head, ratio)
-        except TfedgeError as exc:
+        except Exception as exc:  # a graph prune_channels cannot rebuild: the search goes on without it
             run.log(f"no channel-pruned candidate at {ratio:.0%}: {exc}")
             continue
         if count_params(narrow) < count_params(head):
@@ -578,9 +582,14 @@ def measure_candidates(run: RunContext, candidates: list[Candidate]) -> list[Can
             t0 = time.perf_counter()
             if c.bytes is None:
                 assert c.build is not None
-                with run.strategy.scope():
-                    model = c.build()
-                c.bytes, c.arena_bytes, c.qat = measure(model, calibration)
+                try:
+                    with run.strategy.scope():
+                        model = c.build()
+                    c.bytes, c.arena_bytes, c.qat = measure(model, calibration)
+                except TfedgeError as exc:  # e.g. an op TFLite Micro lacks: this candidate cannot be deployed
+                    c.status = f"cannot be deployed: {first_line(exc, 120)}"
+                    run.log(f"{c.name}: {c.status}")
+                    continue
                 if not c.qat:
                     c.status = "measured (TF-MOT cannot wrap it: post-training int8)"
             c.seconds = round(time.perf_counter() - t0, 1)
@@ -602,7 +611,7 @@ def train_candidate(run: RunContext, c: Candidate, teacher: keras.Model, *, refe
     stages = [distilled]
     current = distilled
     if config.sparsity > 0:
-        current = prune_within_floor(run, current.model, teacher, floor)
+        current = prune_within_floor(run, current.model, teacher, floor, reference=reference)
         stages.append(current)
     qat = quantize_student(run, current.model, teacher, qat=c.qat, reference=reference)
     if c.qat:
