@@ -583,8 +583,10 @@ def test_7_layer_qat_cannot_handle_with_strict(ws, tmp_path, capsys, digits):
                    "--sparsity", "0", "--epochs", "1"])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert re.search("stage 'quantization-aware training' failed: " + match, lines[0]), lines[0]
+    # compress post-training quantizes what QAT cannot wrap; this untrained model is stopped earlier, at chance
+    assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(r"stage 'baseline \(teacher, post-training int8\)' failed: the teacher's plain int8 model "
+                     r"scores [\d.]+ % .*no better than chance", lines[0]), lines[0]
     after = snapshot(ws, tmp_path)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     # the pipeline keeps the outputs of the stages that completed (the float teacher), whole; nothing else

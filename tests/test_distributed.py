@@ -83,7 +83,8 @@ def test_run_pipeline_under_mirrored_strategy_end_to_end(tmp_path, small_cnn, di
         teacher, student = _copy(small_cnn), _copy(small_cnn)
     out = tmp_path / "out"
     config = PipelineConfig.for_recipe(DIGITS, quick=True, out_dir=str(out), sparsity=0.5, distill_epochs=0,
-                                       prune_epochs=1, qat_epochs=1, augment=False, calibration_samples=100, verbose=0)
+                                       prune_epochs=1, qat_epochs=1, augment=False, calibration_samples=100, verbose=0,
+                                       flash=None, ram=None, max_accuracy_drop=100.0)  # ship the student, pruned
     report = tfedge.run_pipeline(config, digits, teacher=teacher, student=student, strategy=strategy, write=True)
 
     assert {"digits_student_int8.tflite", "digits_student_int8.h", "report.json", "MANIFEST.json"} <= {
@@ -212,7 +213,8 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
     tfedge.datasets.save_npz(shared / "train.npz", digits.x_train, digits.y_train)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     command = [*_tfedge_command(), "compress", str(shared / "teacher.keras"), "--data", str(shared / "train.npz"),
-               "--sparsity", "0.5", "--epochs", "1", "--out", "out", "--distribute", "multiworker"]
+               "--sparsity", "0.5", "--epochs", "1", "--out", "out", "--distribute", "multiworker",
+               "--channels", "0.25", "--max-accuracy-drop", "30"]  # the smallest candidate within 30 pt ships, pruned
     hosts = [tmp_path / f"host{i}" for i in range(2)]  # each worker's working folder: the same relative --out
     procs, logs = [], []
     try:
@@ -267,5 +269,5 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
     # the distributed Keras evaluation (gathered from both workers) agrees with LiteRT on the chief
     qat = next(s for s in report["stages"] if s["stage"].startswith("QAT"))
     deployed = report["stages"][-1]
-    assert deployed["accuracy"]["litert"] >= 0.8
+    assert deployed["accuracy"]["litert"] >= max(0.7, report["search"]["floor"])  # one epoch, 50 % sparse, 6 filters
     assert abs(qat["accuracy"]["keras"] - deployed["accuracy"]["litert"]) <= 0.03

@@ -79,6 +79,7 @@ _SUBMODULES = (
     "validation",
     "export",
     "candidates",
+    "budget",
     "recipes",
     "pipeline",
     "report",

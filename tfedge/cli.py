@@ -47,12 +47,18 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     from tfedge._keras import tf
 
-    from tfedge.checks import check_fraction, check_int
+    from tfedge.budget import parse_size
+    from tfedge.checks import check_fraction, check_int, check_range
     from tfedge.datasets import check_inputs_match, check_labels_fit, load_npz
     from tfedge.distribute import cluster_task, lost_worker, strategy_for
     from tfedge.pipeline import compress
 
-    check_fraction(args.sparsity, "--sparsity", high_open=True, hint="e.g. 0.8")
+    check_fraction(args.sparsity, "--sparsity", high_open=True, hint="e.g. 0.5")
+    flash = parse_size(args.flash, "--flash") if args.flash is not None else None
+    ram = parse_size(args.ram, "--ram") if args.ram is not None else None
+    check_range(args.max_accuracy_drop, "--max-accuracy-drop", 0.0, 100.0, hint="points of accuracy, e.g. 1.0")
+    if args.channels is not None:
+        check_fraction(args.channels, "--channels", high_open=True, hint="the fraction of channels to remove, e.g. 0.5")
     if args.epochs is not None:
         check_int(args.epochs, "--epochs", minimum=1, hint="e.g. 5")
     out = Path(args.out)
@@ -85,6 +91,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
               flush=True)
     try:
         report = compress(teacher, (x, y), val=val, student=student, sparsity=args.sparsity, epochs=args.epochs,
+                          flash=flash, ram=ram, max_accuracy_drop=args.max_accuracy_drop, channels=args.channels,
                           out_dir=str(out), name=Path(args.model).stem, strategy=strategy, write=chief, verbose=1)
     except tf.errors.UnavailableError as exc:
         if task is None:
@@ -221,19 +228,31 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
     p = sub.add_parser("demo", parents=[common],
-                       help="the main job: teacher -> distilled, pruned, QAT int8 student on bundled digits")
+                       help="the main job: teacher -> the best int8 student within 3,500 B on the bundled digits")
     p.add_argument("--out", default="tflite_models", help="output folder (default: tflite_models)")
     p.add_argument("--quick", action="store_true", help="a short run for tests (under a minute)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("compress", parents=[common], help="the same pipeline on your own model (the teacher) and data")
+    p = sub.add_parser("compress", parents=[common],
+                       help="compress your own model (the teacher) to a device budget, never below its plain int8 "
+                            "accuracy less --max-accuracy-drop")
     p.add_argument("model", help="teacher model (.keras; .h5 / SavedModel need --trust-model)")
     p.add_argument("--data", required=True, help="training data .npz with x and y")
-    p.add_argument("--val", help="validation / test data .npz with x and y (default: 20%% of --data)")
-    p.add_argument("--student", help="student model (.keras); default: a pruned + QAT copy of the teacher")
-    p.add_argument("--sparsity", type=float, default=0.8, help="target weight sparsity (default 0.8)")
+    p.add_argument("--val", help="validation data .npz with x and y (default: 20%% of --data, stratified)")
+    p.add_argument("--student", help="your student model (.keras), one more candidate of the search")
+    p.add_argument("--flash", help="flash budget: the deployed .tflite's bytes, e.g. 8000, 8KB or 8KiB")
+    p.add_argument("--ram", help="RAM budget: the TFLite Micro arena's bytes, e.g. 4KiB")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                   help="accuracy points below the teacher's plain int8 model a shipped model may lose (default 1)")
+    p.add_argument("--channels", type=float, default=None,
+                   help="fraction of the teacher's channels to remove for its narrower candidate "
+                        "(default: 0.25, 0.5 and 0.75 are tried)")
+    p.add_argument("--sparsity", type=float, default=0.0,
+                   help="magnitude sparsity (default 0: it buys gzip bytes only, a plain int8 .tflite stores zeros "
+                        "densely); lowered when it costs the accuracy floor")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per training stage (default: 10 to distill a --student, 5 to prune, 3 for QAT)")
+                   help="epochs per training stage (default: 10 to distill, 5 to prune, 3 for QAT, and more on "
+                        "small data: at least 1,500 distillation steps)")
     p.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     p.add_argument("--out", required=True, help="output folder")

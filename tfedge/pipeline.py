@@ -1,18 +1,20 @@
-"""The end-to-end pipeline: teacher -> distilled student -> pruned (still distilled) -> sparsity-preserving
-QAT (still distilled) -> full-int8 TFLite -> validated on LiteRT and TFLite Micro -> C array -> report.
+"""The end-to-end pipeline: teacher -> candidates measured against the budget -> the ones that fit trained
+(distilled -> [pruned] -> quantization-aware, still distilled) -> full-int8 TFLite -> validated on LiteRT and
+TFLite Micro -> the one to ship chosen against the teacher's plain int8 baseline -> C array -> report.
 
 Each stage is a function that returns a :class:`StageRecord` (the figures of the report, plus the model
-it produced), and each runs under its own name, so an error says which stage failed. The stages are
-compositions of the public functions a user calls by hand (``tfedge.Distiller``, ``tfedge.prune``,
-``tfedge.PruningCallback``, ``tfedge.strip``, ``tfedge.quantize_aware``, ``tfedge.convert``,
-``tfedge.validate``, ``tfedge.export_c_array``), and :func:`run_pipeline` is a short composition of the
-stages. Outputs are written as soon as the stage that makes them is done, atomically, so a failed stage
-leaves the earlier stages' files in place. The models and settings of a task come from a
-:class:`tfedge.recipes.Recipe` (``tfedge demo``: :data:`tfedge.recipes.DIGITS`).
+it produced), and each runs under its own name, so an error says which stage failed; every training
+stage's accuracy is checked, and a stage that collapses it to chance stops with the likely causes. The
+stages are compositions of the public functions a user calls by hand (``tfedge.Distiller``,
+``tfedge.prune``, ``tfedge.quantize_aware``, ``tfedge.convert``, ``tfedge.validate``,
+``tfedge.prune_channels``, ``tfedge.export_c_array``), and :func:`run_pipeline` is a short composition
+of the stages and the budget search of :mod:`tfedge.budget`. Outputs are written atomically; a model
+below the accuracy floor is never written as the deployed model. The models and settings of a task
+come from a :class:`tfedge.recipes.Recipe` (``tfedge demo``: :data:`tfedge.recipes.DIGITS`).
 
 >>> from tfedge.pipeline import PipelineConfig
->>> PipelineConfig(sparsity=0.5).sparsity
-0.5
+>>> PipelineConfig(flash="8KB").flash, PipelineConfig().sparsity
+(8000, 0.0)
 >>> from tfedge.recipes import DIGITS
 >>> PipelineConfig.for_recipe(DIGITS, quick=True).distill_epochs
 5
@@ -22,8 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,12 +38,22 @@ from tfedge._keras import keras, tf
 import numpy as np
 
 import tfedge
+from tfedge.budget import (
+    Candidate,
+    budget_text,
+    candidate_table,
+    format_size,
+    measure,
+    nothing_fits_message,
+    parse_size,
+    select,
+)
 from tfedge.checks import check_bool, check_fraction, check_int, check_range
 from tfedge.datasets import Split, check_inputs_match, check_labels_fit, digits
 from tfedge.distillation import Distiller
 from tfedge.distribute import weights_sha256
-from tfedge.errors import InputError, TfedgeError
-from tfedge.recipes import DIGITS, Recipe, copy_with_softmax_layer
+from tfedge.errors import CheckFailed, InputError, TfedgeError, first_line
+from tfedge.recipes import DIGITS, Recipe, copy_with_softmax_layer, small_student
 from tfedge.report import build_report, write_manifest, write_report
 
 
@@ -50,11 +65,30 @@ class PipelineConfig:
     a recipe's measured settings come from :meth:`for_recipe` (``tfedge demo``: the digits recipe).
     ``teacher_*`` apply only when the pipeline trains the teacher; ``augment`` adds the recipe's
     augmented copies to the training data of every stage.
+
+    Budget search: ``flash`` (deployed file bytes) and ``ram`` (TFLite Micro arena bytes) take sizes such
+    as ``8000``, ``"8KB"``, ``"8KiB"``; ``max_accuracy_drop`` (points) below the teacher's plain int8
+    accuracy sets the floor; ``channel_ratios`` are the fractions of the teacher's channels removed for
+    its narrower candidates; ``student_widths`` the widths of the built-in small students
+    (:func:`tfedge.recipes.small_student`); ``min_steps``: each distillation runs at least this many
+    optimizer steps (QAT a fifth of them), more epochs on small data sets; ``max_trained`` caps how many
+    candidates are trained (None: every one that
+    fits). ``sparsity`` > 0 adds magnitude pruning, which buys gzip bytes only (a plain int8 ``.tflite``
+    stores zeros densely) and is searched downwards when it costs the floor. ``target`` (optional:
+    ``bytes``, ``accuracy``, ``arena_bytes``) is a goal the report measures the shipped model against.
     """
 
     out_dir: str = "tflite_models"
     name: str = "model"
-    sparsity: float = 0.8
+    sparsity: float = 0.0
+    flash: int | str | None = None
+    ram: int | str | None = None
+    max_accuracy_drop: float = 1.0
+    channel_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    student_widths: tuple[int, ...] = (4, 8, 16)
+    min_steps: int = 0
+    max_trained: int | None = None
+    target: Mapping[str, Any] | None = None
     temperature: float = 4.0
     alpha: float = 0.1
     teacher_epochs: int = 10
@@ -85,6 +119,30 @@ class PipelineConfig:
         check_bool(self.augment, "augment")
         check_int(self.seed, "seed")
         object.__setattr__(self, "runtimes", tuple(self.runtimes))
+        for name in ("flash", "ram"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, parse_size(getattr(self, name), name))
+        check_range(self.max_accuracy_drop, "max_accuracy_drop", 0.0, 100.0, hint="points of accuracy, e.g. 1.0")
+        ratios = tuple(check_fraction(r, "channel_ratios", high_open=True, hint="e.g. (0.25, 0.5)")
+                       for r in self.channel_ratios)
+        object.__setattr__(self, "channel_ratios", ratios)
+        widths = tuple(check_int(w, "student_widths", minimum=1, hint="e.g. (4, 8)") for w in self.student_widths)
+        object.__setattr__(self, "student_widths", widths)
+        check_int(self.min_steps, "min_steps", minimum=0)
+        if self.max_trained is not None:
+            check_int(self.max_trained, "max_trained", minimum=1)
+        if self.target is not None:
+            object.__setattr__(self, "target", dict(self.target))
+
+    @property
+    def flash_bytes(self) -> int | None:
+        """The flash budget in bytes (``flash`` after parsing), or None."""
+        return None if self.flash is None else int(self.flash)
+
+    @property
+    def ram_bytes(self) -> int | None:
+        """The RAM (arena) budget in bytes (``ram`` after parsing), or None."""
+        return None if self.ram is None else int(self.ram)
 
     @classmethod
     def quick(cls, **overrides: Any) -> PipelineConfig:
@@ -98,8 +156,8 @@ class PipelineConfig:
 
         >>> from tfedge.recipes import DIGITS
         >>> config = PipelineConfig.for_recipe(DIGITS, out_dir="build")
-        >>> config.name, config.sparsity, config.out_dir
-        ('digits', 0.3, 'build')
+        >>> config.name, config.flash_bytes, config.out_dir
+        ('digits', 3500, 'build')
         """
         return cls(**{**recipe.settings, **(recipe.quick_settings if quick else {}), **overrides})
 
@@ -226,25 +284,65 @@ class RunContext:
     def accuracy(self, model: keras.Model) -> float:
         return float(np.mean(np.argmax(model.predict(self.x_test, batch_size=256, verbose=0), axis=-1) == self.y_test))
 
+    def epochs_for(self, epochs: int, min_steps: int) -> int:
+        """``epochs``, or more when that many epochs of the training data make fewer than ``min_steps`` steps."""
+        per_epoch = int(np.ceil(len(self.x_fit) / self.config.batch_size))
+        return max(epochs, int(np.ceil(min_steps / per_epoch)))
+
     def distill(self, student: keras.Model, teacher: keras.Model, epochs: int, learning_rate: float,
                 callbacks: tuple = ()) -> keras.Model:
         """Train ``student`` with a :class:`tfedge.Distiller` (cosine-decayed Adam) for ``epochs``; return it."""
         config = self.config
+        per_epoch = int(np.ceil(len(self.x_fit) / config.batch_size))
         with self.strategy.scope():
             distiller = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
-            steps = epochs * int(np.ceil(len(self.x_fit) / config.batch_size))
+            steps = epochs * per_epoch
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
             distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
+        if config.verbose and epochs > 30:  # tiny epochs of a small data set: a progress bar over them, not a line each
+            callbacks = (*callbacks, _EpochBar(epochs))
         distiller.fit(self.dataset(config.batch_size), epochs=epochs, callbacks=list(callbacks),
-                      verbose=config.verbose and 2)
+                      verbose=(config.verbose and 2) if epochs <= 30 else 0)
         return distiller.student
+
+    @property
+    def chance(self) -> float:
+        """The accuracy of always answering the most frequent class of the test (validation) data."""
+        return float(np.bincount(self.y_test.astype(np.int64)).max() / len(self.y_test))
+
+    def check_collapse(self, stage: str, accuracy: float, model: keras.Model, reference: float) -> None:
+        """Stop (``CheckFailed``; the stage's context names ``stage``) when ``accuracy`` fell to chance while
+        ``reference`` (what
+        the teacher scores) is well above it: the model learnt nothing, and shipping it would be silent."""
+        chance = self.chance
+        if accuracy > chance + max(0.02, 0.15 * (reference - chance)):
+            return
+        config = self.config
+        raise CheckFailed(
+            f"the accuracy of '{model.name}' collapsed to {100 * accuracy:.1f} % on the validation "
+            f"data (chance {100 * chance:.1f} %, the teacher {100 * reference:.1f} %). Likely causes: the learning "
+            f"rate ({config.learning_rate:g}; try {config.learning_rate / 3:.0e} or {config.learning_rate * 3:.0e}), a "
+            f"softmax head on the student (end it with Dense(num_classes) and no activation: logits), or a student "
+            f"too small for the task ({count_params(model):,} parameters: try a wider one, or leave --student out to "
+            f"search the built-in candidates)")
 
     def float_record(self, stage: str, model: keras.Model, started: float, **figures: Any) -> StageRecord:
         """The record of a float Keras model: its float32 .tflite bytes and its accuracy."""
         tfl = tfedge.convert(model, quantization="float32")
-        return StageRecord(stage, int(model.count_params()), bytes=tfl.size, gzip_bytes=tfl.gzip_size,
+        return StageRecord(stage, count_params(model), bytes=tfl.size, gzip_bytes=tfl.gzip_size,
                            accuracy={"keras": self.accuracy(model)}, seconds=_since(started), model=model,
                            tflite=tfl, **figures)
+
+
+class _EpochBar(keras.callbacks.Callback):
+    """One Keras progress bar over the epochs of a long run of short epochs, with the last epoch's metrics."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.bar = keras.utils.Progbar(epochs, unit_name="epoch")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar.update(epoch + 1, values=[(k, v) for k, v in (logs or {}).items() if k in ("loss", "accuracy")])
 
 
 def _since(started: float) -> float:
@@ -253,6 +351,10 @@ def _since(started: float) -> float:
 
 # --------------------------------------------------------------------------------------------
 # the stages
+
+
+def count_params(model: keras.Model) -> int:
+    return int(model.count_params())
 
 
 def train_teacher(run: RunContext, teacher: keras.Model | None = None) -> StageRecord:
@@ -269,16 +371,41 @@ def train_teacher(run: RunContext, teacher: keras.Model | None = None) -> StageR
             teacher.fit(run.dataset(config.teacher_batch_size), epochs=config.teacher_epochs,
                         verbose=config.verbose and 2)
         tfl = tfedge.convert(teacher, quantization="float32")
-        return StageRecord("teacher float32", int(teacher.count_params()), sparsity=0.0, bytes=tfl.size,
+        return StageRecord("teacher float32", count_params(teacher), sparsity=0.0, bytes=tfl.size,
                            gzip_bytes=tfl.gzip_size, accuracy={"keras": run.accuracy(teacher)}, compression=1.0,
                            seconds=_since(started), model=teacher, tflite=tfl)
 
 
-def distill_student(run: RunContext, student: Any, teacher: keras.Model) -> StageRecord:
+def ptq_baseline(run: RunContext, teacher: keras.Model) -> StageRecord:
+    """Stage 'baseline': the teacher's own plain post-training int8 model, validated like the candidates.
+
+    Its accuracy on the validation data, less ``max_accuracy_drop``, is the floor no shipped model goes below.
+    """
+    started = time.perf_counter()
+    with run.stage("baseline (teacher, post-training int8)"):
+        tfl = tfedge.convert(teacher, representative_data=run.x_train, quantization="int8",
+                             calibration_samples=run.config.calibration_samples)
+        result = tfedge.validate(tfl, run.x_test, run.y_test, runtimes=run.config.runtimes, verbose=0)
+        accuracy = min(result.accuracy.values())
+        chance = run.chance
+        if accuracy <= chance + 0.02:
+            raise CheckFailed(
+                f"the teacher's plain int8 model scores {100 * accuracy:.1f} % on the validation data, no better than "
+                f"chance ({100 * chance:.1f} %): check that the teacher is trained and that the labels of the data "
+                f"match its outputs")
+        return StageRecord("teacher int8 (PTQ baseline)", count_params(teacher), bytes=tfl.size,
+                           gzip_bytes=tfl.gzip_size, accuracy=dict(result.accuracy), arena_bytes=result.arena_bytes,
+                           seconds=_since(started), model=teacher, tflite=tfl, validation=result,
+                           inspection=tfedge.inspect(tfl))
+
+
+def distill_student(run: RunContext, student: Any, teacher: keras.Model, *, reference: float | None = None
+                    ) -> StageRecord:
     """Stage 'distillation': build the student if needed and distill it from ``teacher`` (``distill_epochs``).
 
     ``student``: a Keras model, a function of no arguments that builds one, or None for the recipe's
-    student. With ``distill_epochs=0`` the student is measured as it is.
+    student. With ``distill_epochs=0`` the student is measured as it is. With ``reference`` (the
+    teacher's accuracy) a student that ends at chance stops the run (``CheckFailed``).
     """
     config, started = run.config, time.perf_counter()
     with run.stage("distillation"):
@@ -288,45 +415,81 @@ def distill_student(run: RunContext, student: Any, teacher: keras.Model) -> Stag
             elif callable(student) and not isinstance(student, keras.Model):
                 student = student()
         if config.distill_epochs:
-            run.log(f"distilling the student ({config.distill_epochs} epochs, T={config.temperature}, "
-                    f"alpha={config.alpha})")
-            student = run.distill(student, teacher, config.distill_epochs, config.learning_rate)
+            epochs = run.epochs_for(config.distill_epochs, config.min_steps)
+            run.log(f"distilling '{student.name}' ({count_params(student):,} parameters; {epochs} "
+                    f"epochs, T={config.temperature}, alpha={config.alpha})")
+            student = run.distill(student, teacher, epochs, config.learning_rate)
         label = "student float32" + (" (distilled)" if config.distill_epochs else "")
-        return run.float_record(label, student, started, sparsity=0.0)
+        record = run.float_record(label, student, started, sparsity=0.0)
+        if reference is not None and config.distill_epochs:
+            run.check_collapse("distillation", record.accuracy["keras"], student, reference)
+        return record
 
 
-def prune_student(run: RunContext, student: keras.Model, teacher: keras.Model) -> StageRecord:
-    """Stage 'pruning': prune ``student`` to ``config.sparsity`` while distilling it (``prune_epochs``), strip it."""
+def prune_student(run: RunContext, student: keras.Model, teacher: keras.Model, *, sparsity: float | None = None
+                  ) -> StageRecord:
+    """Stage 'pruning': prune ``student`` to ``sparsity`` (default ``config.sparsity``) while distilling it
+    (``prune_epochs``), strip it."""
     config, started = run.config, time.perf_counter()
+    sparsity = config.sparsity if sparsity is None else sparsity
     with run.stage("pruning"):
-        run.log(f"pruning to {config.sparsity:.0%} while distilling ({config.prune_epochs} epochs)")
+        run.log(f"pruning to {sparsity:.0%} while distilling ({config.prune_epochs} epochs)")
         with run.strategy.scope():
-            pruned = tfedge.prune(student, config.sparsity, epochs=config.prune_epochs, end=0.7)
+            pruned = tfedge.prune(student, sparsity, epochs=config.prune_epochs, end=0.7)
         pruned = run.distill(pruned, teacher, config.prune_epochs, config.learning_rate / 2,
                              callbacks=(tfedge.PruningCallback(strict=True),))
         with run.strategy.scope():
             stripped = tfedge.strip(pruned)
         tfl = tfedge.convert(stripped, quantization="float32")
-        return StageRecord("pruned float32", int(stripped.count_params()),
+        return StageRecord("pruned float32", count_params(stripped),
                            sparsity=tfedge.sparsity_report(stripped)["overall"], bytes=tfl.size,
                            gzip_bytes=tfl.gzip_size, accuracy={"keras": run.accuracy(stripped)},
                            seconds=_since(started), model=stripped, tflite=tfl)
 
 
-def quantize_student(run: RunContext, student: keras.Model, teacher: keras.Model) -> StageRecord:
+def prune_within_floor(run: RunContext, student: keras.Model, teacher: keras.Model, floor: float, *,
+                       reference: float | None = None) -> StageRecord:
+    """Stage 'pruning' with the sparsity searched downwards: ``config.sparsity``, then lower levels, until the
+    pruned student stays at or above ``floor``. Magnitude sparsity never shrinks a plain int8 file, so a
+    level that costs the floor is not worth imposing. The last level tried is returned if none holds."""
+    level, record = run.config.sparsity, None
+    while level >= 0.1:
+        record = prune_student(run, student, teacher, sparsity=level)
+        if record.accuracy["keras"] >= floor:
+            return record
+        run.log(f"sparsity {level:.0%} costs too much ({100 * record.accuracy['keras']:.1f} % < floor "
+                f"{100 * floor:.1f} %): trying a lower sparsity")
+        level = round(level - 0.2, 2)
+    assert record is not None
+    if reference is not None:
+        with run.stage("pruning"):
+            run.check_collapse("pruning", record.accuracy["keras"], record.model, reference)
+    return record
+
+
+def quantize_student(run: RunContext, student: keras.Model, teacher: keras.Model, *, qat: bool = True,
+                     reference: float | None = None) -> StageRecord:
     """Stage 'quantization-aware training': QAT (zeros kept when pruned) while distilling (``qat_epochs``).
 
-    The record's ``params`` are the float student's; its ``model`` is the QAT model.
+    The record's ``params`` are the float student's; its ``model`` is the QAT model. With ``qat=False`` (a
+    model TF-MOT cannot wrap) the float model passes through, to be post-training quantized.
     """
     config, started = run.config, time.perf_counter()
+    if not qat:
+        return StageRecord("float (post-training int8 follows)", count_params(student), model=student)
     with run.stage("quantization-aware training"):
-        run.log(f"quantization-aware training ({config.qat_epochs} epochs, zeros kept)")
+        epochs = run.epochs_for(config.qat_epochs, config.min_steps // 5)
+        run.log(f"quantization-aware training ({epochs} epochs, distilled)")
+        sparse = tfedge.sparsity_report(student)["overall"] > 0.05
         with run.strategy.scope():
-            qat = tfedge.quantize_aware(student, preserve_sparsity=config.sparsity > 0, strict=True)
-        qat = run.distill(qat, teacher, config.qat_epochs, config.qat_learning_rate)
-        return StageRecord("QAT (fake-quant Keras)", int(student.count_params()),
-                           sparsity=tfedge.sparsity_report(qat)["overall"], accuracy={"keras": run.accuracy(qat)},
-                           seconds=_since(started), model=qat)
+            wrapped = tfedge.quantize_aware(student, preserve_sparsity=sparse, strict=True)
+        wrapped = run.distill(wrapped, teacher, epochs, config.qat_learning_rate)
+        record = StageRecord("QAT (fake-quant Keras)", count_params(student),
+                             sparsity=tfedge.sparsity_report(wrapped)["overall"],
+                             accuracy={"keras": run.accuracy(wrapped)}, seconds=_since(started), model=wrapped)
+        if reference is not None:
+            run.check_collapse("quantization-aware training", record.accuracy["keras"], student, reference)
+        return record
 
 
 def convert_student(run: RunContext, qat: keras.Model) -> Any:
@@ -345,13 +508,192 @@ def validate_student(run: RunContext, tfl: Any, qat: StageRecord, *, started: fl
     with run.stage("validation"):
         info = tfedge.inspect(tfl)
         result = tfedge.validate(tfl, run.x_test, run.y_test, reference=qat.model, runtimes=run.config.runtimes,
-                                 verbose=run.config.verbose)
+                                 verbose=0)
         figures = result.to_dict()
         return StageRecord("deployed int8", qat.params, sparsity=info.sparsity, bytes=tfl.size,
                            gzip_bytes=tfl.gzip_size, accuracy=dict(result.accuracy),
                            agreement=figures.get("agreement"), arena_bytes=result.arena_bytes,
                            latency_us=figures.get("latency_us"), seconds=_since(started), model=qat.model,
                            tflite=tfl, validation=result, inspection=info)
+
+
+# --------------------------------------------------------------------------------------------
+# the budget search
+
+
+def _builder(model: keras.Model) -> Callable[[], keras.Model]:
+    """Build a fresh copy of ``model`` with its weights (a candidate is trained on a copy, never the original)."""
+    def build() -> keras.Model:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return copy
+    return build
+
+
+def default_candidates(run: RunContext, teacher: keras.Model, student: Any = None) -> list[Candidate]:
+    """The search's candidates: the teacher's own architecture (a copy, quantization-aware trained), narrower
+    copies of it (``tfedge.prune_channels`` at ``config.channel_ratios``, recovered by distillation), the
+    user's ``student`` and the built-in small students (:func:`tfedge.recipes.small_student`)."""
+    found: list[Candidate] = []
+    with run.strategy.scope():
+        head = copy_with_softmax_layer(teacher)
+    found.append(Candidate(f"{teacher.name} (QAT)", "teacher", _builder(head), count_params(head), distill=False))
+    for ratio in run.config.channel_ratios:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                narrow = tfedge.prune_channels(head, ratio)
+        except Exception as exc:  # a graph prune_channels cannot rebuild: the search goes on without it
+            run.log(f"no channel-pruned candidate at {ratio:.0%}: {exc}")
+            continue
+        if count_params(narrow) < count_params(head):
+            found.append(Candidate(f"{teacher.name} -{ratio:.0%} channels", "channels", _builder(narrow),
+                                   count_params(narrow)))
+    if student is not None:
+        with run.strategy.scope():
+            built = student() if callable(student) and not isinstance(student, keras.Model) else student
+        found.append(Candidate(f"student '{built.name}'", "student", _builder(built), count_params(built)))
+    for width in run.config.student_widths:
+        try:
+            model = small_student(run.input_shape, run.num_classes, width=width)
+        except InputError:
+            break
+        found.append(Candidate(f"built-in {model.name}", "built-in",
+                               functools.partial(small_student, run.input_shape, run.num_classes, width=width),
+                               count_params(model)))
+    return found
+
+
+def recipe_candidates(run: RunContext) -> list[Candidate]:
+    """The recipe's own candidates (``Recipe.candidates``), or its student when it lists none."""
+    builders = dict(run.recipe.candidates) or {run.recipe.name + " student": run.recipe.student}
+    out = []
+    for name, build in builders.items():
+        model = build(run.input_shape, run.num_classes)
+        out.append(Candidate(name, "built-in", functools.partial(build, run.input_shape, run.num_classes),
+                             count_params(model)))
+    return out
+
+
+def measure_candidates(run: RunContext, candidates: list[Candidate]) -> list[Candidate]:
+    """Stage 'measuring candidates': every candidate's int8 bytes and TFLite Micro arena, before any training."""
+    started = time.perf_counter()
+    with run.stage("measuring candidates"):
+        calibration = run.x_train[:32]
+        for c in candidates:
+            t0 = time.perf_counter()
+            if c.bytes is None:
+                assert c.build is not None
+                try:
+                    with run.strategy.scope():
+                        model = c.build()
+                    c.bytes, c.arena_bytes, c.qat = measure(model, calibration)
+                except TfedgeError as exc:  # e.g. an op TFLite Micro lacks: this candidate cannot be deployed
+                    c.status = f"cannot be deployed: {first_line(exc, 120)}"
+                    run.log(f"{c.name}: {c.status}")
+                    continue
+                if not c.qat:
+                    c.status = "measured (TF-MOT cannot wrap it: post-training int8)"
+            c.seconds = round(time.perf_counter() - t0, 1)
+        run.log(f"measured {len(candidates)} candidates before training ({_since(started)} s); budget: "
+                f"{budget_text(run.config.flash_bytes, run.config.ram_bytes)}\n"
+                + candidate_table(candidates, flash=run.config.flash_bytes, ram=run.config.ram_bytes))
+    return candidates
+
+
+def train_candidate(run: RunContext, c: Candidate, teacher: keras.Model, *, reference: float, floor: float,
+                    ) -> list[StageRecord]:
+    """Train one candidate: distill -> [prune] -> QAT (or post-training int8) -> int8 -> validate. Its stages."""
+    config = run.config
+    assert c.build is not None
+    with run.strategy.scope():
+        model = c.build()
+    distilled = distill_student(run, model, teacher, reference=reference) if c.distill else \
+        run.float_record("student float32", model, time.perf_counter(), sparsity=0.0)
+    stages = [distilled]
+    current = distilled
+    if config.sparsity > 0:
+        current = prune_within_floor(run, current.model, teacher, floor, reference=reference)
+        stages.append(current)
+    qat = quantize_student(run, current.model, teacher, qat=c.qat, reference=reference)
+    if c.qat:
+        stages.append(qat)
+    started = time.perf_counter()
+    tfl = convert_student(run, qat.model)
+    deployed = validate_student(run, tfl, qat, started=started)
+    stages.append(deployed)
+    with run.stage("int8 conversion"):
+        run.check_collapse("int8 conversion", min(deployed.accuracy.values()), current.model, reference)
+    if c.bytes is not None and tfl.size != c.bytes:  # the budget is checked on what is shipped, not on the forecast
+        run.log(f"'{c.name}': measured {format_size(c.bytes)} before training, {format_size(tfl.size)} after")
+        c.bytes = tfl.size
+    c.arena_bytes = deployed.arena_bytes
+    c.accuracies = dict(deployed.accuracy)
+    c.accuracy = min(deployed.accuracy.values())
+    c.sparsity = deployed.sparsity
+    return stages
+
+
+def baseline_candidate(baseline: StageRecord) -> Candidate:
+    """The teacher's plain int8 model as a candidate: measured, validated, needs no training."""
+    return Candidate("teacher int8 (PTQ)", "teacher", None, baseline.params, distill=False, qat=False,
+                     bytes=baseline.bytes, arena_bytes=baseline.arena_bytes,
+                     accuracy=min(baseline.accuracy.values()), accuracies=dict(baseline.accuracy),
+                     status="baseline (no training)", result=[baseline])
+
+
+def search(run: RunContext, everything: list[Candidate], teacher: keras.Model, *, floor: float, reference: float,
+           user_student: bool = False) -> Candidate:
+    """Train the candidates that fit and choose one (``tfedge.budget.select``); ``everything[0]`` is the baseline.
+
+    The baseline (the teacher's plain int8 model) is a candidate too: it needs no training. Without a
+    budget the candidates are trained smallest first and the first that reaches the floor is shipped;
+    with a budget the ones that fit are trained largest first (at most ``max_trained``) and the most
+    accurate is shipped. A collapsed stage of the user's own student stops the run (its error names the
+    stage); a built-in candidate that collapses is recorded and the search goes on.
+    """
+    config, base = run.config, everything[0]
+    fitting = [c for c in everything if c.fits(config.flash_bytes, config.ram_bytes)]
+    if not fitting:
+        raise CheckFailed(nothing_fits_message(everything, flash=config.flash_bytes, ram=config.ram_bytes))
+    budget = config.flash_bytes is not None or config.ram_bytes is not None
+    order = sorted((c for c in fitting if c is not base), key=lambda c: (c.bytes or 0, c.arena_bytes or 0),
+                   reverse=budget)
+    if config.max_trained is not None:
+        order = order[:config.max_trained]
+    for c in everything:
+        if c is not base and c not in order:
+            c.status = "does not fit" if c not in fitting else "not trained"
+    for k, c in enumerate(order, 1):
+        if not budget and (c.bytes or 0) >= (base.bytes or 0):
+            c.status = "not trained (no smaller than the baseline)"
+            continue
+        run.log(f"[candidate {k}/{len(order)}] {c.name}: {format_size(c.bytes)}, arena {format_size(c.arena_bytes)}")
+        started = time.perf_counter()
+        try:
+            c.result = train_candidate(run, c, teacher, reference=reference, floor=floor)
+        except CheckFailed as exc:
+            if c.origin == "student" and user_student:
+                raise
+            found = re.search(r"stage '([^']+)'.*collapsed to ([0-9.]+ %)", str(exc))
+            c.status = f"collapsed in {found.group(1)} to {found.group(2)}" if found else f"failed: {first_line(exc)}"
+            c.seconds = _since(started)
+            run.log(f"{c.name}: {c.status}")
+            continue
+        c.seconds = _since(started)
+        over = not c.fits(config.flash_bytes, config.ram_bytes)
+        c.status = "trained" + (" (over the budget after training)" if over else "")
+        run.log(f"{c.name}: {format_size(c.bytes)}, arena {format_size(c.arena_bytes)}, accuracy "
+                + ", ".join(f"{r} {100 * a:.1f} %" for r, a in c.accuracies.items())
+                + (" (below the floor)" if (c.accuracy or 0) < floor else ""))
+        if not budget and (c.accuracy or 0) >= floor:
+            break  # smallest first: the first that reaches the floor is the smallest that does
+    for c in order:
+        if c.status == "measured" or c.status.startswith("measured ("):
+            c.status = "not trained (a smaller one reached the floor)"
+    chosen = select(everything, floor=floor, flash=config.flash_bytes, ram=config.ram_bytes)
+    chosen.status += " -> shipped"
+    return chosen
 
 
 class Outputs:
@@ -370,7 +712,38 @@ class Outputs:
             self.add(self.out / filename)
 
 
-def write_outputs(run: RunContext, outputs: Outputs, stages: list[StageRecord], *, seconds: float) -> dict:
+def search_summary(run: RunContext, candidates: list[Candidate], chosen: Candidate | None, baseline: StageRecord,
+                   teacher: StageRecord) -> dict[str, Any]:
+    """The report's ``search``: budget, floor, baseline, every candidate (Pareto front marked), the choice, target."""
+    from tfedge.budget import pareto
+
+    config = run.config
+    base_acc = min(baseline.accuracy.values())
+    front = {id(c) for c in pareto(candidates)}
+    out: dict[str, Any] = {
+        "budget": {"flash": config.flash_bytes, "ram": config.ram_bytes},
+        "max_accuracy_drop": config.max_accuracy_drop,
+        "baseline": {"bytes": baseline.bytes, "arena_bytes": baseline.arena_bytes, "accuracy": base_acc},
+        "floor": base_acc - config.max_accuracy_drop / 100,
+        "teacher": {"bytes": teacher.bytes, "accuracy": teacher.accuracy.get("keras")},
+        "candidates": [{**c.to_dict(), "pareto": id(c) in front} for c in candidates],
+        "chosen": chosen.name if chosen is not None else None,
+    }
+    if config.target and chosen is not None:
+        target = dict(config.target)
+        gaps = {}
+        if "bytes" in target:
+            gaps["bytes_over"] = max(0, (chosen.bytes or 0) - target["bytes"])
+        if "accuracy" in target:
+            gaps["accuracy_short"] = max(0.0, round(target["accuracy"] - (chosen.accuracy or 0), 6))
+        if "arena_bytes" in target:
+            gaps["arena_over"] = max(0, (chosen.arena_bytes or 0) - target["arena_bytes"])
+        out["target"] = {**target, "met": not any(gaps.values()), **gaps}
+    return out
+
+
+def write_outputs(run: RunContext, outputs: Outputs, stages: list[StageRecord], *, seconds: float,
+                  search: Mapping[str, Any] | None = None) -> dict:
     """Stage 'writing outputs': the C array of the deployed model, the report and the manifest; returns the report."""
     config, deployed = run.config, stages[-1]
     with run.stage("writing outputs"):
@@ -383,7 +756,7 @@ def write_outputs(run: RunContext, outputs: Outputs, stages: list[StageRecord], 
             title=f"tfedge: {config.name}", config=dataclasses.asdict(config), stages=[s.to_dict() for s in stages],
             deployed=deployed.validation.to_dict(), fully_int8=bool(deployed.inspection.fully_int8),
             student_weights_sha256=weights_sha256(deployed.model), files=outputs.files,
-            data={"train": int(len(run.x_train)), "test": int(len(run.x_test))}, seconds=seconds)
+            data={"train": len(run.x_train), "test": len(run.x_test)}, seconds=seconds, search=search)
         if run.write:
             write_report(report, run.out)
             write_manifest(run.out, outputs.files, dataset=run.recipe.dataset, scored=f"{stem}.tflite",
@@ -401,47 +774,75 @@ def run_pipeline(
     *,
     teacher: keras.Model | None = None,
     student: keras.Model | Callable[[], keras.Model] | None = None,
+    candidates: list[Candidate] | None = None,
+    search_candidates: bool = False,
     strategy: tf.distribute.Strategy | None = None,
     write: bool = True,
     recipe: Recipe = DIGITS,
 ) -> dict:
     """Run every stage and return the report dict; outputs go to ``config.out_dir`` when ``write``.
 
-    ``data`` has ``x_train, y_train, x_test, y_test`` (e.g. ``tfedge.datasets.digits()``).
-    ``teacher``: a trained Keras model, or None to train ``recipe.teacher``. ``student``: a model or a
-    function building one (None: ``recipe.student``). ``recipe`` also gives the augmentation that
-    ``config.augment`` turns on. ``strategy``: a ``tf.distribute`` strategy for every training stage
-    (default: the current one). With ``write=False`` (non-chief workers of a multi-worker run) nothing
-    is written.
+    ``data`` has ``x_train, y_train, x_test, y_test`` (e.g. ``tfedge.datasets.digits()``); every accuracy
+    (stage checks, floor, choice) is measured on ``x_test, y_test``. ``teacher``: a trained Keras model, or
+    None to train ``recipe.teacher``. The candidates: ``candidates`` if given; with ``search_candidates``
+    the full search of :func:`compress` (:func:`default_candidates`); else ``student`` (a model or a function
+    building one) alone; else the recipe's candidates. The teacher's plain int8 model is always the
+    baseline and a candidate. ``strategy``: a ``tf.distribute`` strategy for every training stage. With
+    ``write=False`` (non-chief workers of a multi-worker run) nothing is written. Raises
+    :class:`tfedge.CheckFailed` (exit 1) when no candidate fits the budget or reaches the accuracy floor;
+    the report of what was tried is then written, the deployed model is not.
     """
     t_start = time.perf_counter()
     run = RunContext.prepare(config, data, strategy=strategy, recipe=recipe, write=write)
-    outputs, stages = Outputs(run), []
-    total = 5 if config.sparsity > 0 else 4
-
-    def done(record: StageRecord) -> StageRecord:
-        stages.append(record)
-        run.log(f"[{len(stages)}/{total}] {record.summary()}")
-        return record
-
-    trained = done(train_teacher(run, teacher))
+    outputs = Outputs(run)
+    trained = train_teacher(run, teacher)
+    run.log(f"[1/4] {trained.summary()}")
     outputs.save(f"{config.name}_teacher_float32.tflite", trained.tflite)
     teacher, teacher_bytes = trained.model, trained.bytes
-    current = done(distill_student(run, student, teacher).relative_to(teacher_bytes))
-    if config.sparsity > 0:
-        current = done(prune_student(run, current.model, teacher).relative_to(teacher_bytes))
-    qat = done(quantize_student(run, current.model, teacher))
-    started = time.perf_counter()
-    tfl = convert_student(run, qat.model)
-    outputs.save(f"{config.name}_student_int8.tflite", tfl)
-    done(validate_student(run, tfl, qat, started=started).relative_to(teacher_bytes))
-    report = write_outputs(run, outputs, stages, seconds=time.perf_counter() - t_start)
+    baseline = ptq_baseline(run, teacher).relative_to(teacher_bytes)
+    floor = min(baseline.accuracy.values()) - config.max_accuracy_drop / 100
+    run.log(f"[2/4] {baseline.summary()}; arena {format_size(baseline.arena_bytes)}; accuracy floor "
+            f"{100 * floor:.1f} % (baseline - {config.max_accuracy_drop:g} pt)")
+    if 100 / len(run.y_test) > config.max_accuracy_drop / 2:
+        run.log(f"note: {len(run.y_test)} validation samples: one sample is {100 / len(run.y_test):.1f} pt, so the "
+                f"floor holds on them but may not on new data; more validation data makes the choice safer")
+    if candidates is None:
+        if search_candidates:
+            candidates = default_candidates(run, teacher, student)
+        elif student is not None:
+            with run.strategy.scope():
+                built = student() if callable(student) and not isinstance(student, keras.Model) else student
+            candidates = [Candidate(f"student '{built.name}'", "student", lambda: built, count_params(built))]
+        else:
+            candidates = recipe_candidates(run)
+    everything = [baseline_candidate(baseline), *candidates]
+    measure_candidates(run, candidates)
+    run.log(f"[3/4] training the candidates that fit ({budget_text(config.flash_bytes, config.ram_bytes)})")
+    try:
+        chosen = search(run, everything, teacher, floor=floor, reference=trained.accuracy["keras"],
+                        user_student=student is not None)
+    except CheckFailed as exc:
+        if write:  # what was tried, for the person who reads the error; no deployed model
+            report = build_report(
+                title=f"tfedge: {config.name} (nothing shipped)", config=dataclasses.asdict(config),
+                stages=[trained.to_dict(), baseline.to_dict()], deployed={}, fully_int8=False,
+                student_weights_sha256="", files=outputs.files, seconds=time.perf_counter() - t_start,
+                data={"train": len(run.x_train), "test": len(run.x_test)},
+                search=search_summary(run, everything, None, baseline, trained), summary=first_line(exc))
+            write_report(report, run.out)
+        raise
+    stages = [trained, baseline] + [s.relative_to(teacher_bytes) for s in chosen.result if s is not baseline]
+    run.log(f"[4/4] chosen: {chosen.name}\n"
+            + candidate_table(everything, flash=config.flash_bytes, ram=config.ram_bytes, chosen=chosen))
+    outputs.save(f"{config.name}_student_int8.tflite", stages[-1].tflite)
+    report = write_outputs(run, outputs, stages, seconds=time.perf_counter() - t_start,
+                           search=search_summary(run, everything, chosen, baseline, trained))
     run.log(report["summary"])
     return report
 
 
 def demo(out_dir: str = "tflite_models", quick: bool = False, verbose: int = 1) -> dict:
-    """``tfedge demo``: the whole pipeline on the bundled digits, with the digits recipe."""
+    """``tfedge demo``: the whole pipeline on the bundled digits, with the digits recipe and its flash budget."""
     config = PipelineConfig.for_recipe(DIGITS, quick=quick, out_dir=out_dir, verbose=verbose)
     return run_pipeline(config, digits(), recipe=DIGITS)
 
@@ -455,6 +856,25 @@ def _pair(value: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float = 0.2, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``x_train, y_train, x_val, y_val``: ``fraction`` held out, stratified by label (when every class has two
+    samples or more), with a fixed seed.
+
+    >>> x, y = np.arange(20.0)[:, None], np.array([0] * 10 + [1] * 10)
+    >>> [len(a) for a in split_validation(x, y)], np.bincount(split_validation(x, y)[3]).tolist()
+    ([16, 16, 4, 4], [2, 2])
+    """
+    from sklearn.model_selection import (
+        train_test_split,  # scikit-learn is slow to import: only when needed
+    )
+
+    counts = np.bincount(y.astype(np.int64))
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+    return x_train, y_train, x_val, y_val
+
+
 def compress(
     teacher: keras.Model,
     data: Any,
@@ -462,23 +882,37 @@ def compress(
     out_dir: str,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     student: keras.Model | None = None,
-    sparsity: float = 0.8,
+    flash: int | str | None = None,
+    ram: int | str | None = None,
+    max_accuracy_drop: float = 1.0,
+    sparsity: float = 0.0,
+    channels: float | tuple[float, ...] | None = None,
     epochs: int | None = None,
     name: str | None = None,
     strategy: tf.distribute.Strategy | None = None,
     write: bool = True,
     verbose: int = 1,
+    **settings: Any,
 ) -> dict:
-    """The pipeline on a user's trained model (the teacher) and data (``tfedge compress``); returns the report.
+    """Compress a user's trained model (the teacher) to a device budget (``tfedge compress``); returns the report.
 
     ``data``: ``(x, y)`` training arrays, or a split with ``x_train, y_train, x_test, y_test`` (such as
-    ``tfedge.datasets.digits()``). ``val``: ``(x, y)`` to measure every stage on; by default 20 % of
-    ``(x, y)`` is held out. The student is ``student`` or, by default, a copy of the teacher, then
-    pruned to ``sparsity`` and quantization-aware trained, distilled from the teacher throughout;
-    ``epochs`` per stage (default 10 to distill a given student, 5 to prune, 3 for QAT). Build the
-    models in ``strategy.scope()`` when a ``strategy`` is given; with ``write=False`` (the non-chief
-    workers of a multi-worker run) nothing is written. Outputs are named after ``name`` (default: the
-    teacher's name).
+    ``tfedge.datasets.digits()``). ``val``: ``(x, y)`` to measure every stage and the choice on; by default
+    20 % of ``(x, y)`` is held out (stratified, fixed seed). ``flash`` (deployed bytes) and ``ram`` (TFLite
+    Micro arena bytes) take ``8000``, ``"8KB"`` or ``"8KiB"``.
+
+    The baseline is the teacher's plain post-training int8 model on the same validation data; the floor
+    is the baseline less ``max_accuracy_drop`` points. Candidates: the teacher's architecture (QAT), narrower
+    copies from ``tfedge.prune_channels`` (``channels``: the fractions removed, default 0.25, 0.5, 0.75),
+    ``student`` if given, and small built-in students. Each is measured (int8 bytes, arena) before any
+    training; only those that fit are trained (distilled, ``sparsity`` > 0 adds magnitude pruning, QAT,
+    int8). Without a budget the smallest within the floor is shipped (the baseline itself when nothing
+    smaller holds the accuracy); with one the most accurate that fits. Raises :class:`tfedge.CheckFailed`
+    when nothing fits or reaches the floor (nothing is shipped), or when a stage of ``student`` collapses
+    to chance. ``epochs`` per stage (default 10 to distill, 5 to prune, 3 for QAT; on small data sets more,
+    so that distillation runs at least 1,500 steps and QAT 300). Build the models in
+    ``strategy.scope()`` when a ``strategy`` is given; with ``write=False`` nothing is written. Outputs
+    are named after ``name`` (default: the teacher's name); ``settings``: more :class:`PipelineConfig` fields.
     """
     if epochs is not None:
         epochs = check_int(epochs, "epochs", minimum=1, hint="e.g. 5")
@@ -500,22 +934,50 @@ def compress(
         check_labels_fit(y_val, num_classes, "val")
         x_train, y_train = x, y
     else:
-        from sklearn.model_selection import train_test_split  # scikit-learn is slow to import: only when needed
-
-        x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, random_state=0)
+        x_train, y_train, x_val, y_val = split_validation(x, y)
+        if verbose:
+            print(f"tfedge: no validation data given: {len(x_val):,} samples (20 %) of the training data are held out "
+                  "for the checks and the choice. If the teacher was trained on them, its accuracy there (and that of "
+                  "its narrower copies) is overstated: give validation data it never saw (--val / val=)", flush=True)
+    ratios = settings.pop("channel_ratios", (0.25, 0.5, 0.75))
+    if channels is not None:
+        ratios = tuple(channels) if isinstance(channels, (tuple, list)) else (channels,)
     strategy = strategy or tf.distribute.get_strategy()
-    distill_epochs = 0 if student is None else epochs or 10  # a copy of the teacher needs no distillation first
-    if student is None:
-        with strategy.scope():  # the Distiller needs teacher and student built under the same strategy
-            student = copy_with_softmax_layer(teacher)
+    distill_epochs = epochs or 10
     prune_epochs = epochs or 5
-    config = PipelineConfig(out_dir=str(out_dir), name=name or teacher.name, sparsity=sparsity, teacher_epochs=0,
-                            distill_epochs=distill_epochs, prune_epochs=prune_epochs,
-                            qat_epochs=max(1, prune_epochs // 2 + 1), augment=False, verbose=verbose)
+    config = PipelineConfig(**{**dict(
+        out_dir=str(out_dir), name=name or teacher.name, sparsity=sparsity, teacher_epochs=0,
+        distill_epochs=distill_epochs, prune_epochs=prune_epochs, qat_epochs=max(1, prune_epochs // 2 + 1),
+        augment=False, verbose=verbose, flash=flash, ram=ram, max_accuracy_drop=max_accuracy_drop,
+        channel_ratios=ratios, min_steps=0 if epochs else 1500), **settings})
     return run_pipeline(config, Split(x_train, y_train, x_val, y_val), teacher=teacher, student=student,
-                        strategy=strategy, write=write)
+                        strategy=strategy, write=write, search_candidates=True)
 
 
-__all__ = ["PipelineConfig", "StageRecord", "RunContext", "Outputs", "run_pipeline", "demo", "compress",
-           "train_teacher", "distill_student", "prune_student", "quantize_student", "convert_student",
-           "validate_student", "write_outputs"]
+__all__ = [
+    "Outputs",
+    "PipelineConfig",
+    "RunContext",
+    "StageRecord",
+    "baseline_candidate",
+    "compress",
+    "convert_student",
+    "count_params",
+    "default_candidates",
+    "demo",
+    "distill_student",
+    "measure_candidates",
+    "prune_student",
+    "prune_within_floor",
+    "ptq_baseline",
+    "quantize_student",
+    "recipe_candidates",
+    "run_pipeline",
+    "search",
+    "search_summary",
+    "split_validation",
+    "train_candidate",
+    "train_teacher",
+    "validate_student",
+    "write_outputs",
+]

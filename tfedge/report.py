@@ -51,11 +51,20 @@ def build_report(
     student_weights_sha256: str,
     files: Mapping[str, Mapping[str, Any]],
     seconds: float,
+    search: Mapping[str, Any] | None = None,
+    summary: str | None = None,
 ) -> dict:
-    """The report dict of a run: its stages (dicts, the last one the deployed model), checks and files."""
+    """The report dict of a run: its stages (dicts, the last one the deployed model), checks and files.
+
+    ``search``: the budget search (budget, floor, baseline, every candidate, the choice, the target);
+    ``summary`` replaces the one-line summary of the deployed model (e.g. why nothing was shipped).
+    """
+    line = summary if summary is not None else summary_line(stages[-1], data["test"], seconds)
+    if search and search.get("target") and summary is None:
+        line += " " + target_line(search["target"])
     return {
         "title": title,
-        "summary": summary_line(stages[-1], data["test"], seconds),
+        "summary": line,
         "tfedge_version": __version__,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()},
         "data": dict(data),
@@ -65,7 +74,25 @@ def build_report(
         "student_weights_sha256": student_weights_sha256,
         "files": dict(files),
         "seconds": round(seconds, 1),
+        **({"search": dict(search)} if search else {}),
     }
+
+
+def target_line(target: Mapping[str, Any]) -> str:
+    """The shipped model against a goal: met, or by how much it misses.
+
+    >>> target_line({"bytes": 3500, "accuracy": 0.979, "met": False, "bytes_over": 120, "accuracy_short": 0.0})
+    'Target (<= 3,500 B, >= 97.9 %): not met: 120 B over.'
+    """
+    goal = ", ".join(([f"<= {target['bytes']:,} B"] if "bytes" in target else [])
+                     + ([f">= {100 * target['accuracy']:.1f} %"] if "accuracy" in target else [])
+                     + ([f"arena <= {target['arena_bytes']:,} B"] if "arena_bytes" in target else []))
+    if target.get("met"):
+        return f"Target ({goal}): met."
+    gaps = ([f"{target['bytes_over']:,} B over"] if target.get("bytes_over") else []) + (
+        [f"{100 * target['accuracy_short']:.1f} pt short"] if target.get("accuracy_short") else []) + (
+        [f"arena {target['arena_over']:,} B over"] if target.get("arena_over") else [])
+    return f"Target ({goal}): not met: {', '.join(gaps)}."
 
 
 def _pct(value: Any) -> str:
@@ -100,6 +127,21 @@ def render_markdown(report: dict) -> str:
             *[_pct(s.get("accuracy", {}).get(r)) for r in runtimes],
         ]
         lines.append("| " + " | ".join(row) + " |")
+    search = report.get("search")
+    if search:
+        budget = search.get("budget", {})
+        limits = ", ".join(f"{k} <= {v:,} B" for k, v in budget.items() if v is not None) or "none"
+        intro = (f"Budget: {limits}. Accuracy floor {_pct(search.get('floor'))} (the teacher's plain int8 model "
+                 f"{_pct(search['baseline'].get('accuracy'))} less {search.get('max_accuracy_drop')} pt). "
+                 f"Chosen: {search.get('chosen') or 'none'}. Pareto front: marked *.")
+        lines += ["", "## Candidates (budget search)", "", intro, "",
+                  "| candidate | params | int8 bytes | arena bytes | accuracy | status |", "|---|---|---|---|---|---|"]
+        for c in sorted(search.get("candidates", []), key=lambda c: (c.get("bytes") or 0)):
+            lines.append(f"| {c['name']}{' *' if c.get('pareto') else ''} | {_num(c.get('params'))} | "
+                         f"{_num(c.get('bytes'))} | {_num(c.get('arena_bytes'))} | {_pct(c.get('accuracy'))} | "
+                         f"{c.get('status', '')} |")
+        if search.get("target"):
+            lines += ["", target_line(search["target"])]
     deployed = report.get("deployed")
     if deployed:
         lines += ["", "## Deployed model on the runtimes", "", "| figure | value |", "|---|---|"]
@@ -126,7 +168,11 @@ def _fmt(value: Any) -> str:
 
 
 def plot(report: dict, path: PathLike) -> None:
-    """Plot test accuracy against model bytes (log scale) for every stage, written atomically as PNG."""
+    """Accuracy against bytes (log scale), written atomically as PNG.
+
+    With a budget search: every trained candidate (marker area: its TFLite Micro arena), the Pareto front,
+    the chosen model, the plain int8 baseline, the float teacher and the budget. Without: every stage.
+    """
     import io
 
     import matplotlib
@@ -134,19 +180,23 @@ def plot(report: dict, path: PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    points = [s for s in report.get("stages", []) if s.get("bytes") and s.get("accuracy")]
-    largest = max((s["bytes"] for s in points), default=0)
-    for stage in points:
-        acc = min(stage["accuracy"].values())
-        ax.scatter(stage["bytes"], 100 * acc, s=60, zorder=3)
-        label = f"{stage['stage']}\n{stage['bytes']:,} B, {100 * acc:.1f} %"
-        right = stage["bytes"] == largest  # keep the largest model's label inside the axes
-        ax.annotate(label, (stage["bytes"], 100 * acc), textcoords="offset points", xytext=(-8 if right else 8, -4),
-                    ha="right" if right else "left", va="top", fontsize=8)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    search = report.get("search")
+    if search:
+        _plot_search(ax, search)
+    else:
+        points = [s for s in report.get("stages", []) if s.get("bytes") and s.get("accuracy")]
+        largest = max((s["bytes"] for s in points), default=0)
+        for stage in points:
+            acc = min(stage["accuracy"].values())
+            ax.scatter(stage["bytes"], 100 * acc, s=60, zorder=3)
+            label = f"{stage['stage']}\n{stage['bytes']:,} B, {100 * acc:.1f} %"
+            right = stage["bytes"] == largest  # keep the largest model's label inside the axes
+            ax.annotate(label, (stage["bytes"], 100 * acc), textcoords="offset points",
+                        xytext=(-8 if right else 8, -4), ha="right" if right else "left", va="top", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("model size (bytes, .tflite; log scale)")
-    ax.set_ylabel("test accuracy (%; lowest runtime)")
+    ax.set_ylabel("accuracy (%; lowest runtime)")
     ax.set_title(report.get("title", "tfedge: accuracy vs size"))
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(x=0.25, y=0.15)
@@ -155,6 +205,41 @@ def plot(report: dict, path: PathLike) -> None:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plot_search(ax: Any, search: Mapping[str, Any]) -> None:
+    trained = [c for c in search.get("candidates", []) if c.get("accuracy") is not None and c.get("bytes")]
+    largest_arena = max((c.get("arena_bytes") or 1 for c in trained), default=1)
+
+    def area(c: Mapping[str, Any]) -> float:
+        return 30 + 400 * (c.get("arena_bytes") or 0) / largest_arena
+
+    for c in trained:
+        ax.scatter(c["bytes"], 100 * c["accuracy"], s=area(c), alpha=0.5, color="tab:blue", zorder=3)
+        ax.annotate(c["name"], (c["bytes"], 100 * c["accuracy"]), textcoords="offset points", xytext=(6, -10),
+                    fontsize=7)
+    front = sorted((c for c in trained if c.get("pareto")), key=lambda c: c["bytes"])
+    if front:
+        ax.plot([c["bytes"] for c in front], [100 * c["accuracy"] for c in front], "--", color="tab:blue",
+                alpha=0.6, label="Pareto front (marker area: TFLite Micro arena)")
+    chosen = next((c for c in trained if c["name"] == search.get("chosen")), None)
+    if chosen:
+        ax.scatter(chosen["bytes"], 100 * chosen["accuracy"], s=area(chosen), facecolors="none",
+                   edgecolors="tab:red", linewidths=2, zorder=4, label=f"chosen: {chosen['bytes']:,} B")
+    base = search.get("baseline", {})
+    if base.get("bytes"):
+        ax.scatter(base["bytes"], 100 * base["accuracy"], marker="s", color="tab:orange", s=60, zorder=4,
+                   label=f"teacher, plain int8 (baseline): {base['bytes']:,} B")
+    teacher = search.get("teacher", {})
+    if teacher.get("bytes") and teacher.get("accuracy") is not None:
+        ax.scatter(teacher["bytes"], 100 * teacher["accuracy"], marker="^", color="tab:green", s=60, zorder=4,
+                   label=f"teacher, float32: {teacher['bytes']:,} B")
+    if search.get("floor") is not None:
+        ax.axhline(100 * search["floor"], color="gray", linestyle=":", label="accuracy floor")
+    flash = search.get("budget", {}).get("flash")
+    if flash:
+        ax.axvline(flash, color="tab:red", linestyle=":", label=f"flash budget {flash:,} B")
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def write_report(report: dict, out_dir: PathLike, stem: str = "report") -> dict[str, Path]:
@@ -183,4 +268,4 @@ def write_manifest(out_dir: PathLike, files: Mapping[str, Mapping[str, Any]], *,
     return path
 
 
-__all__ = ["summary_line", "build_report", "render_markdown", "plot", "write_report", "write_manifest"]
+__all__ = ["build_report", "plot", "render_markdown", "summary_line", "target_line", "write_manifest", "write_report"]
