@@ -326,7 +326,7 @@ def test_unknown_non_batch_dimension_is_a_model_error():
     ("kwargs", "message"),
     [
         ({"quantization": "int2"},
-         "quantization must be one of int8, int16x8, float16, dynamic, float32, int4, got 'int2'"),
+         "quantization must be one of int8, int16x8, int4, float16, dynamic, float32, got 'int2'"),
         ({"quantization": "int4"}, "int4 weights come from quantization-aware training with 4-bit weight quantizers "
                                    "(a TF-MOT QuantizeConfig with LastValueQuantizer(num_bits=4)), and this model is "
                                    "not quantization-aware: use quantization='int8', or train the model 4-bit first"),
