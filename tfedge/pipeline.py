@@ -103,7 +103,7 @@ class PipelineConfig:
     augment: bool = False
     seed: int = 0
     calibration_samples: int = 500
-    runtimes: tuple[str, ...] = ("litert", "tflm")
+    runtimes: tuple[str, ...] = ("litert", "litert-ref", "tflm")  # every kernel set: the report compares them
     verbose: int = 1
 
     def __post_init__(self) -> None:
@@ -754,7 +754,8 @@ def write_outputs(run: RunContext, outputs: Outputs, stages: list[StageRecord], 
                 outputs.add(Path(path))
         report = build_report(
             title=f"tfedge: {config.name}", config=dataclasses.asdict(config), stages=[s.to_dict() for s in stages],
-            deployed=deployed.validation.to_dict(), fully_int8=bool(deployed.inspection.fully_int8),
+            deployed={**deployed.validation.to_dict(), "claim": deployed.validation.claim()},
+            fully_int8=bool(deployed.inspection.fully_int8),
             student_weights_sha256=weights_sha256(deployed.model), files=outputs.files,
             data={"train": len(run.x_train), "test": len(run.x_test)}, seconds=seconds, search=search)
         if run.write:
@@ -838,6 +839,7 @@ def run_pipeline(
     report = write_outputs(run, outputs, stages, seconds=time.perf_counter() - t_start,
                            search=search_summary(run, everything, chosen, baseline, trained))
     run.log(report["summary"])
+    run.log(f"kernel sets: {report['deployed']['claim']}")
     return report
 
 

@@ -144,19 +144,43 @@ def render_markdown(report: dict) -> str:
             lines += ["", target_line(search["target"])]
     deployed = report.get("deployed")
     if deployed:
-        lines += ["", "## Deployed model on the runtimes", "", "| figure | value |", "|---|---|"]
+        lines += ["", "## Deployed model on the runtimes", ""]
+        if deployed.get("claim"):
+            lines += [f"{deployed['claim']}.", ""]
+        lines += ["| figure | value |", "|---|---|"]
         for key, value in deployed.items():
+            if key in _DEPLOYED_DETAIL or isinstance(value, list):
+                continue  # the matrix gets its own table; per-runtime status and I/O lists live in report.json
             if isinstance(value, dict):
-                value = ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+                value = ", ".join(f"{k}: {_fmt(v['status'] if isinstance(v, dict) and 'status' in v else v)}"
+                                  for k, v in value.items())
             else:
                 value = _fmt(value)
             lines.append(f"| {key.replace('_', ' ')} | {value} |")
+        lines += _matrix_table(deployed.get("matrix") or [])
     files = report.get("files")
     if files:
         lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
         for name, meta in files.items():
             lines.append(f"| {name} | {meta['bytes']:,} | `{meta['sha256'][:16]}…` |")
     return "\n".join(lines) + "\n"
+
+
+_DEPLOYED_DETAIL = ("claim", "kernels", "trace")
+
+
+def _matrix_table(matrix: list[dict]) -> list[str]:
+    """The pairwise kernel-set matrix of the validation (:attr:`tfedge.validation.ValidationResult.matrix`)."""
+    if not matrix:
+        return []
+    lines = ["", "### Kernel sets, pair by pair", "",
+             "| pair | output | top-1 agreement | identical rows | max raw diff | mean raw diff |",
+             "|---|---|---|---|---|---|"]
+    for m in matrix:
+        lines.append(f"| {m['a']} vs {m['b']} | {m.get('output', '')} | {_pct(m.get('top1_agreement'))} | "
+                     f"{_pct(m.get('bit_identical'))} | {_fmt(m.get('max_raw_diff'))} | "
+                     f"{_fmt(m.get('mean_raw_diff'))} |")
+    return lines
 
 
 def _fmt(value: Any) -> str:
