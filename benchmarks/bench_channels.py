@@ -36,17 +36,25 @@ BATCH = 32
 
 
 def digits_cnn() -> keras.Model:
-    return keras.Sequential([
-        L.Input((8, 8, 1)), L.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
-        L.Conv2D(64, 3, activation="relu", name="conv2"), L.MaxPooling2D(2, name="pool"),
-        L.Flatten(name="flatten"), L.Dense(64, activation="relu", name="fc"), L.Dense(10, name="logits"),
-    ], name="digits_cnn")
+    return keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+            L.Conv2D(64, 3, activation="relu", name="conv2"),
+            L.MaxPooling2D(2, name="pool"),
+            L.Flatten(name="flatten"),
+            L.Dense(64, activation="relu", name="fc"),
+            L.Dense(10, name="logits"),
+        ],
+        name="digits_cnn",
+    )
 
 
 def mobilenet_v2_style(width: int = 64, expand: int = 6, blocks: int = 3) -> keras.Model:
     """Stem conv, ``blocks`` inverted residuals (1x1 expand, 3x3 depthwise, 1x1 project, Add), 1x1 head, GAP.
 
     ``width`` 64 with expansion 6 is MobileNetV2's 64-channel stage (64 -> 384 -> 64)."""
+
     def bn() -> keras.layers.Layer:
         return L.BatchNormalization(momentum=0.9)  # settles within a short run on 1,347 samples
 
@@ -63,8 +71,11 @@ def mobilenet_v2_style(width: int = 64, expand: int = 6, blocks: int = 3) -> ker
 
 
 def _compile(model: keras.Model, lr: float = 2e-3) -> keras.Model:
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -75,9 +86,15 @@ def _measure(model: keras.Model, data, test: int) -> dict:
     result = tfedge.validate(tfl, data.x_test[:test], data.y_test[:test], runtimes=("litert",), verbose=0)
     arena = tfedge.runtimes.TFLiteMicro(tfl.content).measure_arena()
     keras_acc = float(np.mean(np.argmax(model.predict(data.x_test, verbose=0), -1) == data.y_test))
-    return {"params": int(model.count_params()), "int8_bytes": tfl.size, "int8_gzip_bytes": tfl.gzip_size,
-            "tflm_arena_bytes": arena, "litert_latency_us": round(result.latency_us["median"], 2),
-            "accuracy_keras": round(keras_acc, 4), "accuracy_litert_int8": round(result.accuracy["litert"], 4)}
+    return {
+        "params": int(model.count_params()),
+        "int8_bytes": tfl.size,
+        "int8_gzip_bytes": tfl.gzip_size,
+        "tflm_arena_bytes": arena,
+        "litert_latency_us": round(result.latency_us["median"], 2),
+        "accuracy_keras": round(keras_acc, 4),
+        "accuracy_litert_int8": round(result.accuracy["litert"], 4),
+    }
 
 
 def _log(message: str) -> None:
@@ -97,8 +114,9 @@ def _magnitude(teacher: keras.Model, sparsity: float, data, epochs: int) -> kera
     model = keras.models.clone_model(teacher)
     model.set_weights(teacher.get_weights())
     pruned = _compile(tfedge.prune(model, sparsity, epochs=epochs), lr=1e-3)
-    pruned.fit(data.x_train, data.y_train, epochs=epochs, batch_size=BATCH, verbose=0,
-               callbacks=[tfedge.PruningCallback()])
+    pruned.fit(
+        data.x_train, data.y_train, epochs=epochs, batch_size=BATCH, verbose=0, callbacks=[tfedge.PruningCallback()]
+    )
     return tfedge.strip(pruned)
 
 
@@ -132,9 +150,11 @@ def bench_model(build, data, train_epochs: int, recover_epochs: int, test: int) 
         mag["int8_bytes_x"] = round(mag["int8_bytes"] / base["int8_bytes"], 3)
         mag["arena_x"] = round(mag["tflm_arena_bytes"] / base["tflm_arena_bytes"], 3)
         out["magnitude"][f"{ratio:.2f}"] = mag
-        _log(f"{teacher.name}: ratio {ratio}: channels {figures['int8_bytes']} B / arena "
-             f"{figures['tflm_arena_bytes']} B / acc {figures['accuracy_litert_int8']}; "
-             f"magnitude {mag['int8_bytes']} B / acc {mag['accuracy_litert_int8']}")
+        _log(
+            f"{teacher.name}: ratio {ratio}: channels {figures['int8_bytes']} B / arena "
+            f"{figures['tflm_arena_bytes']} B / acc {figures['accuracy_litert_int8']}; "
+            f"magnitude {mag['int8_bytes']} B / acc {mag['accuracy_litert_int8']}"
+        )
     return out
 
 
@@ -146,24 +166,46 @@ def run(quick: bool = False, width: int = 64) -> dict:
     mobile = bench_model(lambda: mobilenet_v2_style(width=width), data, train, recover, test)
     m50, c50 = mobile["channels"]["0.50"], cnn["channels"]["0.50"]
     targets = {
-        "mobilenet_50_int8_bytes_x": {"value": m50["int8_bytes_x"], "target": "<= 0.35",
-                                      "met": m50["int8_bytes_x"] <= 0.35},
+        "mobilenet_50_int8_bytes_x": {
+            "value": m50["int8_bytes_x"],
+            "target": "<= 0.35",
+            "met": m50["int8_bytes_x"] <= 0.35,
+        },
         "mobilenet_50_arena_x": {"value": m50["arena_x"], "target": "<= 0.6", "met": m50["arena_x"] <= 0.6},
-        "cnn_50_accuracy_drop_pts": {"value": c50["accuracy_drop_pts"], "target": "<= 1.0",
-                                     "met": c50["accuracy_drop_pts"] <= 1.0},
+        "cnn_50_accuracy_drop_pts": {
+            "value": c50["accuracy_drop_pts"],
+            "target": "<= 1.0",
+            "met": c50["accuracy_drop_pts"] <= 1.0,
+        },
     }
-    return {"benchmark": "structured channel pruning vs magnitude pruning", "quick": quick, "mobilenet_width": width,
-            "train_epochs": train, "recovery_epochs": recover, "test_samples": test,
-            "importance": "l2", "recovery": "channels: Distiller (T=4, alpha=0.1); magnitude: fine-tuning on labels",
-            "models": [cnn, mobile], "targets": targets, "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "benchmark": "structured channel pruning vs magnitude pruning",
+        "quick": quick,
+        "mobilenet_width": width,
+        "train_epochs": train,
+        "recovery_epochs": recover,
+        "test_samples": test,
+        "importance": "l2",
+        "recovery": "channels: Distiller (T=4, alpha=0.1); magnitude: fine-tuning on labels",
+        "models": [cnn, mobile],
+        "targets": targets,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer epochs and test samples: a few minutes instead of about nine on two busy cores")
-    parser.add_argument("--width", type=int, default=64,
-                        help="channels of the MobileNetV2-style residual stream (expanded 6x; default 64)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer epochs and test samples: a few minutes instead of about nine on two busy cores",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=64,
+        help="channels of the MobileNetV2-style residual stream (expanded 6x; default 64)",
+    )
     args = parser.parse_args(argv)
     if args.width < 4:
         parser.error("--width must be at least 4")

@@ -89,15 +89,18 @@ def digits_teacher():
     from tfedge import keras
 
     layers = keras.layers
-    return keras.Sequential([
-        layers.Input((8, 8, 1)),
-        layers.Conv2D(16, 3, padding="same", activation="relu"),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dense(32, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ], name="user_cnn")
+    return keras.Sequential(
+        [
+            layers.Input((8, 8, 1)),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="user_cnn",
+    )
 
 
 def vowels_teacher():
@@ -105,13 +108,16 @@ def vowels_teacher():
     from tfedge import keras
 
     layers = keras.layers
-    return keras.Sequential([
-        layers.Input((25, 12)),
-        layers.Conv1D(32, 3, padding="same", activation="relu"),
-        layers.Conv1D(32, 3, padding="same", activation="relu"),
-        layers.GlobalAveragePooling1D(),
-        layers.Dense(9, activation="softmax"),
-    ], name="user_cnn1d")
+    return keras.Sequential(
+        [
+            layers.Input((25, 12)),
+            layers.Conv1D(32, 3, padding="same", activation="relu"),
+            layers.Conv1D(32, 3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling1D(),
+            layers.Dense(9, activation="softmax"),
+        ],
+        name="user_cnn1d",
+    )
 
 
 DATASETS = {
@@ -139,9 +145,12 @@ def measure(content: bytes, x_test, y_test) -> dict:
     import tfedge
 
     result = tfedge.validate(content, x_test, y_test, runtimes=("litert", "tflm"), verbose=0)
-    return {"bytes": len(content), "arena_bytes": result.arena_bytes,
-            "accuracy": {k: round(float(v), 4) for k, v in result.accuracy.items()},
-            "fully_int8": bool(tfedge.inspect(content).fully_int8)}
+    return {
+        "bytes": len(content),
+        "arena_bytes": result.arena_bytes,
+        "accuracy": {k: round(float(v), 4) for k, v in result.accuracy.items()},
+        "fully_int8": bool(tfedge.inspect(content).fully_int8),
+    }
 
 
 def hand_converter_int8(model, x_calibration) -> bytes:
@@ -174,14 +183,22 @@ def tfmot_tutorial(teacher, x_train, y_train, x_test, y_test, *, quick: bool, **
 
     batch_size, epochs = 128, 2
     end_step = int(np.ceil(len(x_train) * 0.9 / batch_size)) * epochs
-    schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.50, final_sparsity=0.80, begin_step=0,
-                                                    end_step=end_step)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.50, final_sparsity=0.80, begin_step=0, end_step=end_step
+    )
     clone = keras.models.clone_model(teacher)
     clone.set_weights(teacher.get_weights())
     pruned = tfmot.sparsity.keras.prune_low_magnitude(clone, pruning_schedule=schedule)
     pruned.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    pruned.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_split=0.1, verbose=0,
-               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    pruned.fit(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_split=0.1,
+        verbose=0,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     return measure(hand_converter_int8(stripped, x_train), x_test, y_test)
 
@@ -192,16 +209,20 @@ def tfedge_compress(teacher, x_train, y_train, x_test, y_test, *, quick: bool, n
     settings = dict(epochs=3, channels=(0.5,), student_widths=(8,)) if quick else {}
     with tempfile.TemporaryDirectory(prefix="bench-compress-") as out:
         try:
-            report = tfedge.pipeline.compress(teacher, (x_train, y_train), val=val, out_dir=out, name=name, verbose=0,
-                                              **{**settings, **kwargs})
+            report = tfedge.pipeline.compress(
+                teacher, (x_train, y_train), val=val, out_dir=out, name=name, verbose=0, **{**settings, **kwargs}
+            )
         except tfedge.CheckFailed as exc:
             return {"error": str(exc).splitlines()[0]}
         content = (Path(out) / f"{name}_student_int8.tflite").read_bytes()
     search = report["search"]
-    return {**measure(content, x_test, y_test), "chosen": search["chosen"],
-            "validation_floor": round(search["floor"], 4),
-            "candidates_trained": sum(1 for c in search["candidates"] if c.get("accuracy") is not None) - 1,
-            "candidates_measured": len(search["candidates"]) - 1}
+    return {
+        **measure(content, x_test, y_test),
+        "chosen": search["chosen"],
+        "validation_floor": round(search["floor"], 4),
+        "candidates_trained": sum(1 for c in search["candidates"] if c.get("accuracy") is not None) - 1,
+        "candidates_measured": len(search["candidates"]) - 1,
+    }
 
 
 def run_dataset(name: str, *, quick: bool, seed: int) -> dict:
@@ -213,23 +234,42 @@ def run_dataset(name: str, *, quick: bool, seed: int) -> dict:
     started = time.perf_counter()
     teacher = train_teacher(build, x_train, y_train, quick_epochs if quick else full_epochs, seed)
     float_acc = float(np.mean(np.argmax(teacher.predict(x_test, verbose=0), -1) == y_test))
-    out = {"train": len(x_train), "val": len(x_val), "test": len(x_test), "input_shape": list(x_train.shape[1:]),
-           "classes": int(y_train.max()) + 1, "teacher": {"params": int(teacher.count_params()),
-                                                          "float_accuracy": round(float_acc, 4),
-                                                          "train_seconds": round(time.perf_counter() - started, 1)},
-           "methods": {}}
+    out = {
+        "train": len(x_train),
+        "val": len(x_val),
+        "test": len(x_test),
+        "input_shape": list(x_train.shape[1:]),
+        "classes": int(y_train.max()) + 1,
+        "teacher": {
+            "params": int(teacher.count_params()),
+            "float_accuracy": round(float_acc, 4),
+            "train_seconds": round(time.perf_counter() - started, 1),
+        },
+        "methods": {},
+    }
     methods = {
         "ptq_int8": lambda: ptq_int8(teacher, x_train, y_train, x_test, y_test),
         "tfmot_tutorial": lambda: tfmot_tutorial(teacher, x_train, y_train, x_test, y_test, quick=quick),
-        "tfedge_no_budget": lambda: tfedge_compress(teacher, x_train, y_train, x_test, y_test, quick=quick,
-                                                    name=teacher.name, val=(x_val, y_val)),
-        "tfedge_budget": lambda: tfedge_compress(teacher, x_train, y_train, x_test, y_test, quick=quick,
-                                                 name=teacher.name, val=(x_val, y_val), flash=flash, ram="4KiB"),
+        "tfedge_no_budget": lambda: tfedge_compress(
+            teacher, x_train, y_train, x_test, y_test, quick=quick, name=teacher.name, val=(x_val, y_val)
+        ),
+        "tfedge_budget": lambda: tfedge_compress(
+            teacher,
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            quick=quick,
+            name=teacher.name,
+            val=(x_val, y_val),
+            flash=flash,
+            ram="4KiB",
+        ),
     }
     if not quick:
-        methods["tfedge_sparsity_0.8"] = lambda: tfedge_compress(teacher, x_train, y_train, x_test, y_test,
-                                                                 quick=quick, name=teacher.name, val=(x_val, y_val),
-                                                                 sparsity=0.8)
+        methods["tfedge_sparsity_0.8"] = lambda: tfedge_compress(
+            teacher, x_train, y_train, x_test, y_test, quick=quick, name=teacher.name, val=(x_val, y_val), sparsity=0.8
+        )
     for method, run in methods.items():
         from tfedge import keras
 

@@ -26,8 +26,12 @@ def run_once(quick: bool) -> dict:
         seconds = time.perf_counter() - started
         stages = json.loads((Path(out) / "report.json").read_text())["stages"]
     deployed = stages[-1]
-    return {"seconds": round(seconds, 1), "bytes": deployed["bytes"], "accuracy": deployed["accuracy"],
-            "stage_seconds": {stage["stage"]: stage["seconds"] for stage in stages}}
+    return {
+        "seconds": round(seconds, 1),
+        "bytes": deployed["bytes"],
+        "accuracy": deployed["accuracy"],
+        "stage_seconds": {stage["stage"]: stage["seconds"] for stage in stages},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

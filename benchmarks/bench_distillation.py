@@ -26,12 +26,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-
 from tfedge._keras import keras
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from yardstick import build_yardstick  # noqa: E402  (the fixed teacher of every tfedge figure)
+from yardstick import build_yardstick
 
 EPOCHS = 30
 TEACHER_EPOCHS = 30
@@ -71,8 +71,9 @@ def train_teacher(data, epochs: int = TEACHER_EPOCHS, seed: int = 0) -> keras.Mo
     return teacher
 
 
-def run_seed(data, teacher: keras.Model, seed: int, *, hidden: int, epochs: int,
-             temperature: float, alpha: float) -> dict:
+def run_seed(
+    data, teacher: keras.Model, seed: int, *, hidden: int, epochs: int, temperature: float, alpha: float
+) -> dict:
     """Train the student twice from the same initial weights; return both test accuracies."""
     from tfedge.distillation import Distiller
 
@@ -111,16 +112,24 @@ def _summary(values: list[float]) -> dict:
     }
 
 
-def run(seeds=(0, 1, 2), epochs: int = EPOCHS, hidden: int = 16, teacher_epochs: int = TEACHER_EPOCHS,
-        temperature: float = TEMPERATURE, alpha: float = ALPHA) -> dict:
+def run(
+    seeds=(0, 1, 2),
+    epochs: int = EPOCHS,
+    hidden: int = 16,
+    teacher_epochs: int = TEACHER_EPOCHS,
+    temperature: float = TEMPERATURE,
+    alpha: float = ALPHA,
+) -> dict:
     """The whole benchmark; returns the JSON-able figures."""
     import tfedge.datasets
 
     start = time.perf_counter()
     data = tfedge.datasets.digits()
     teacher = train_teacher(data, teacher_epochs)
-    runs = [run_seed(data, teacher, seed, hidden=hidden, epochs=epochs, temperature=temperature, alpha=alpha)
-            for seed in seeds]
+    runs = [
+        run_seed(data, teacher, seed, hidden=hidden, epochs=epochs, temperature=temperature, alpha=alpha)
+        for seed in seeds
+    ]
     scratch = [r["scratch"] for r in runs]
     distilled = [r["distilled"] for r in runs]
     gains = [d - s for d, s in zip(distilled, scratch)]
@@ -145,8 +154,11 @@ def run(seeds=(0, 1, 2), epochs: int = EPOCHS, hidden: int = 16, teacher_epochs:
         "runs": runs,
         "scratch": _summary(scratch),
         "distilled": _summary(distilled),
-        "gain": {"mean": round(statistics.fmean(gains), 4), "per_seed": [round(g, 4) for g in gains],
-                 "seeds_improved": sum(g > 0 for g in gains)},
+        "gain": {
+            "mean": round(statistics.fmean(gains), 4),
+            "per_seed": [round(g, 4) for g in gains],
+            "seeds_improved": sum(g > 0 for g in gains),
+        },
         "seconds": round(time.perf_counter() - start, 1),
     }
 

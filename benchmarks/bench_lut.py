@@ -63,8 +63,11 @@ def main(argv: list[str] | None = None) -> dict:
     data = tfedge.datasets.digits()
     keras.utils.set_random_seed(args.seed)
     model = build_yardstick()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     _log(f"training the yardstick ({model.count_params():,} parameters, {args.epochs} epochs)")
     model.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=32, verbose=0)
     float_accuracy = float(model.evaluate(data.x_test, data.y_test, verbose=0)[1])
@@ -74,15 +77,22 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {"int8": _on_tflm(int8, data)}
     _log("int8 with TFLite Micro slimming")
     slim = tfedge.convert(model, representative_data=data.x_train, target="tflm")
-    rows["int8_tflm_slim"] = {**_on_tflm(slim, data), "bytes_saved": int8.size - slim.size,
-                              "same_tflm_outputs_as_int8": bool(np.array_equal(
-                                  TFLiteMicro(slim).run(data.x_test, measure_arena=False).outputs,
-                                  TFLiteMicro(int8).run(data.x_test, measure_arena=False).outputs))}
+    rows["int8_tflm_slim"] = {
+        **_on_tflm(slim, data),
+        "bytes_saved": int8.size - slim.size,
+        "same_tflm_outputs_as_int8": bool(
+            np.array_equal(
+                TFLiteMicro(slim).run(data.x_test, measure_arena=False).outputs,
+                TFLiteMicro(int8).run(data.x_test, measure_arena=False).outputs,
+            )
+        ),
+    }
     for name, clusters, bits in VARIANTS:
         _log(f"{name}: clustering, cluster-preserving QAT, int8, LUT")
         keras.utils.set_random_seed(args.seed)
-        clustered = tfedge.candidates.cluster_int8(model, data.x_train, data.y_train, clusters=clusters,
-                                                   epochs=args.cluster_epochs, qat_epochs=args.qat_epochs)
+        clustered = tfedge.candidates.cluster_int8(
+            model, data.x_train, data.y_train, clusters=clusters, epochs=args.cluster_epochs, qat_epochs=args.qat_epochs
+        )
         rows[name] = {"int8_before_lut": _on_tflm(clustered, data)}
         # every weight tensor that fits the width (TF-MOT may leave a tiny kernel unclustered)
         fitting = [t.index for t in tfedge.lut.lut_plan(clustered, bits="auto", tensors="all") if t.bits <= bits]
@@ -95,15 +105,25 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             rows[name][f"lut_{tensors}"] = {
                 **_on_tflm(report.model, data),
-                "tensors": [{"tensor": t.label, "shape": list(t.shape), "mode": t.mode, "bits": t.bits,
-                             "values": t.distinct, "bytes": t.bytes_before} for t in report.tensors]}
+                "tensors": [
+                    {
+                        "tensor": t.label,
+                        "shape": list(t.shape),
+                        "mode": t.mode,
+                        "bits": t.bits,
+                        "values": t.distinct,
+                        "bytes": t.bytes_before,
+                    }
+                    for t in report.tensors
+                ],
+            }
     result = {
         "model": "digits yardstick (benchmarks/yardstick.py)",
         "parameters": model.count_params(),
         "float_keras_accuracy": round(float_accuracy, 4),
         "variants": rows,
         "note": "flash = .tflite bytes; arena = smallest TFLite Micro arena that runs; accuracy on TFLite Micro, "
-                "450 test digits; LUT and tflm_slim files run on TFLite Micro only",
+        "450 test digits; LUT and tflm_slim files run on TFLite Micro only",
         "settings": vars(args),
         "seconds": round(time.perf_counter() - start, 1),
     }

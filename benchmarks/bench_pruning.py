@@ -23,11 +23,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tfedge  # noqa: E402
-from tfedge import keras  # noqa: E402
-from tfedge.pruning import AdaptiveSchedule, sparsity_report, strip  # noqa: E402
+import tensorflow_model_optimization as tfmot
 
-import tensorflow_model_optimization as tfmot  # noqa: E402
+import tfedge
+from tfedge import keras
+from tfedge.pruning import AdaptiveSchedule, sparsity_report, strip
 
 BATCH = 64
 TARGET = 0.8
@@ -74,7 +74,10 @@ def _fit_tfmot(dense: keras.Model, data, epochs: int) -> tuple[float, float, flo
     same = AdaptiveSchedule(TARGET)  # the step numbers tfedge derives for this run
     same.configure(steps)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=TARGET, begin_step=same.begin_step, end_step=same.end_step,
+        initial_sparsity=0.0,
+        final_sparsity=TARGET,
+        begin_step=same.begin_step,
+        end_step=same.end_step,
         frequency=same.frequency,
     )
     model = keras.models.clone_model(dense)

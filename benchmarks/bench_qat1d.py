@@ -52,8 +52,11 @@ def _cnn() -> keras.Model:
 
 
 def _compile(model: keras.Model, lr: float) -> keras.Model:
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -113,10 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     arms = ("float", "ptq", "ptq_same_epochs", "partial_qat", "full_qat")
     out = {
         "model": "Conv1D-BN-ReLU x3 + MaxPooling1D + GlobalAveragePooling1D, digits as 8x8 sequences",
-        "epochs": args.epochs, "qat_epochs": args.qat_epochs, "seeds": args.seeds,
+        "epochs": args.epochs,
+        "qat_epochs": args.qat_epochs,
+        "seeds": args.seeds,
         "mean_accuracy": {arm: round(statistics.mean(r[arm] for r in runs), 4) for arm in arms},
-        "mean_agreement": {arm: round(statistics.mean(r[f"{arm}_agreement"] for r in runs), 4)
-                           for arm in ("partial_qat", "full_qat")},
+        "mean_agreement": {
+            arm: round(statistics.mean(r[f"{arm}_agreement"] for r in runs), 4) for arm in ("partial_qat", "full_qat")
+        },
         "runs": runs,
     }
     json.dump(out, sys.stdout, indent=2)

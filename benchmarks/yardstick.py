@@ -28,9 +28,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-
 from tfedge._keras import keras, tf
+
+import numpy as np
 
 EPOCHS = 30
 BATCH_SIZE = 32

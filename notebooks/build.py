@@ -78,15 +78,23 @@ def execute(path: Path, out_dir: Path, *, quick: bool, timeout: int = 900) -> Pa
     """Run the notebook at ``path`` and write it, executed, to ``out_dir`` (same file name)."""
     notebook = nbformat.read(path, as_version=4)
     add_colab_link(notebook, path.name)
-    env = {"TFEDGE_QUICK": "1" if quick else "0", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "TFEDGE_SOURCE": str(ROOT)}
+    env = {
+        "TFEDGE_QUICK": "1" if quick else "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "TFEDGE_SOURCE": str(ROOT),
+    }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)  # the kernel inherits this process' environment
     try:
         with tempfile.TemporaryDirectory(prefix="tfedge-nb-") as work:
-            client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                                    resources={"metadata": {"path": work}})
+            client = NotebookClient(
+                notebook,
+                timeout=timeout,
+                kernel_name="python3",
+                record_timing=False,
+                resources={"metadata": {"path": work}},
+            )
             client.execute()
     finally:
         for key, value in saved.items():

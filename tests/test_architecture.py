@@ -59,7 +59,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -83,8 +83,9 @@ def test_cycle_finder_finds_a_cycle_and_accepts_a_dag():
 
 def test_import_parser_sees_function_level_and_package_imports(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("from tfedge import files\n\ndef f():\n    from tfedge.models import load_model\n"
-                      "    from . import checks\n")
+    source.write_text(
+        "from tfedge import files\n\ndef f():\n    from tfedge.models import load_model\n    from . import checks\n"
+    )
     names = {name for name, _ in _imports(source)}
     assert {"tfedge.files", "tfedge.models", "tfedge.checks"} <= names
 
@@ -116,11 +117,17 @@ def test_keras_is_chosen_in_one_place():
                 assert name == "tfedge._keras", f"{where}: use `from tfedge._keras import keras`"
             if _is_keras3(target):
                 assert name == "tfedge.keras3", f"{where} (Keras 3): only tfedge/keras3.py may"
-        tf_keras_uses = [node.lineno for node in ast.walk(ast.parse(path.read_text()))
-                         if isinstance(node, ast.Attribute) and node.attr == "keras"
-                         and isinstance(node.value, ast.Name) and node.value.id in ("tf", "tensorflow")]
-        assert name == "tfedge.keras3" or not tf_keras_uses, \
+        tf_keras_uses = [
+            node.lineno
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute)
+            and node.attr == "keras"
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("tf", "tensorflow")
+        ]
+        assert name == "tfedge.keras3" or not tf_keras_uses, (
             f"{path.name}:{tf_keras_uses} uses tf.keras (Keras 3 in TF 2.21): use `from tfedge._keras import keras`"
+        )
 
 
 def test_keras_rules_catch_offenders():

@@ -153,18 +153,24 @@ def cli_outputs(ws: Path) -> list[list]:
 def test_1_path_does_not_exist(ws, tmp_path, capsys, digits):
     missing = tmp_path / "missing.tflite"
     fix = r"'.*missing\.(tflite|keras|npz)' does not exist: check the path"
-    for fn, args in [(tfedge.inspect, (missing,)), (tfedge.validate, (missing, digits.x_test[:4])),
-                     (tfedge.export_c_array, (missing, tmp_path / "m")),
-                     (tfedge.conversion.TFLiteModel.from_file, (missing,)),
-                     (tfedge.load_model, (tmp_path / "missing.keras",)),
-                     (tfedge.datasets.load_npz, (tmp_path / "missing.npz",))]:
+    for fn, args in [
+        (tfedge.inspect, (missing,)),
+        (tfedge.validate, (missing, digits.x_test[:4])),
+        (tfedge.export_c_array, (missing, tmp_path / "m")),
+        (tfedge.conversion.TFLiteModel.from_file, (missing,)),
+        (tfedge.load_model, (tmp_path / "missing.keras",)),
+        (tfedge.datasets.load_npz, (tmp_path / "missing.npz",)),
+    ]:
         api_error(InputError, fix, fn, *args)
     folders = (ws, tmp_path)
-    for argv in (["inspect", missing], ["validate", missing, "--data", ws / "test.npz"],
-                 ["validate", ws / "model.tflite", "--data", tmp_path / "missing.npz"],
-                 ["export-c", missing, *cli_outputs(ws)[1]],
-                 ["convert", tmp_path / "missing.keras", "--data", ws / "calib.npz", *cli_outputs(ws)[0]],
-                 ["convert", ws / "model.keras", "--data", tmp_path / "missing.npz", *cli_outputs(ws)[0]]):
+    for argv in (
+        ["inspect", missing],
+        ["validate", missing, "--data", ws / "test.npz"],
+        ["validate", ws / "model.tflite", "--data", tmp_path / "missing.npz"],
+        ["export-c", missing, *cli_outputs(ws)[1]],
+        ["convert", tmp_path / "missing.keras", "--data", ws / "calib.npz", *cli_outputs(ws)[0]],
+        ["convert", ws / "model.keras", "--data", tmp_path / "missing.npz", *cli_outputs(ws)[0]],
+    ):
         cli_error(argv, capsys, folders, fix)
     assert not list(tmp_path.iterdir())
 
@@ -182,11 +188,19 @@ def test_1_directory_where_a_file_is_expected(ws, tmp_path, capsys, digits):
     cli_error(["validate", folder, "--data", ws / "test.npz"], capsys, folders, is_dir)
     cli_error(["validate", ws / "model.tflite", "--data", folder], capsys, folders, is_dir + ", expected a file")
     cli_error(["export-c", folder, *cli_outputs(ws)[1]], capsys, folders, is_dir)
-    cli_error(["convert", folder, "--data", ws / "calib.npz", *cli_outputs(ws)[0]], capsys, folders,
-              is_dir + " but not a SavedModel: pass a .keras file")
+    cli_error(
+        ["convert", folder, "--data", ws / "calib.npz", *cli_outputs(ws)[0]],
+        capsys,
+        folders,
+        is_dir + " but not a SavedModel: pass a .keras file",
+    )
     # an output path that is a folder
-    cli_error(["convert", ws / "model.keras", "--data", ws / "calib.npz", "--out", ws / "out"], capsys, folders,
-              r"output '.*out' is a directory: give a file name")
+    cli_error(
+        ["convert", ws / "model.keras", "--data", ws / "calib.npz", "--out", ws / "out"],
+        capsys,
+        folders,
+        r"output '.*out' is a directory: give a file name",
+    )
 
 
 def test_1_output_folder_missing(ws, tmp_path, capsys, tflite):
@@ -197,14 +211,31 @@ def test_1_output_folder_missing(ws, tmp_path, capsys, tflite):
     api_error(InputError, fix, tfedge.files.atomic_write_bytes, nowhere / "x.bin", b"data")
     folders = (ws, tmp_path)
     # every CLI command creates a missing output folder (README: "output folders are created")
-    assert cli.main(["convert", str(ws / "model.keras"), "--data", str(ws / "calib.npz"),
-                     "--out", str(tmp_path / "made" / "m.tflite")]) == 0
+    assert (
+        cli.main(
+            [
+                "convert",
+                str(ws / "model.keras"),
+                "--data",
+                str(ws / "calib.npz"),
+                "--out",
+                str(tmp_path / "made" / "m.tflite"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "made" / "m.tflite").stat().st_size > 0
-    cli_error(["compress", ws / "model.keras", "--data", ws / "test.npz", "--out", nowhere / "run"], capsys,
-              folders, r"output folder '.*no/such/run' does not exist: create it first")
+    cli_error(
+        ["compress", ws / "model.keras", "--data", ws / "test.npz", "--out", nowhere / "run"],
+        capsys,
+        folders,
+        r"output folder '.*no/such/run' does not exist: create it first",
+    )
     # export-c creates its output folder (README, CLI: "output folders are created")
-    assert tfedge.export_c_array(tflite, nowhere / "m", arena_bytes=1024) == (str(nowhere / "m.h"),
-                                                                            str(nowhere / "m.cc"))
+    assert tfedge.export_c_array(tflite, nowhere / "m", arena_bytes=1024) == (
+        str(nowhere / "m.h"),
+        str(nowhere / "m.cc"),
+    )
     assert cli.main(["export-c", str(ws / "model.tflite"), "--out", str(tmp_path / "new")]) == 0
     assert (tmp_path / "new" / "model.h").exists()
 
@@ -212,10 +243,14 @@ def test_1_output_folder_missing(ws, tmp_path, capsys, tflite):
 def test_1_output_path_equal_to_an_input(ws, tmp_path, capsys, tflite):
     same = r"'.*' is also an input file: choose another output path"
     for out in ("model.keras", "calib.npz"):
-        cli_error(["convert", ws / "model.keras", "--data", ws / "calib.npz", "--out", ws / out], capsys,
-                  (ws,), same)
-    api_error(InputError, same, tfedge.files.check_output_path, ws / "calib.npz",
-              inputs=(ws / "model.keras", ws / "calib.npz"))
+        cli_error(["convert", ws / "model.keras", "--data", ws / "calib.npz", "--out", ws / out], capsys, (ws,), same)
+    api_error(
+        InputError,
+        same,
+        tfedge.files.check_output_path,
+        ws / "calib.npz",
+        inputs=(ws / "model.keras", ws / "calib.npz"),
+    )
     # a model file named like the C source export-c would write next to it
     shutil.copy(ws / "model.tflite", tmp_path / "net.cc")
     itself = r"output '.*net\.cc' is the model file itself: choose another prefix"
@@ -228,15 +263,23 @@ def test_1_output_path_equal_to_an_input(ws, tmp_path, capsys, tflite):
 
 BAD_FILES = {
     "empty": (lambda good: b"", r"is empty \(0 bytes\): re-create or re-download it"),
-    "random bytes": (lambda good: random.Random(0).randbytes(4096),
-                     r"is not a TFLite model: its file identifier is .*, expected b'TFL3'; pass a \.tflite file"),
-    "truncated": (lambda good: good[: len(good) // 2],
-                  r"is not a valid TFLite model: .* lies outside the [\d,]+-byte file; the file is truncated or "
-                  r"corrupted: convert the model again"),
-    "wrong identifier": (lambda good: good[:4] + b"TFL2" + good[8:],
-                         r"its file identifier is b'TFL2', expected b'TFL3'"),
-    "8 bytes, root past the end": (lambda good: struct.pack("<I", 4096) + b"TFL3",
-                                   r"is not a TFLite model: only 8 bytes .*the file is empty or truncated"),
+    "random bytes": (
+        lambda good: random.Random(0).randbytes(4096),
+        r"is not a TFLite model: its file identifier is .*, expected b'TFL3'; pass a \.tflite file",
+    ),
+    "truncated": (
+        lambda good: good[: len(good) // 2],
+        r"is not a valid TFLite model: .* lies outside the [\d,]+-byte file; the file is truncated or "
+        r"corrupted: convert the model again",
+    ),
+    "wrong identifier": (
+        lambda good: good[:4] + b"TFL2" + good[8:],
+        r"its file identifier is b'TFL2', expected b'TFL3'",
+    ),
+    "8 bytes, root past the end": (
+        lambda good: struct.pack("<I", 4096) + b"TFL3",
+        r"is not a TFLite model: only 8 bytes .*the file is empty or truncated",
+    ),
 }
 
 
@@ -248,23 +291,30 @@ FIX = r"; the file is truncated or corrupted: convert the model again or copy th
 BAD_FIELDS = {
     "tensor index out of range": (
         lambda m: m.subgraphs[0].operators[0].inputs.__setitem__(0, len(m.subgraphs[0].tensors) + 7),
-        r"is not a valid TFLite model: operator 0 of subgraph 0 input tensor is \d+, out of range \(0\.\.\d+\)" + FIX),
+        r"is not a valid TFLite model: operator 0 of subgraph 0 input tensor is \d+, out of range \(0\.\.\d+\)" + FIX,
+    ),
     "buffer index out of range": (
         lambda m: setattr(m.subgraphs[0].tensors[0], "buffer", len(m.buffers) + 3),
-        r"tensor 0 of subgraph 0 buffer index is \d+, out of range \(0\.\.\d+\)" + FIX),
+        r"tensor 0 of subgraph 0 buffer index is \d+, out of range \(0\.\.\d+\)" + FIX,
+    ),
     "opcode index out of range": (
         lambda m: setattr(m.subgraphs[0].operators[0], "opcodeIndex", len(m.operatorCodes) + 2),
-        r"operator 0 of subgraph 0 opcode index is \d+, out of range \(0\.\.\d+\)" + FIX),
+        r"operator 0 of subgraph 0 opcode index is \d+, out of range \(0\.\.\d+\)" + FIX,
+    ),
     "negative dimension": (
         lambda m: m.subgraphs[0].tensors[_first_op_tensor(m)].shape.__setitem__(1, -4),
-        r"has a negative dimension in shape \[1, -4, 8, 1\]" + FIX),
+        r"has a negative dimension in shape \[1, -4, 8, 1\]" + FIX,
+    ),
     "zero point outside int8": (
         lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "zeroPoint", [300]),
-        r"has a zero point outside the int8 range \(-128, 127\)" + FIX),
+        r"has a zero point outside the int8 range \(-128, 127\)" + FIX,
+    ),
     "per-channel scales missing": (
         lambda m: vars(m.subgraphs[0].tensors[m.subgraphs[0].operators[0].inputs[1]].quantization).update(
-            scale=[0.01, 0.02], zeroPoint=[0, 0]),
-        r"has 2 per-channel scales for \d+ channels, and operator 0 \(CONV_2D\) reads it" + FIX),
+            scale=[0.01, 0.02], zeroPoint=[0, 0]
+        ),
+        r"has 2 per-channel scales for \d+ channels, and operator 0 \(CONV_2D\) reads it" + FIX,
+    ),
 }
 
 
@@ -300,8 +350,9 @@ def test_3_out_of_range_field(kind, ws, tmp_path, capsys, digits, tflite):
 def test_3_degenerate_scale_is_read_and_flagged_not_called_corrupted(scale, tmp_path, capsys, tflite):
     """Not out of bounds: inspect reads it and names the tensor, the op that reads it and the likely cause."""
     path = tmp_path / "degenerate.tflite"
-    path.write_bytes(repacked(tflite, lambda m: setattr(
-        m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [scale])))
+    path.write_bytes(
+        repacked(tflite, lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [scale]))
+    )
     (d,) = tfedge.inspect(path).degenerate_scales
     assert d["read_by"] == ["CONV_2D#0"] and "calibration data never exercised that layer" in d["message"]
     assert cli.main(["inspect", str(path)]) == 0
@@ -369,24 +420,37 @@ def _npz(path: Path, **arrays) -> Path:
 
 
 BAD_DATA = {
-    "not a zip": (lambda p, d: p.write_bytes(b"x,y\n0.1,3\n") and p,
-                  r"is not an \.npz archive: save it with numpy\.savez\(path, x=\.\.\., y=\.\.\.\)"),
-    "object arrays": (lambda p, d: _npz(p, x=np.array([{"a": 1}, None], dtype=object)),
-                      r"holds Python objects .*refused for safety; save numeric arrays"),
-    "no x": (lambda p, d: _npz(p, inputs=d.x_test[:8]),
-             r"has no array 'x' \(found: inputs\); save inputs as x=\.\.\."),
-    "wrong rank": (lambda p, d: _npz(p, x=d.x_test[:20].reshape(20, 64), y=d.y_test[:20]),
-                   r"samples have shape 64, the model expects 8x8x1 \(array shape \(N, 8, 8, 1\)\)"),
-    "wrong shape": (lambda p, d: _npz(p, x=np.repeat(d.x_test[:20], 3, axis=-1), y=d.y_test[:20]),
-                    r"samples have shape 8x8x3, the model expects 8x8x1"),
-    "NaN": (lambda p, d: _npz(p, x=np.where(np.arange(64).reshape(8, 8, 1) == 5, np.nan, d.x_test[:20]),
-                              y=d.y_test[:20]),
-            r"holds 20 NaN or Inf values; clean or drop those samples"),
-    "Inf": (lambda p, d: _npz(p, x=np.concatenate([d.x_test[:19], np.full((1, 8, 8, 1), np.inf, np.float32)]),
-                              y=d.y_test[:20]),
-            r"holds 64 NaN or Inf values; clean or drop those samples"),
-    "strings": (lambda p, d: _npz(p, x=np.array([["0.1", "0.2"]] * 20)),
-                r"'x' has dtype <U3; expected float32 numbers"),
+    "not a zip": (
+        lambda p, d: p.write_bytes(b"x,y\n0.1,3\n") and p,
+        r"is not an \.npz archive: save it with numpy\.savez\(path, x=\.\.\., y=\.\.\.\)",
+    ),
+    "object arrays": (
+        lambda p, d: _npz(p, x=np.array([{"a": 1}, None], dtype=object)),
+        r"holds Python objects .*refused for safety; save numeric arrays",
+    ),
+    "no x": (lambda p, d: _npz(p, inputs=d.x_test[:8]), r"has no array 'x' \(found: inputs\); save inputs as x=\.\.\."),
+    "wrong rank": (
+        lambda p, d: _npz(p, x=d.x_test[:20].reshape(20, 64), y=d.y_test[:20]),
+        r"samples have shape 64, the model expects 8x8x1 \(array shape \(N, 8, 8, 1\)\)",
+    ),
+    "wrong shape": (
+        lambda p, d: _npz(p, x=np.repeat(d.x_test[:20], 3, axis=-1), y=d.y_test[:20]),
+        r"samples have shape 8x8x3, the model expects 8x8x1",
+    ),
+    "NaN": (
+        lambda p, d: _npz(p, x=np.where(np.arange(64).reshape(8, 8, 1) == 5, np.nan, d.x_test[:20]), y=d.y_test[:20]),
+        r"holds 20 NaN or Inf values; clean or drop those samples",
+    ),
+    "Inf": (
+        lambda p, d: _npz(
+            p, x=np.concatenate([d.x_test[:19], np.full((1, 8, 8, 1), np.inf, np.float32)]), y=d.y_test[:20]
+        ),
+        r"holds 64 NaN or Inf values; clean or drop those samples",
+    ),
+    "strings": (
+        lambda p, d: _npz(p, x=np.array([["0.1", "0.2"]] * 20)),
+        r"'x' has dtype <U3; expected float32 numbers",
+    ),
 }
 
 
@@ -398,8 +462,13 @@ def test_5_bad_data_file(kind, ws, tmp_path, capsys, small_cnn, tflite, digits):
     if kind.startswith("wrong"):  # readable: the model says what is wrong with it
         x, y = tfedge.datasets.load_npz(path)
         api_error(InputError, match, tfedge.validate, tflite, x, y, verbose=0)
-        api_error(InputError, match.replace("samples", "representative_data .*samples"), tfedge.convert,
-                  small_cnn, representative_data=x)
+        api_error(
+            InputError,
+            match.replace("samples", "representative_data .*samples"),
+            tfedge.convert,
+            small_cnn,
+            representative_data=x,
+        )
     else:
         api_error(InputError, rf"data file '.*bad\.npz'.*{match}", tfedge.datasets.load_npz, path)
     cli_error(["validate", ws / "model.tflite", "--data", path], capsys, folders, match)
@@ -413,12 +482,17 @@ def test_5_labels_out_of_range(ws, tmp_path, capsys, digits, tflite):
     match = r"label 12 is out of range for a model with 10 outputs \(classes 0\.\.9\)"
     api_error(InputError, match, tfedge.validate, tflite, *tfedge.datasets.load_npz(path), verbose=0)
     cli_error(["validate", ws / "model.tflite", "--data", path], capsys, (ws, tmp_path), match)
-    cli_error(["compress", ws / "model.keras", "--data", path, "--out", tmp_path / "run"], capsys, (ws, tmp_path),
-              match)
+    cli_error(
+        ["compress", ws / "model.keras", "--data", path, "--out", tmp_path / "run"], capsys, (ws, tmp_path), match
+    )
     y[3] = -1
     path = _npz(tmp_path / "labels.npz", x=digits.x_test[:20], y=y)
-    cli_error(["validate", ws / "model.tflite", "--data", path], capsys, (ws, tmp_path),
-              r"labels 'y' hold negative class ids \(min -1\); use 0\.\.num_classes-1")
+    cli_error(
+        ["validate", ws / "model.tflite", "--data", path],
+        capsys,
+        (ws, tmp_path),
+        r"labels 'y' hold negative class ids \(min -1\); use 0\.\.num_classes-1",
+    )
 
 
 def test_5_float64_is_converted_silently(ws, tmp_path, capsys, digits, tflite):
@@ -455,51 +529,83 @@ def unsafe_models(ws, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     root = tmp_path_factory.mktemp("unsafe")
     found = {}
     (root / "not_zip.keras").write_bytes(b"this is not a zip archive")
-    found["not a zip"] = (root / "not_zip.keras",
-                          r"is not a \.keras archive \(not a zip\): save it with model\.save\('model\.keras'\)")
+    found["not a zip"] = (
+        root / "not_zip.keras",
+        r"is not a \.keras archive \(not a zip\): save it with model\.save\('model\.keras'\)",
+    )
 
-    lam = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Lambda(lambda t: t * 2.0, name="double"),
-                            keras.layers.Flatten(), keras.layers.Dense(10)])
+    lam = keras.Sequential(
+        [
+            keras.layers.Input((8, 8, 1)),
+            keras.layers.Lambda(lambda t: t * 2.0, name="double"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
     lam.save(root / "lambda.keras")
-    found["Lambda"] = (root / "lambda.keras", r"contains a Lambda layer 'double', refused because it runs arbitrary "
-                                              r"Python code when loaded: replace it with built-in layers")
+    found["Lambda"] = (
+        root / "lambda.keras",
+        r"contains a Lambda layer 'double', refused because it runs arbitrary "
+        r"Python code when loaded: replace it with built-in layers",
+    )
 
     def add_tfsm(config: dict) -> None:  # tf_keras has no TFSMLayer: this is what a Keras 3 file would hold
-        config["config"]["layers"].insert(1, {"module": "keras.layers", "class_name": "TFSMLayer", "config": {
-            "name": "hidden_savedmodel", "filepath": "/tmp/elsewhere/saved_model", "call_endpoint": "serve"}})
+        config["config"]["layers"].insert(
+            1,
+            {
+                "module": "keras.layers",
+                "class_name": "TFSMLayer",
+                "config": {
+                    "name": "hidden_savedmodel",
+                    "filepath": "/tmp/elsewhere/saved_model",
+                    "call_endpoint": "serve",
+                },
+            },
+        )
 
-    found["TFSMLayer"] = (_rewrite_config(ws / "model.keras", root / "tfsm.keras", add_tfsm),
-                          r"contains a TFSMLayer layer 'hidden_savedmodel', refused because it loads and runs a "
-                          r"SavedModel from another path")
+    found["TFSMLayer"] = (
+        _rewrite_config(ws / "model.keras", root / "tfsm.keras", add_tfsm),
+        r"contains a TFSMLayer layer 'hidden_savedmodel', refused because it loads and runs a "
+        r"SavedModel from another path",
+    )
 
     def foreign(config: dict) -> None:  # Keras imports the module a config names: 'this' prints when imported
         config.update({"module": "this", "class_name": "Sequential", "registered_name": None})
 
-    found["foreign module"] = (_rewrite_config(ws / "model.keras", root / "foreign.keras", foreign),
-                               r"names the class 'Sequential' from the Python module 'this', refused: loading it "
-                               r"would import and run code from outside Keras")
+    found["foreign module"] = (
+        _rewrite_config(ws / "model.keras", root / "foreign.keras", foreign),
+        r"names the class 'Sequential' from the Python module 'this', refused: loading it "
+        r"would import and run code from outside Keras",
+    )
 
     vocab = root / "vocab.txt"
     vocab.write_text("red\ngreen\nblue\n")
     inp = keras.layers.Input((1,), dtype="string")
     lookup = keras.Model(inp, keras.layers.StringLookup(vocabulary=str(vocab), name="colours")(inp))
     lookup.save(root / "lookup.keras")
-    found["lookup file"] = (root / "lookup.keras", r"contains a StringLookup layer 'colours' that reads its "
-                                                   r"vocabulary from the file '.*vocab\.txt', refused: pass the "
-                                                   r"vocabulary as a list")
+    found["lookup file"] = (
+        root / "lookup.keras",
+        r"contains a StringLookup layer 'colours' that reads its "
+        r"vocabulary from the file '.*vocab\.txt', refused: pass the "
+        r"vocabulary as a list",
+    )
     plain = keras.models.clone_model(tfedge.load_model(ws / "model.keras"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras calls .h5 "legacy": that is the point here
         plain.save(root / "model.h5")
-    found[".h5"] = (root / "model.h5", r"is an \.h5 file, which Keras cannot load safely \(it can run code hidden in "
-                                        r"the file\): re-save it as \.keras, or pass --trust-model")
+    found[".h5"] = (
+        root / "model.h5",
+        r"is an \.h5 file, which Keras cannot load safely \(it can run code hidden in "
+        r"the file\): re-save it as \.keras, or pass --trust-model",
+    )
     plain.save(root / "saved_model")
     found["SavedModel"] = (root / "saved_model", r"is a SavedModel, which Keras cannot load safely .*--trust-model")
     return found
 
 
-@pytest.mark.parametrize("kind", ["not a zip", "Lambda", "TFSMLayer", "lookup file", "foreign module", ".h5",
-                                  "SavedModel"])
+@pytest.mark.parametrize(
+    "kind", ["not a zip", "Lambda", "TFSMLayer", "lookup file", "foreign module", ".h5", "SavedModel"]
+)
 def test_6_unsafe_model_file_refused(kind, unsafe_models, ws, tmp_path, capsys, digits):
     path, match = unsafe_models[kind]
     assert "this" not in sys.modules
@@ -507,8 +613,7 @@ def test_6_unsafe_model_file_refused(kind, unsafe_models, ws, tmp_path, capsys, 
     api_error(InputError, match, tfedge.validate, ws / "model.tflite", digits.x_test[:4], reference=path, verbose=0)
     folders = (ws, tmp_path, path.parent)
     cli_error(["convert", path, "--data", ws / "calib.npz", *cli_outputs(ws)[0]], capsys, folders, match)
-    cli_error(["validate", ws / "model.tflite", "--data", ws / "test.npz", "--reference", path], capsys, folders,
-              match)
+    cli_error(["validate", ws / "model.tflite", "--data", ws / "test.npz", "--reference", path], capsys, folders, match)
     cli_error(["compress", path, "--data", ws / "test.npz", "--out", tmp_path / "run"], capsys, folders, match)
     assert "this" not in sys.modules  # nothing named in a refused file was imported
 
@@ -519,9 +624,22 @@ def test_6_trust_model_loads_h5_and_savedmodel(unsafe_models, ws, capsys, digits
         model = tfedge.load_model(unsafe_models[kind][0], trust=True)
         assert model.count_params() == small_cnn.count_params()
     capsys.readouterr()
-    rc = cli.main(["validate", str(ws / "model.tflite"), "--data", str(ws / "test.npz"), "--runtimes", "litert",
-                   "--reference", str(unsafe_models[".h5"][0]), "--trust-model", "--json",
-                   "--min-reference-agreement", "0"])  # a clone: same layers, fresh weights
+    rc = cli.main(
+        [
+            "validate",
+            str(ws / "model.tflite"),
+            "--data",
+            str(ws / "test.npz"),
+            "--runtimes",
+            "litert",
+            "--reference",
+            str(unsafe_models[".h5"][0]),
+            "--trust-model",
+            "--json",
+            "--min-reference-agreement",
+            "0",
+        ]
+    )  # a clone: same layers, fresh weights
     assert rc == 0
     assert set(json.loads(capsys.readouterr().out)["reference_agreement"]) == {"litert"}
 
@@ -535,30 +653,38 @@ def test_7_subclassed_model(ws, tmp_path, capsys, digits):
     sub = r"is a subclassed model \(Subclassed\); TF-MOT can only wrap Sequential or Functional models: rebuild it"
     api_error(ModelError, sub, tfedge.prune, model, target_sparsity=0.5, epochs=1)
     api_error(ModelError, sub, tfedge.quantize_aware, model)
-    api_error(ModelError, sub, tfedge.convert, model,
-              representative_data=digits.x_train[:20])
+    api_error(ModelError, sub, tfedge.convert, model, representative_data=digits.x_train[:20])
     model.save(tmp_path / "subclassed.keras")
     match = r"'Subclassed'.*(subclassed|custom).*rebuild it"
     api_error(InputError, match, tfedge.load_model, tmp_path / "subclassed.keras")
     folders = (ws, tmp_path)
-    cli_error(["convert", tmp_path / "subclassed.keras", "--data", ws / "calib.npz", *cli_outputs(ws)[0]], capsys,
-              folders, match)
-    cli_error(["compress", tmp_path / "subclassed.keras", "--data", ws / "test.npz", "--out", ws / "out"], capsys,
-              folders, match)
+    cli_error(
+        ["convert", tmp_path / "subclassed.keras", "--data", ws / "calib.npz", *cli_outputs(ws)[0]],
+        capsys,
+        folders,
+        match,
+    )
+    cli_error(
+        ["compress", tmp_path / "subclassed.keras", "--data", ws / "test.npz", "--out", ws / "out"],
+        capsys,
+        folders,
+        match,
+    )
 
 
 def test_7_keras3_model(ws, tmp_path, capsys, digits, tflite):
     k3 = importlib.import_module("keras")  # Keras 3 in this venv: only here, to build the bad object
     assert k3.__version__.startswith("3.")
     model = k3.Sequential([k3.layers.Input((8, 8, 1)), k3.layers.Flatten(), k3.layers.Dense(10)])
-    k3_msg = r"is a Keras 3 model \(Sequential from 'keras\.src.*'\); TF-MOT and tfedge need Keras 2: port it with " \
-             r"tfedge\.from_keras3\(model\)"
+    k3_msg = (
+        r"is a Keras 3 model \(Sequential from 'keras\.src.*'\); TF-MOT and tfedge need Keras 2: port it with "
+        r"tfedge\.from_keras3\(model\)"
+    )
     api_error(InputError, "model " + k3_msg, tfedge.convert, model, representative_data=digits.x_train[:20])
     api_error(InputError, "model " + k3_msg, tfedge.prune, model, target_sparsity=0.5, epochs=1)
     api_error(InputError, "model to quantize " + k3_msg, tfedge.quantize_aware, model)
     api_error(InputError, "student " + k3_msg, tfedge.Distiller, student=model, teacher=model)
-    api_error(InputError, "reference " + k3_msg, tfedge.validate, tflite, digits.x_test[:4], reference=model,
-              verbose=0)
+    api_error(InputError, "reference " + k3_msg, tfedge.validate, tflite, digits.x_test[:4], reference=model, verbose=0)
     model.save(tmp_path / "keras3.keras")  # the same model, as a file, is ported (tests/test_keras3.py)
     assert isinstance(tfedge.load_model(tmp_path / "keras3.keras"), keras.Model)
 
@@ -568,8 +694,10 @@ def test_7_layer_qat_cannot_handle_with_strict(ws, tmp_path, capsys, digits):
     h = keras.layers.Dense(16)(keras.layers.Flatten()(inp))
     h = keras.layers.LayerNormalization(name="norm")(h)
     model = keras.Model(inp, keras.layers.Dense(10)(h))
-    match = r"strict=True and 1 layer of model '.*' cannot be quantized by TF-MOT [\d.]+: 'norm' \(LayerNormalization" \
-            r".*pass skip=\['norm'\] \(or strict=False\) to keep them float"
+    match = (
+        r"strict=True and 1 layer of model '.*' cannot be quantized by TF-MOT [\d.]+: 'norm' \(LayerNormalization"
+        r".*pass skip=\['norm'\] \(or strict=False\) to keep them float"
+    )
     api_error(ModelError, match, tfedge.quantize_aware, model, strict=True)
     path = tmp_path / "norm.keras"
     tfedge.save_model(model, path)
@@ -579,14 +707,29 @@ def test_7_layer_qat_cannot_handle_with_strict(ws, tmp_path, capsys, digits):
     (run / "norm_student_int8.tflite").write_bytes(OLD_TFLITE)  # a previous run's deployed model
     before = snapshot(ws, tmp_path)
     capsys.readouterr()
-    rc = cli.main(["compress", str(path), "--data", str(tmp_path / "train.npz"), "--out", str(run),
-                   "--sparsity", "0", "--epochs", "1"])
+    rc = cli.main(
+        [
+            "compress",
+            str(path),
+            "--data",
+            str(tmp_path / "train.npz"),
+            "--out",
+            str(run),
+            "--sparsity",
+            "0",
+            "--epochs",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     # compress post-training quantizes what QAT cannot wrap; this untrained model is stopped earlier, at chance
     assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(r"stage 'baseline \(teacher, post-training int8\)' failed: the teacher's plain int8 model "
-                     r"scores [\d.]+ % .*no better than chance", lines[0]), lines[0]
+    assert re.search(
+        r"stage 'baseline \(teacher, post-training int8\)' failed: the teacher's plain int8 model "
+        r"scores [\d.]+ % .*no better than chance",
+        lines[0],
+    ), lines[0]
     after = snapshot(ws, tmp_path)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     # the pipeline keeps the outputs of the stages that completed (the float teacher), whole; nothing else
@@ -622,19 +765,30 @@ def tflm_crasher(tmp_path_factory, digits) -> Path:
 
 def test_8_tflite_micro_crash_is_a_clear_error(tflm_crasher, ws, tmp_path, capsys, digits):
     tfedge.inspect(tflm_crasher)  # structurally sound: only running it shows the problem
-    crash = r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite'? while .*; the file may be corrupted, " \
-            r"or a tensor's quantization is degenerate"
+    crash = (
+        r"TFLite Micro crashed \(signal 11, SIGSEGV\) on .*crash\.tflite'? while .*; the file may be corrupted, "
+        r"or a tensor's quantization is degenerate"
+    )
     # validate names the op the crash was in (graph prefixes run in the isolated worker)
-    listed = r"TFLite Micro crashed \(signal 11, SIGSEGV\) in SLICE \(op 1\) on .*crash\.tflite'? while .*; the " \
-             r"file may be corrupted"
+    listed = (
+        r"TFLite Micro crashed \(signal 11, SIGSEGV\) in SLICE \(op 1\) on .*crash\.tflite'? while .*; the "
+        r"file may be corrupted"
+    )
     api_error(ValidationError, listed, tfedge.validate, tflm_crasher, digits.x_test[:8], runtimes=("tflm",), verbose=0)
     # export-c writes any well-formed model: the arena is left out and the header says why (issue 14)
     files = tfedge.export_c_array(tflm_crasher, tmp_path / "crash")
     assert files.arena_bytes is None and re.search(crash, files.arena_note)
     assert "// Why: TFLite Micro crashed (signal 11, SIGSEGV)" in (tmp_path / "crash.h").read_text()
     # LiteRT (in its own child) refuses the same file cleanly, with its own reason
-    api_error(ValidationError, r"LiteRT cannot prepare .*crash\.tflite", tfedge.validate, tflm_crasher,
-              digits.x_test[:8], runtimes=("litert",), verbose=0)
+    api_error(
+        ValidationError,
+        r"LiteRT cannot prepare .*crash\.tflite",
+        tfedge.validate,
+        tflm_crasher,
+        digits.x_test[:8],
+        runtimes=("litert",),
+        verbose=0,
+    )
     folders = (ws, tmp_path, tflm_crasher.parent)
     cli_error(["validate", tflm_crasher, "--data", ws / "test.npz", "--runtimes", "tflm"], capsys, folders, listed)
     capsys.readouterr()
@@ -643,9 +797,14 @@ def test_8_tflite_micro_crash_is_a_clear_error(tflm_crasher, ws, tmp_path, capsy
 
 
 def test_8_tiny_arena_segfault_names_the_runtime_and_signal(tflite, digits):
-    api_error(ValidationError, r"TFLite Micro crashed \(signal 11, SIGSEGV\) .*arenas under 512 bytes crash it: "
-                               r"leave arena_size unset or give more",
-              TFLiteMicro(tflite, arena_size=64).run, digits.x_test[:2], measure_arena=False)
+    api_error(
+        ValidationError,
+        r"TFLite Micro crashed \(signal 11, SIGSEGV\) .*arenas under 512 bytes crash it: "
+        r"leave arena_size unset or give more",
+        TFLiteMicro(tflite, arena_size=64).run,
+        digits.x_test[:2],
+        measure_arena=False,
+    )
 
 
 def test_8_console_script_shows_one_line_and_exit_2(tflm_crasher, ws, tmp_path):
@@ -653,13 +812,21 @@ def test_8_console_script_shows_one_line_and_exit_2(tflm_crasher, ws, tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(random.Random(1).randbytes(300))
     runs = {
-        "crash": [*console_script(), "validate", str(tflm_crasher), "--data", str(ws / "test.npz"),
-                  "--runtimes", "tflm"],
+        "crash": [
+            *console_script(),
+            "validate",
+            str(tflm_crasher),
+            "--data",
+            str(ws / "test.npz"),
+            "--runtimes",
+            "tflm",
+        ],
         "junk": [*console_script(), "inspect", str(junk)],
         "junk --debug": [*console_script(), "--debug", "inspect", str(junk)],
     }
-    procs = {k: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k, argv in runs.items()}
+    procs = {
+        k: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k, argv in runs.items()
+    }
     results = {k: (p.communicate(timeout=240), p.returncode) for k, p in procs.items()}
     for kind in ("crash", "junk"):
         (out, err), rc = results[kind]
@@ -679,16 +846,18 @@ def test_8_debug_raises_instead_of_printing(tmp_path):
 # -- 9. Ctrl-C --------------------------------------------------------------------------------------------
 
 
-def _interrupt(argv: list, ready: Callable[[int], bool], env: dict, what: str,
-               restore: Callable[[], None] = lambda: None) -> tuple[int, str]:
+def _interrupt(
+    argv: list, ready: Callable[[int], bool], env: dict, what: str, restore: Callable[[], None] = lambda: None
+) -> tuple[int, str]:
     """Start ``argv`` in its own process group, wait until ``ready(pid)``, then Ctrl-C the group.
 
     If the command finished before the signal landed (a loaded machine), ``restore`` and try again.
     """
     for _ in range(3):
         restore()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + 180
         try:
             while not ready(proc.pid) and proc.poll() is None:
@@ -737,8 +906,13 @@ def test_9_ctrl_c_during_convert_leaves_the_old_file(ws, tmp_path):
     restore()
     before = snapshot(tmp_path / "models")
     env = _private_env(tmp_path / "tmp")
-    rc, err = _interrupt([*console_script(), "convert", str(ws / "model.keras"), "--data", str(ws / "calib.npz"),
-                          "--out", str(out)], _converter_running, env, "tfedge convert", restore)
+    rc, err = _interrupt(
+        [*console_script(), "convert", str(ws / "model.keras"), "--data", str(ws / "calib.npz"), "--out", str(out)],
+        _converter_running,
+        env,
+        "tfedge convert",
+        restore,
+    )
     _assert_interrupted(rc, err)
     assert out.read_bytes() == OLD_TFLITE
     assert snapshot(tmp_path / "models") == before  # no temporary left beside it
@@ -759,9 +933,13 @@ def test_9_ctrl_c_during_export_c_leaves_the_old_files(ws, tmp_path):
     restore()
     before = snapshot(tmp_path / "build")
     env = _private_env(tmp_path / "tmp")
-    rc, err = _interrupt([*console_script(), "export-c", str(ws / "model.tflite"), "--out", str(tmp_path / "build"),
-                          "--name", "model"], _tflm_worker_started(tmp_path / "tmp"), env, "tfedge export-c",
-                         restore)
+    rc, err = _interrupt(
+        [*console_script(), "export-c", str(ws / "model.tflite"), "--out", str(tmp_path / "build"), "--name", "model"],
+        _tflm_worker_started(tmp_path / "tmp"),
+        env,
+        "tfedge export-c",
+        restore,
+    )
     _assert_interrupted(rc, err)
     assert snapshot(tmp_path / "build") == before
     assert (tmp_path / "build" / "model.h").read_text() == OLD_H

@@ -22,16 +22,31 @@ from tfedge.budget import (
 from tfedge.recipes import small_student
 
 
-@pytest.mark.parametrize("value, expected", [
-    (8000, 8000), ("8000", 8000), ("8KB", 8000), ("8kB", 8000), ("8k", 8000), ("8KiB", 8192), ("8 kib", 8192),
-    ("3.5KB", 3500), ("1MB", 1_000_000), ("1MiB", 1_048_576), (np.int64(512), 512), (4096.0, 4096), (" 12 B ", 12),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (8000, 8000),
+        ("8000", 8000),
+        ("8KB", 8000),
+        ("8kB", 8000),
+        ("8k", 8000),
+        ("8KiB", 8192),
+        ("8 kib", 8192),
+        ("3.5KB", 3500),
+        ("1MB", 1_000_000),
+        ("1MiB", 1_048_576),
+        (np.int64(512), 512),
+        (4096.0, 4096),
+        (" 12 B ", 12),
+    ],
+)
 def test_sizes_parse_to_bytes(value, expected):
     assert parse_size(value) == expected
 
 
-@pytest.mark.parametrize("value", ["8 GB", "KB", "-5", "8 kilobytes", "", True, None, 1.5, "0", "1.5B", "0.0001KiB",
-                                   [8000]])
+@pytest.mark.parametrize(
+    "value", ["8 GB", "KB", "-5", "8 kilobytes", "", True, None, 1.5, "0", "1.5B", "0.0001KiB", [8000]]
+)
 def test_bad_sizes_are_refused_with_the_value_and_an_example(value):
     with pytest.raises(tfedge.InputError, match=r"^--flash must be .*(8KB|8000)"):
         parse_size(value, "--flash")
@@ -42,8 +57,12 @@ def _c(name, size, arena, acc=None, **kw):
 
 
 def test_without_a_budget_the_smallest_within_the_floor_is_chosen():
-    cands = [_c("big", 8000, 3000, 0.95), _c("mid", 4000, 2500, 0.94), _c("small", 2500, 2000, 0.90),
-             _c("untrained", 1000, 500)]
+    cands = [
+        _c("big", 8000, 3000, 0.95),
+        _c("mid", 4000, 2500, 0.94),
+        _c("small", 2500, 2000, 0.90),
+        _c("untrained", 1000, 500),
+    ]
     assert select(cands, floor=0.935).name == "mid"
     assert select(cands, floor=0.89).name == "small"
     assert select(cands, floor=0.945).name == "big"
@@ -52,8 +71,12 @@ def test_without_a_budget_the_smallest_within_the_floor_is_chosen():
 
 
 def test_with_a_budget_the_most_accurate_that_fits_is_chosen():
-    cands = [_c("big", 8000, 3000, 0.97), _c("mid", 4000, 2500, 0.95), _c("small", 2500, 2000, 0.94),
-             _c("wide-arena", 3000, 5000, 0.96)]
+    cands = [
+        _c("big", 8000, 3000, 0.97),
+        _c("mid", 4000, 2500, 0.95),
+        _c("small", 2500, 2000, 0.94),
+        _c("wide-arena", 3000, 5000, 0.96),
+    ]
     assert select(cands, floor=0.9, flash=5000).name == "wide-arena"
     assert select(cands, floor=0.9, flash=5000, ram=4096).name == "mid"
     assert select(cands, floor=0.9, ram=2048).name == "small"
@@ -61,8 +84,11 @@ def test_with_a_budget_the_most_accurate_that_fits_is_chosen():
 
 
 def test_nothing_at_the_floor_fails_with_the_table_of_what_was_tried():
-    cands = [_c("big", 8000, 3000, 0.80, status="trained"), _c("small", 2500, 2000, 0.70, status="trained"),
-             _c("over", 9000, 3000, status="does not fit")]
+    cands = [
+        _c("big", 8000, 3000, 0.80, status="trained"),
+        _c("small", 2500, 2000, 0.70, status="trained"),
+        _c("over", 9000, 3000, status="does not fit"),
+    ]
     with pytest.raises(tfedge.CheckFailed) as info:
         select(cands, floor=0.9, flash=8500)
     message = str(info.value)

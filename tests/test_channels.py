@@ -24,19 +24,30 @@ L = keras.layers
 
 
 def plain_cnn() -> keras.Model:
-    return keras.Sequential([
-        L.Input((8, 8, 1)),
-        L.Conv2D(12, 3, padding="same", name="conv1"), L.BatchNormalization(name="bn1"), L.ReLU(name="relu1"),
-        L.Conv2D(16, 3, name="conv2"), L.BatchNormalization(name="bn2"), L.Activation("relu", name="relu2"),
-        L.MaxPooling2D(2, name="pool"), L.Dropout(0.1, name="drop"), L.Flatten(name="flatten"),
-        L.Dense(16, activation="relu", name="fc"), L.Dense(10, name="logits"),
-    ], name="plain_cnn")
+    return keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(12, 3, padding="same", name="conv1"),
+            L.BatchNormalization(name="bn1"),
+            L.ReLU(name="relu1"),
+            L.Conv2D(16, 3, name="conv2"),
+            L.BatchNormalization(name="bn2"),
+            L.Activation("relu", name="relu2"),
+            L.MaxPooling2D(2, name="pool"),
+            L.Dropout(0.1, name="drop"),
+            L.Flatten(name="flatten"),
+            L.Dense(16, activation="relu", name="fc"),
+            L.Dense(10, name="logits"),
+        ],
+        name="plain_cnn",
+    )
 
 
 def residual() -> keras.Model:
     x = L.Input((8, 8, 1))
-    stem = L.ReLU(name="stem_relu")(L.BatchNormalization(name="stem_bn")(L.Conv2D(8, 3, padding="same",
-                                                                                  name="stem")(x)))
+    stem = L.ReLU(name="stem_relu")(
+        L.BatchNormalization(name="stem_bn")(L.Conv2D(8, 3, padding="same", name="stem")(x))
+    )
     y = L.ReLU(name="r1")(L.BatchNormalization(name="bn_a")(L.Conv2D(12, 3, padding="same", name="conv_a")(stem)))
     y = L.BatchNormalization(name="bn_b")(L.Conv2D(8, 3, padding="same", name="conv_b")(y))
     y = L.ReLU(name="r2")(L.Add(name="add")([stem, y]))
@@ -44,18 +55,22 @@ def residual() -> keras.Model:
     return keras.Model(x, L.Dense(10, name="logits")(y), name="residual")
 
 
-def inverted_residual(width: int = 8, expand: int = 6, blocks: int = 2, squeeze: tuple[int, ...] = (0, 1),
-                      gate: str = "sigmoid") -> keras.Model:
+def inverted_residual(
+    width: int = 8, expand: int = 6, blocks: int = 2, squeeze: tuple[int, ...] = (0, 1), gate: str = "sigmoid"
+) -> keras.Model:
     """MobileNetV2-style: 1x1 expand, depthwise 3x3, squeeze-excite (in the blocks listed in ``squeeze``),
     1x1 project, Add; a separable head."""
     x = L.Input((8, 8, 1))
-    y = L.ReLU(6.0, name="stem_relu")(L.BatchNormalization(name="stem_bn")(L.Conv2D(width, 3, padding="same",
-                                                                                   name="stem")(x)))
+    y = L.ReLU(6.0, name="stem_relu")(
+        L.BatchNormalization(name="stem_bn")(L.Conv2D(width, 3, padding="same", name="stem")(x))
+    )
     for b in range(blocks):
-        h = L.ReLU(6.0, name=f"b{b}_expand_relu")(L.BatchNormalization(name=f"b{b}_expand_bn")(
-            L.Conv2D(width * expand, 1, name=f"b{b}_expand")(y)))
-        h = L.ReLU(6.0, name=f"b{b}_dw_relu")(L.BatchNormalization(name=f"b{b}_dw_bn")(
-            L.DepthwiseConv2D(3, padding="same", name=f"b{b}_dw")(h)))
+        h = L.ReLU(6.0, name=f"b{b}_expand_relu")(
+            L.BatchNormalization(name=f"b{b}_expand_bn")(L.Conv2D(width * expand, 1, name=f"b{b}_expand")(y))
+        )
+        h = L.ReLU(6.0, name=f"b{b}_dw_relu")(
+            L.BatchNormalization(name=f"b{b}_dw_bn")(L.DepthwiseConv2D(3, padding="same", name=f"b{b}_dw")(h))
+        )
         if b in squeeze:
             s = L.GlobalAveragePooling2D(name=f"b{b}_se_pool")(h)
             s = L.Dense(4, activation="relu", name=f"b{b}_se_reduce")(s)
@@ -63,18 +78,27 @@ def inverted_residual(width: int = 8, expand: int = 6, blocks: int = 2, squeeze:
             h = L.Multiply(name=f"b{b}_se_scale")([h, L.Reshape((1, 1, width * expand), name=f"b{b}_se_shape")(s)])
         h = L.BatchNormalization(name=f"b{b}_project_bn")(L.Conv2D(width, 1, name=f"b{b}_project")(h))
         y = L.Add(name=f"b{b}_add")([y, h])
-    y = L.ReLU(name="head_relu")(L.SeparableConv2D(width * 4, 3, padding="same", depth_multiplier=2,
-                                                   name="head_sep")(y))
+    y = L.ReLU(name="head_relu")(
+        L.SeparableConv2D(width * 4, 3, padding="same", depth_multiplier=2, name="head_sep")(y)
+    )
     y = L.GlobalAveragePooling2D(name="gap")(y)
     return keras.Model(x, L.Dense(10, name="logits")(y), name="inverted_residual")
 
 
 def conv1d() -> keras.Model:
-    return keras.Sequential([
-        L.Input((16, 3)), L.Conv1D(8, 3, activation="relu", name="c1"), L.ZeroPadding1D(1, name="pad"),
-        L.Conv1D(10, 3, name="c2"), L.BatchNormalization(name="bn"), L.ReLU(name="relu"),
-        L.GlobalMaxPooling1D(name="gmp"), L.Dense(4, name="out"),
-    ], name="conv1d")
+    return keras.Sequential(
+        [
+            L.Input((16, 3)),
+            L.Conv1D(8, 3, activation="relu", name="c1"),
+            L.ZeroPadding1D(1, name="pad"),
+            L.Conv1D(10, 3, name="c2"),
+            L.BatchNormalization(name="bn"),
+            L.ReLU(name="relu"),
+            L.GlobalMaxPooling1D(name="gmp"),
+            L.Dense(4, name="out"),
+        ],
+        name="conv1d",
+    )
 
 
 def concatenate() -> keras.Model:
@@ -97,15 +121,27 @@ def two_outputs() -> keras.Model:
 
 
 def reshape_flat() -> keras.Model:
-    return keras.Sequential([
-        L.Input((6, 6, 2)), L.Conv2D(6, 3, activation="relu", name="conv"), L.Reshape((-1,), name="flat"),
-        L.Dense(8, activation="relu", name="fc"), L.Dense(3, name="out"),
-    ], name="reshape_flat")
+    return keras.Sequential(
+        [
+            L.Input((6, 6, 2)),
+            L.Conv2D(6, 3, activation="relu", name="conv"),
+            L.Reshape((-1,), name="flat"),
+            L.Dense(8, activation="relu", name="fc"),
+            L.Dense(3, name="out"),
+        ],
+        name="reshape_flat",
+    )
 
 
-BUILDERS = {"plain_cnn": plain_cnn, "reshape_flat": reshape_flat, "residual": residual,
-            "inverted_residual": inverted_residual, "conv1d": conv1d, "concatenate": concatenate,
-            "two_outputs": two_outputs}
+BUILDERS = {
+    "plain_cnn": plain_cnn,
+    "reshape_flat": reshape_flat,
+    "residual": residual,
+    "inverted_residual": inverted_residual,
+    "conv1d": conv1d,
+    "concatenate": concatenate,
+    "two_outputs": two_outputs,
+}
 
 
 def _randomize_bn(model: keras.Model, rng: np.random.Generator) -> None:
@@ -113,8 +149,14 @@ def _randomize_bn(model: keras.Model, rng: np.random.Generator) -> None:
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
-                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape),
+                    rng.normal(0, 0.2, beta.shape),
+                    rng.normal(0, 0.2, mean.shape),
+                    rng.uniform(0.5, 1.5, var.shape),
+                ]
+            )
 
 
 def _inputs(model: keras.Model, n: int = 16) -> np.ndarray:
@@ -160,8 +202,12 @@ def _dyadic(model: keras.Model, rng: np.random.Generator) -> None:
             gamma, beta, mean, var = weights
             unit = np.float64(1.0) - layer.epsilon
             assert unit + layer.epsilon == 1.0
-            weights = [rng.choice([0.5, 1.0], gamma.shape), rng.choice([-0.5, 0.0, 0.5], beta.shape),
-                       rng.choice([-0.5, 0.0, 0.5], mean.shape), np.full(var.shape, unit)]
+            weights = [
+                rng.choice([0.5, 1.0], gamma.shape),
+                rng.choice([-0.5, 0.0, 0.5], beta.shape),
+                rng.choice([-0.5, 0.0, 0.5], mean.shape),
+                np.full(var.shape, unit),
+            ]
         else:
             # no zero in a kernel: a live filter never ties with a dead one in the ranking
             weights = [rng.choice([-0.5, 0.5] if w.ndim > 1 else [-0.5, 0.0, 0.5], w.shape) for w in weights]
@@ -257,7 +303,7 @@ def test_removed_channels_are_the_least_important(importance):
     small = tfedge.prune_channels(model, ratio={"conv1": 0.5, "conv2": 0.25}, importance=importance)
     kernel, gamma = model.get_layer("conv1").get_weights()[0], model.get_layer("bn1").get_weights()[0]
     flat = kernel.reshape(-1, kernel.shape[-1])
-    score = {"l1": np.abs(flat).sum(0), "l2": np.sqrt((flat ** 2).sum(0)), "bn_gamma": np.abs(gamma)}[importance]
+    score = {"l1": np.abs(flat).sum(0), "l2": np.sqrt((flat**2).sum(0)), "bn_gamma": np.abs(gamma)}[importance]
     kept = np.sort(np.argsort(score)[6:])
     np.testing.assert_array_equal(small.get_layer("conv1").get_weights()[0], kernel[..., kept])
     np.testing.assert_array_equal(small.get_layer("bn1").get_weights()[0], gamma[kept])
@@ -271,8 +317,9 @@ def test_taylor_ranks_on_data(digits, small_cnn):
     scores = channel_importance(small_cnn, graph, "taylor", (digits.x_train[:256], digits.y_train[:256]))
     group = graph.groups[0]
     order = np.argsort([scores[r] for r in group.channels])
-    small = tfedge.prune_channels(small_cnn, 0.5, importance="taylor", data=(digits.x_train[:256],
-                                                                           digits.y_train[:256]))
+    small = tfedge.prune_channels(
+        small_cnn, 0.5, importance="taylor", data=(digits.x_train[:256], digits.y_train[:256])
+    )
     kernel = small_cnn.get_layer("conv").get_weights()[0]
     np.testing.assert_array_equal(small.get_layer("conv").get_weights()[0], kernel[..., np.sort(order[4:])])
     with pytest.raises(InputError, match="taylor.*needs data"):
@@ -288,16 +335,19 @@ def test_round_to_rounds_kept_channels_up():
 # -- errors and unknown layers ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"ratio": 1.5}, r"ratio must be in \[0, 1\), got 1.5"),
-    ({"ratio": -0.1}, r"ratio must be in \[0, 1\), got -0.1"),
-    ({"ratio": {"conv1": 1.0}}, r"ratio\['conv1'\] must be in \[0, 1\), got 1.0"),
-    ({"ratio": {"nope": 0.5}}, r"ratio names layer 'nope', which is not in model 'plain_cnn'"),
-    ({"ratio": {"logits": 0.5}}, r"'logits', whose channels cannot be removed"),
-    ({"ratio": {"conv1": 0.97}}, r"ratio 0.97 would leave layer 'conv1' with 0 of its 12 channels"),
-    ({"importance": "random"}, r"importance must be one of 'l2', 'l1', 'bn_gamma', 'taylor', got 'random'"),
-    ({"round_to": 0}, r"round_to must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ratio": 1.5}, r"ratio must be in \[0, 1\), got 1.5"),
+        ({"ratio": -0.1}, r"ratio must be in \[0, 1\), got -0.1"),
+        ({"ratio": {"conv1": 1.0}}, r"ratio\['conv1'\] must be in \[0, 1\), got 1.0"),
+        ({"ratio": {"nope": 0.5}}, r"ratio names layer 'nope', which is not in model 'plain_cnn'"),
+        ({"ratio": {"logits": 0.5}}, r"'logits', whose channels cannot be removed"),
+        ({"ratio": {"conv1": 0.97}}, r"ratio 0.97 would leave layer 'conv1' with 0 of its 12 channels"),
+        ({"importance": "random"}, r"importance must be one of 'l2', 'l1', 'bn_gamma', 'taylor', got 'random'"),
+        ({"round_to": 0}, r"round_to must be an integer >= 1, got 0"),
+    ],
+)
 def test_bad_arguments_raise_one_line_input_errors(kwargs, message):
     with pytest.raises(InputError, match=message) as info:
         tfedge.prune_channels(plain_cnn(), **kwargs)
@@ -330,7 +380,8 @@ def test_unknown_layers_keep_their_channels_or_fail_with_strict():
         warnings.simplefilter("always")
         small = tfedge.prune_channels(model, 0.5)
     assert [str(w.message) for w in caught if w.category is ChannelPruningWarning] == [
-        "prune_channels keeps the channels around 1 layer(s) it cannot trace: 'norm' (strict=True refuses them)"]
+        "prune_channels keeps the channels around 1 layer(s) it cannot trace: 'norm' (strict=True refuses them)"
+    ]
     assert small.get_layer("a").filters == 8 and small.get_layer("b").filters == 3
     with pytest.raises(ModelError, match="cannot trace: 'norm'; replace them"):
         tfedge.prune_channels(model, 0.5, strict=True)
@@ -340,11 +391,17 @@ def test_unknown_layers_keep_their_channels_or_fail_with_strict():
 
 
 def _digits_cnn() -> keras.Model:
-    return keras.Sequential([
-        L.Input((8, 8, 1)), L.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        L.Conv2D(16, 3, activation="relu", name="conv2"), L.MaxPooling2D(2, name="pool"),
-        L.Flatten(name="flatten"), L.Dense(10, name="logits"),
-    ], name="digits_cnn")
+    return keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            L.Conv2D(16, 3, activation="relu", name="conv2"),
+            L.MaxPooling2D(2, name="pool"),
+            L.Flatten(name="flatten"),
+            L.Dense(10, name="logits"),
+        ],
+        name="digits_cnn",
+    )
 
 
 def test_callback_prunes_during_fit_and_the_result_converts_to_int8(digits):
@@ -390,8 +447,9 @@ def test_callback_on_a_distiller_prunes_the_student(digits, small_cnn):
     distiller.fit(digits.x_train, digits.y_train, epochs=4, batch_size=32, verbose=0, callbacks=[callback])
     small = callback.pruned_model
     assert small.get_layer("conv").filters == 4 and small_cnn.get_layer("conv").filters == 8
-    np.testing.assert_allclose(small.predict(digits.x_test, verbose=0),
-                               distiller.student.predict(digits.x_test, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        small.predict(digits.x_test, verbose=0), distiller.student.predict(digits.x_test, verbose=0), atol=1e-5
+    )
     assert accuracy(small.predict(digits.x_test, verbose=0), digits.y_test) > 0.85
 
 
@@ -439,8 +497,10 @@ def test_shared_and_nested_layers_keep_their_channels():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         small = tfedge.prune_channels(model, 0.5)
-    expected = ("prune_channels keeps the channels around 2 layer(s) it cannot trace: 'shared', 'inner' "
-                "(strict=True refuses them)")
+    expected = (
+        "prune_channels keeps the channels around 2 layer(s) it cannot trace: 'shared', 'inner' "
+        "(strict=True refuses them)"
+    )
     assert [str(w.message) for w in caught if w.category is ChannelPruningWarning] == [expected]
     assert small.count_params() == model.count_params()
     x = _inputs(model)

@@ -20,8 +20,10 @@ def test_check_fraction_returns_a_plain_float(value, expected):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: check_fraction(1.5, "ratio", high_open=True, hint="e.g. 0.5"),
-         r"^ratio must be in \[0, 1\), got 1.5: e.g. 0.5$"),
+        (
+            lambda: check_fraction(1.5, "ratio", high_open=True, hint="e.g. 0.5"),
+            r"^ratio must be in \[0, 1\), got 1.5: e.g. 0.5$",
+        ),
         (lambda: check_fraction(0, "ratio", low_open=True), r"^ratio must be in \(0, 1\], got 0$"),
         (lambda: check_fraction(True, "ratio"), r"^ratio must be a number, got True$"),
         (lambda: check_fraction("0.5", "ratio"), r"^ratio must be a number, got '0.5'$"),
@@ -34,8 +36,10 @@ def test_check_fraction_returns_a_plain_float(value, expected):
         (lambda: check_int(False, "n"), r"^n must be an integer, got False$"),
         (lambda: check_bool(1, "strict"), r"^strict must be True or False, got 1$"),
         (lambda: check_bool("yes", "strict"), r"^strict must be True or False, got 'yes'$"),
-        (lambda: check_choice("cubic", "schedule", ("polynomial", "constant")),
-         r"^schedule must be one of 'polynomial', 'constant', got 'cubic'$"),
+        (
+            lambda: check_choice("cubic", "schedule", ("polynomial", "constant")),
+            r"^schedule must be one of 'polynomial', 'constant', got 'cubic'$",
+        ),
         (lambda: check_choice(None, "mode", ("a",)), r"^mode must be one of 'a', got None$"),
     ],
 )

@@ -73,13 +73,16 @@ def test_min_accuracy_is_checked_before_any_file_is_read(tmp_path, capsys):
     code = cli.main(["validate", missing, "--data", str(tmp_path / "missing.npz"), "--min-accuracy", "95"])
     assert code == 2
     assert capsys.readouterr().err.strip() == (
-        "tfedge: error: --min-accuracy must be in [0, 1], got 95.0: a fraction of the samples, e.g. 0.95")
+        "tfedge: error: --min-accuracy must be in [0, 1], got 95.0: a fraction of the samples, e.g. 0.95"
+    )
 
 
 def test_fast_commands_start_without_tensorflow():
     """--help, inspect and export-c import no TensorFlow: the CLI imports heavy modules inside its commands."""
-    code = ("import sys; from tfedge import cli; cli.build_parser(); "
-            "import tfedge.inspection, tfedge.export; print('tensorflow' in sys.modules)")
+    code = (
+        "import sys; from tfedge import cli; cli.build_parser(); "
+        "import tfedge.inspection, tfedge.export; print('tensorflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"

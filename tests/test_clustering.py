@@ -61,13 +61,16 @@ def clustered(sparse_cnn, digits):
 
 
 # ------------------------------------------------------------------------------------- arguments
-@pytest.mark.parametrize("kwargs, message", [
-    ({"clusters": 1}, "clusters must be an integer in [2, 256], got 1"),
-    ({"clusters": 300}, "clusters must be an integer in [2, 256], got 300"),
-    ({"clusters": "16"}, "clusters must be an integer, got '16'"),
-    ({"preserve_sparsity": 1}, "preserve_sparsity must be True or False, got 1"),
-    ({"per_channel": None}, "per_channel must be True or False, got None"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"clusters": 1}, "clusters must be an integer in [2, 256], got 1"),
+        ({"clusters": 300}, "clusters must be an integer in [2, 256], got 300"),
+        ({"clusters": "16"}, "clusters must be an integer, got '16'"),
+        ({"preserve_sparsity": 1}, "preserve_sparsity must be True or False, got 1"),
+        ({"per_channel": None}, "per_channel must be True or False, got None"),
+    ],
+)
 def test_cluster_refuses_bad_arguments(small_cnn, kwargs, message):
     with pytest.raises(InputError) as info:
         tfedge.cluster(small_cnn, **kwargs)
@@ -143,8 +146,10 @@ def test_pcqat_int8_file_keeps_clusters_per_channel_and_zeros(pcqat, clustered, 
     tfl = tfedge.convert(pcqat, representative_data=digits.x_train)
     kernels = int8_kernels(tfl.content)
     # the conv kernel per channel (8 x 3x3x1) and the dense kernel per tensor (TF-MOT's 8-bit scheme)
-    assert sorted((shape, per_channel) for shape, per_channel, _ in kernels) == [((8, 3, 3, 1), True),
-                                                                                ((10, 72), False)]
+    assert sorted((shape, per_channel) for shape, per_channel, _ in kernels) == [
+        ((8, 3, 3, 1), True),
+        ((10, 72), False),
+    ]
     assert all(count <= 8 for _, _, count in kernels)
     model = parse(tfl.content)
     dense = next(t for t in model.subgraphs[0].tensors if t.shape == (10, 72))

@@ -59,8 +59,10 @@ def block_cnn(digits):
 
 @pytest.fixture(scope="module")
 def keras_logits(small_cnn, block_cnn, digits):
-    return {name: m.predict(digits.x_test, batch_size=450, verbose=0)
-            for name, m in (("small_cnn", small_cnn), ("block_cnn", block_cnn))}
+    return {
+        name: m.predict(digits.x_test, batch_size=450, verbose=0)
+        for name, m in (("small_cnn", small_cnn), ("block_cnn", block_cnn))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +167,15 @@ class NoQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
 def test_int8_audit_names_the_float_layer_tfmot_left_behind():
     annotate = tfmot.quantization.keras.quantize_annotate_layer
-    annotated = keras.Sequential([
-        L.Input((8, 8, 1)),
-        annotate(L.Conv2D(8, 3, activation="relu", name="conv")),
-        annotate(L.Flatten(name="flatten")),
-        annotate(L.Dense(16, activation="relu", name="hidden"), quantize_config=NoQuantizeConfig()),
-        annotate(L.Dense(10, name="logits")),
-    ])
+    annotated = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            annotate(L.Conv2D(8, 3, activation="relu", name="conv")),
+            annotate(L.Flatten(name="flatten")),
+            annotate(L.Dense(16, activation="relu", name="hidden"), quantize_config=NoQuantizeConfig()),
+            annotate(L.Dense(10, name="logits")),
+        ]
+    )
     with tfmot.quantization.keras.quantize_scope({"NoQuantizeConfig": NoQuantizeConfig}):
         qat = tfmot.quantization.keras.quantize_apply(annotated)
     with pytest.raises(ConversionError) as info:
@@ -241,8 +245,19 @@ def test_strip_metadata_shrinks_the_file_and_runs_identically_on_litert_and_tflm
     full.save(tmp_path / "full.tflite")
     slim.save(tmp_path / "slim.tflite")
     # TFLite Micro in a child process: it segfaults on bad files instead of raising
-    out = subprocess.run([sys.executable, "-c", TFLM_RUN, str(tmp_path / "x.npy"), str(tmp_path / "full.tflite"),
-                          str(tmp_path / "slim.tflite")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TFLM_RUN,
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "full.tflite"),
+            str(tmp_path / "slim.tflite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("SAME")
 
@@ -264,7 +279,7 @@ def test_dataset_and_callable_feed_the_same_samples_as_an_array(small_cnn, digit
 
     def batches():
         for start in range(0, 200, 50):
-            yield x[start:start + 50]
+            yield x[start : start + 50]
 
     assert convert(small_cnn, batches).content == reference
 
@@ -325,11 +340,16 @@ def test_unknown_non_batch_dimension_is_a_model_error():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"quantization": "int2"},
-         "quantization must be one of int8, int16x8, int4, float16, dynamic, float32, got 'int2'"),
-        ({"quantization": "int4"}, "int4 weights come from quantization-aware training with 4-bit weight quantizers "
-                                   "(a TF-MOT QuantizeConfig with LastValueQuantizer(num_bits=4)), and this model is "
-                                   "not quantization-aware: use quantization='int8', or train the model 4-bit first"),
+        (
+            {"quantization": "int2"},
+            "quantization must be one of int8, int16x8, int4, float16, dynamic, float32, got 'int2'",
+        ),
+        (
+            {"quantization": "int4"},
+            "int4 weights come from quantization-aware training with 4-bit weight quantizers "
+            "(a TF-MOT QuantizeConfig with LastValueQuantizer(num_bits=4)), and this model is "
+            "not quantization-aware: use quantization='int8', or train the model 4-bit first",
+        ),
         ({"calibration_samples": 3}, "calibration_samples must be an integer >= 10, got 3"),
         ({"int8_io": "yes"}, "int8_io must be True or False, got 'yes'"),
     ],
@@ -386,6 +406,7 @@ def test_failed_save_leaves_the_existing_file_untouched(small_cnn, digits, tmp_p
         with pytest.raises(InputError, match="No space left on device"):
             tfl.save(target)
     with monkeypatch.context() as m:
+
         def interrupted(src, dst):
             raise KeyboardInterrupt
 
@@ -396,8 +417,9 @@ def test_failed_save_leaves_the_existing_file_untouched(small_cnn, digits, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
 
 
-def test_cli_convert_writes_a_valid_file_and_a_failing_conversion_keeps_the_old_one(small_cnn, digits, tmp_path,
-                                                                                    capsys):
+def test_cli_convert_writes_a_valid_file_and_a_failing_conversion_keeps_the_old_one(
+    small_cnn, digits, tmp_path, capsys
+):
     model_path = tmp_path / "cnn.keras"
     tfedge.save_model(small_cnn, model_path)
     good, bad = tmp_path / "calib.npz", tmp_path / "bad.npz"

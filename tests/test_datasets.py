@@ -70,8 +70,10 @@ def _write(tmp_path, name, **arrays):
         (lambda t: _write(t, "floaty.npz", x=np.zeros((2, 1), np.float32), y=np.array([0.5, 1.0])), "not integers"),
         (lambda t: _write(t, "stry.npz", x=np.zeros((2, 1), np.float32), y=np.array(["a", "b"])), "integer class ids"),
         (lambda t: _write(t, "negy.npz", x=np.zeros((2, 1), np.float32), y=np.array([0, -1])), "negative class ids"),
-        (lambda t: _write(t, "leny.npz", x=np.zeros((3, 1), np.float32), y=np.array([0, 1])),
-         "3 samples but 'y' has 2"),
+        (
+            lambda t: _write(t, "leny.npz", x=np.zeros((3, 1), np.float32), y=np.array([0, 1])),
+            "3 samples but 'y' has 2",
+        ),
     ],
 )
 def test_bad_npz_gives_one_line_error_naming_the_file(tmp_path, make, message):

@@ -103,8 +103,9 @@ def test_loss_matches_hand_computation(alpha, temperature):
 
 def test_sample_weights_weight_each_example_over_the_batch_size():
     weights = np.array([0.0, 1.0, 2.0, 0.5, 1.0, 3.0], np.float32)
-    distiller = Distiller(fixed_logits_model(STUDENT_LOGITS), fixed_logits_model(TEACHER_LOGITS),
-                          temperature=2.0, alpha=0.3)
+    distiller = Distiller(
+        fixed_logits_model(STUDENT_LOGITS), fixed_logits_model(TEACHER_LOGITS), temperature=2.0, alpha=0.3
+    )
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))
     logs = distiller.evaluate(EYE, LABELS, sample_weight=weights, batch_size=6, verbose=0, return_dict=True)
     expected = hand_losses(STUDENT_LOGITS, TEACHER_LOGITS, LABELS, 2.0, 0.3, weights)
@@ -114,8 +115,9 @@ def test_sample_weights_weight_each_example_over_the_batch_size():
 
 def test_custom_loss_functions_get_logits_and_softened_probabilities():
     one_hot = np.eye(4, dtype=np.float32)[LABELS]
-    distiller = Distiller(fixed_logits_model(STUDENT_LOGITS), fixed_logits_model(TEACHER_LOGITS),
-                          temperature=4.0, alpha=0.5)
+    distiller = Distiller(
+        fixed_logits_model(STUDENT_LOGITS), fixed_logits_model(TEACHER_LOGITS), temperature=4.0, alpha=0.5
+    )
     distiller.compile(
         optimizer=keras.optimizers.SGD(0.0),
         student_loss_fn=keras.losses.CategoricalCrossentropy(from_logits=True),
@@ -161,8 +163,11 @@ def test_softmax_fused_inside_a_pruning_or_qat_wrapper_is_refused_with_the_fix()
     model = fixed_logits_model(STUDENT_LOGITS, "dense_softmax")
     teacher = fixed_logits_model(TEACHER_LOGITS)
     for wrapped in (tfedge.prune(model, 0.5), tfedge.quantize_aware(model)):
-        with pytest.raises(ModelError, match=r"student 'fixed\w*' ends in \w+ .*activation='softmax' fused.*"
-                                             r"Dense\(num_classes\) with no activation.*keras.layers.Softmax\(\)"):
+        with pytest.raises(
+            ModelError,
+            match=r"student 'fixed\w*' ends in \w+ .*activation='softmax' fused.*"
+            r"Dense\(num_classes\) with no activation.*keras.layers.Softmax\(\)",
+        ):
             Distiller(wrapped, teacher)
 
 
@@ -265,8 +270,14 @@ def distilled_mlp(digits, small_cnn):
     student = build_mlp()
     distiller = Distiller(student, small_cnn, temperature=4.0, alpha=0.1)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
-    history = distiller.fit(digits.x_train, digits.y_train, epochs=25, batch_size=64, verbose=0,
-                            validation_data=(digits.x_test, digits.y_test))
+    history = distiller.fit(
+        digits.x_train,
+        digits.y_train,
+        epochs=25,
+        batch_size=64,
+        verbose=0,
+        validation_data=(digits.x_test, digits.y_test),
+    )
     return distiller, history, teacher_before
 
 
@@ -276,15 +287,24 @@ def test_distilled_16_unit_mlp_reaches_93_percent(distilled_mlp, digits):
     assert student_accuracy >= 0.93
     logs = distiller.evaluate(digits.x_test, digits.y_test, verbose=0, return_dict=True)
     assert logs["accuracy"] == pytest.approx(student_accuracy)  # evaluate reports the student
-    np.testing.assert_allclose(distiller.predict(digits.x_test[:32], verbose=0),
-                               distiller.student.predict(digits.x_test[:32], verbose=0))
+    np.testing.assert_allclose(
+        distiller.predict(digits.x_test[:32], verbose=0), distiller.student.predict(digits.x_test[:32], verbose=0)
+    )
 
 
 def test_history_holds_both_losses_and_student_metrics(distilled_mlp):
     distiller, history, _ = distilled_mlp
     h = history.history
-    assert set(h) == {"loss", "student_loss", "distillation_loss", "accuracy",
-                      "val_loss", "val_student_loss", "val_distillation_loss", "val_accuracy"}
+    assert set(h) == {
+        "loss",
+        "student_loss",
+        "distillation_loss",
+        "accuracy",
+        "val_loss",
+        "val_student_loss",
+        "val_distillation_loss",
+        "val_accuracy",
+    }
     assert distiller.metrics_names == ["loss", "student_loss", "distillation_loss", "accuracy"]
     for prefix in ("", "val_"):
         combined = 0.1 * np.array(h[prefix + "student_loss"]) + 0.9 * np.array(h[prefix + "distillation_loss"])
@@ -316,10 +336,18 @@ def test_distiller_round_trips_through_config_and_a_keras_file(distilled_mlp, di
     tfedge.save_model(distiller, path)
     loaded = tfedge.load_model(path)
     assert isinstance(loaded, Distiller) and (loaded.temperature, loaded.alpha) == (4.0, 0.1)
-    np.testing.assert_allclose(loaded.predict(digits.x_test[:64], verbose=0),
-                               distiller.predict(digits.x_test[:64], verbose=0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(loaded.teacher.predict(digits.x_test[:64], verbose=0),
-                               distiller.teacher.predict(digits.x_test[:64], verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(digits.x_test[:64], verbose=0),
+        distiller.predict(digits.x_test[:64], verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        loaded.teacher.predict(digits.x_test[:64], verbose=0),
+        distiller.teacher.predict(digits.x_test[:64], verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,8 +401,14 @@ def test_pruned_then_quantization_aware_student_reaches_sparsity_and_converts_to
     pruned = tfedge.prune(build_mlp(), target)
     distiller = Distiller(pruned, small_cnn, temperature=4.0, alpha=0.1)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
-    history = distiller.fit(digits.x_train, digits.y_train, epochs=10, batch_size=64, verbose=0,
-                            callbacks=[tfedge.PruningCallback(strict=True)])
+    history = distiller.fit(
+        digits.x_train,
+        digits.y_train,
+        epochs=10,
+        batch_size=64,
+        verbose=0,
+        callbacks=[tfedge.PruningCallback(strict=True)],
+    )
     assert history.history["sparsity"][-1] >= target - 0.01  # the callback found the student's wrappers
     report = tfedge.sparsity_report(distiller.student)
     assert set(report["layers"]) == {"hidden", "logits"}

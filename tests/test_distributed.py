@@ -82,13 +82,26 @@ def test_run_pipeline_under_mirrored_strategy_end_to_end(tmp_path, small_cnn, di
     with strategy.scope():
         teacher, student = _copy(small_cnn), _copy(small_cnn)
     out = tmp_path / "out"
-    config = PipelineConfig.for_recipe(DIGITS, quick=True, out_dir=str(out), sparsity=0.5, distill_epochs=0,
-                                       prune_epochs=1, qat_epochs=1, augment=False, calibration_samples=100, verbose=0,
-                                       flash=None, ram=None, max_accuracy_drop=100.0)  # ship the student, pruned
+    config = PipelineConfig.for_recipe(
+        DIGITS,
+        quick=True,
+        out_dir=str(out),
+        sparsity=0.5,
+        distill_epochs=0,
+        prune_epochs=1,
+        qat_epochs=1,
+        augment=False,
+        calibration_samples=100,
+        verbose=0,
+        flash=None,
+        ram=None,
+        max_accuracy_drop=100.0,
+    )  # ship the student, pruned
     report = tfedge.run_pipeline(config, digits, teacher=teacher, student=student, strategy=strategy, write=True)
 
     assert {"digits_student_int8.tflite", "digits_student_int8.h", "report.json", "MANIFEST.json"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     pruned = next(s for s in report["stages"] if s["stage"] == "pruned float32")
     assert abs(pruned["sparsity"] - 0.5) <= 0.01
     info = tfedge.inspect(out / "digits_student_int8.tflite")  # re-measured from the file written
@@ -128,8 +141,10 @@ def test_strategy_for_each_distribute_choice():
 
 def test_multiworker_refused_once_tensorflow_is_running(monkeypatch):
     tf.constant(1.0) + 1.0  # TensorFlow's runtime is up in this process (as in any pytest session)
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}),
+    )
     with pytest.raises(InputError, match="must start before anything else runs TensorFlow in this process"):
         strategy_for("multiworker")
 
@@ -144,15 +159,24 @@ def testcluster_task_names_the_chief():
     assert not cluster_task(json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}})).chief
 
 
-@pytest.mark.parametrize("raw, message", [
-    (None, "needs TF_CONFIG in the environment"),
-    ("{cluster", "TF_CONFIG is not valid JSON, got '{cluster'"),
-    ('{"task": {"type": "worker"}}', "needs a 'cluster' object and a 'task' object"),
-    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker"}}', "has a 'ps' job"),
-    ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker"}}', "must be a list of 'host:port' addresses, got 'a:1"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator"}}', "got 'evaluator'"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "task worker 1 is not in the cluster"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (None, "needs TF_CONFIG in the environment"),
+        ("{cluster", "TF_CONFIG is not valid JSON, got '{cluster'"),
+        ('{"task": {"type": "worker"}}', "needs a 'cluster' object and a 'task' object"),
+        ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker"}}', "has a 'ps' job"),
+        (
+            '{"cluster": {"worker": "a:1"}, "task": {"type": "worker"}}',
+            "must be a list of 'host:port' addresses, got 'a:1",
+        ),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator"}}', "got 'evaluator'"),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+            "task worker 1 is not in the cluster",
+        ),
+    ],
+)
 def test_bad_tf_config_is_one_clear_error(raw, message):
     with pytest.raises(InputError, match=re.escape(message)):
         cluster_task(raw)
@@ -160,8 +184,18 @@ def test_bad_tf_config_is_one_clear_error(raw, message):
 
 def test_cli_multiworker_without_tf_config_exits_2_before_loading_anything(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    code = cli.main(["compress", str(tmp_path / "missing.keras"), "--data", str(tmp_path / "missing.npz"),
-                     "--out", str(tmp_path / "out"), "--distribute", "multiworker"])
+    code = cli.main(
+        [
+            "compress",
+            str(tmp_path / "missing.keras"),
+            "--data",
+            str(tmp_path / "missing.npz"),
+            "--out",
+            str(tmp_path / "out"),
+            "--distribute",
+            "multiworker",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "needs TF_CONFIG in the environment" in err
@@ -199,10 +233,15 @@ def _tfedge_command() -> list[str]:
 
 
 def _worker_env(tf_config: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy",
-                                                                    "grpc_proxy")}
-    env.update(TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2", NO_PROXY="127.0.0.1,localhost",
-               no_proxy="127.0.0.1,localhost")
+    env = {
+        k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy")
+    }
+    env.update(
+        TF_CONFIG=json.dumps(tf_config),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
     return env
 
 
@@ -212,21 +251,43 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
     tfedge.save_model(small_cnn, shared / "teacher.keras")
     tfedge.datasets.save_npz(shared / "train.npz", digits.x_train, digits.y_train)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    command = [*_tfedge_command(), "compress", str(shared / "teacher.keras"), "--data", str(shared / "train.npz"),
-               "--sparsity", "0.5", "--epochs", "1", "--out", "out", "--distribute", "multiworker",
-               "--channels", "0.25", "--max-accuracy-drop", "30"]  # the smallest candidate within 30 pt ships, pruned
+    command = [
+        *_tfedge_command(),
+        "compress",
+        str(shared / "teacher.keras"),
+        "--data",
+        str(shared / "train.npz"),
+        "--sparsity",
+        "0.5",
+        "--epochs",
+        "1",
+        "--out",
+        "out",
+        "--distribute",
+        "multiworker",
+        "--channels",
+        "0.25",
+        "--max-accuracy-drop",
+        "30",
+    ]  # the smallest candidate within 30 pt ships, pruned
     hosts = [tmp_path / f"host{i}" for i in range(2)]  # each worker's working folder: the same relative --out
     procs, logs = [], []
     try:
         for i, host in enumerate(hosts):
             host.mkdir()
             logs.append((open(tmp_path / f"worker{i}.out", "w"), open(tmp_path / f"worker{i}.err", "w")))
-            procs.append(subprocess.Popen(command, cwd=host, stdout=logs[i][0], stderr=logs[i][1],
-                                          env=_worker_env({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    command,
+                    cwd=host,
+                    stdout=logs[i][0],
+                    stderr=logs[i][1],
+                    env=_worker_env({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+                    start_new_session=True,
+                )
+            )
         deadline = time.monotonic() + 300  # a failed worker ends the wait at once (the other would wait for it)
-        while time.monotonic() < deadline and any(p.poll() is None for p in procs) \
-                and not any(p.poll() for p in procs):
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs) and not any(p.poll() for p in procs):
             time.sleep(0.5)
         codes = [p.poll() for p in procs]
     finally:
@@ -248,17 +309,27 @@ def test_two_workers_compress_in_lockstep_and_only_the_chief_writes(tmp_path, sm
     assert "worker 0 of 2 tasks, 2 replicas in sync; this chief writes out" in out_text[0]
     assert "worker 1 of 2 tasks, 2 replicas in sync; the chief writes the outputs" in out_text[1]
     # identical final student weights on both workers (and in the chief's report)
-    digests = [re.findall(rf"worker {i} done; final student weights sha256 ([0-9a-f]{{64}})", out_text[i])
-               for i in range(2)]
+    digests = [
+        re.findall(rf"worker {i} done; final student weights sha256 ([0-9a-f]{{64}})", out_text[i]) for i in range(2)
+    ]
     assert len(digests[0]) == 1 and digests[0] == digests[1]
     report = json.loads((hosts[0] / "out" / "report.json").read_text())
     assert report["student_weights_sha256"] == digests[0][0]
 
     # only the chief wrote: its folder holds the outputs, the worker's folder stayed empty
     assert sorted(p.name for p in hosts[0].iterdir()) == ["out"]
-    assert sorted(p.name for p in (hosts[0] / "out").iterdir()) == sorted([
-        "MANIFEST.json", "report.json", "report.md", "report.png", "teacher_student_int8.cc",
-        "teacher_student_int8.h", "teacher_student_int8.tflite", "teacher_teacher_float32.tflite"])
+    assert sorted(p.name for p in (hosts[0] / "out").iterdir()) == sorted(
+        [
+            "MANIFEST.json",
+            "report.json",
+            "report.md",
+            "report.png",
+            "teacher_student_int8.cc",
+            "teacher_student_int8.h",
+            "teacher_student_int8.tflite",
+            "teacher_teacher_float32.tflite",
+        ]
+    )
     assert list(hosts[1].iterdir()) == []
 
     # the sparsity target is reached, in the report and in the int8 file itself

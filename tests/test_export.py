@@ -44,8 +44,9 @@ def int8_file(small_cnn, digits, tmp_path_factory):
 
 
 def _compile(*args: str, cwd) -> None:
-    proc = subprocess.run([CXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [CXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -62,8 +63,9 @@ def test_c_array_compiles_links_and_round_trips(int8_file, tmp_path):
     _compile("-c", "digits_model.cc", "-o", "digits_model.o", cwd=tmp_path)  # the .cc alone, as firmware builds it
     (tmp_path / "main.cc").write_text(MAIN_CC.format(header="digits_model.h", name="digits_model"))
     _compile("main.cc", "digits_model.o", "-o", "dump", cwd=tmp_path)
-    proc = subprocess.run([str(tmp_path / "dump"), str(tmp_path / "out.bin")], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [str(tmp_path / "dump"), str(tmp_path / "out.bin")], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.returncode
     assert (tmp_path / "out.bin").read_bytes() == content
     arena = int(proc.stdout)
@@ -76,8 +78,13 @@ def test_names_arena_and_paths_are_checked(int8_file, tmp_path):
     assert c_identifier_from("digits-int8") == "digits_int8"
     assert c_identifier_from("8bit model") == "model_8bit_model"
     assert check_c_identifier("g_model") == "g_model"
-    for bad, match in [("2model", "is not a C identifier"), ("my-model", "is not a C identifier"),
-                       ("int", "is reserved in C/C++"), ("_Model", "is reserved"), ("", "is not a C identifier")]:
+    for bad, match in [
+        ("2model", "is not a C identifier"),
+        ("my-model", "is not a C identifier"),
+        ("int", "is reserved in C/C++"),
+        ("_Model", "is reserved"),
+        ("", "is not a C identifier"),
+    ]:
         with pytest.raises(InputError, match=match):
             export_c_array(int8_file, tmp_path / "m", name=bad, arena_bytes=4096)
     with pytest.raises(InputError, match="arena_bytes must be a positive number of bytes, got -1"):
@@ -131,8 +138,12 @@ def _array_bytes(source_text: str) -> bytes:
 #: What TFLite Micro (the pinned wheel) does with each hand-built file, measured: it runs these, so the
 #: arena is measured; on the vendor NPU op and the degenerate scale it fails or aborts, so the arena is left out.
 #: (The rank-1 custom-op model and the two-input one depend on the worker's multi-input / unbatched support.)
-TFLM_RUNS = {"int8_to_int16_softmax": True, "bias_quantized_dimension_3": True, "vendor_npu": False,
-             "degenerate_scale": False}
+TFLM_RUNS = {
+    "int8_to_int16_softmax": True,
+    "bias_quantized_dimension_3": True,
+    "vendor_npu": False,
+    "degenerate_scale": False,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(THIRD_PARTY))

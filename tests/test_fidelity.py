@@ -157,14 +157,25 @@ def test_several_inputs_and_outputs(tmp_path):
     assert [t["name"] for t in by_name.outputs] == ["sum", "difference"]
     assert by_name.output_index == 1 and by_name.output["name"] == "difference"
     assert {(m["a"], m["b"], m["output"]) for m in by_name.matrix} == {
-        (a, b, o) for a, b in (("litert", "litert-ref"), ("litert", "tflm"), ("litert-ref", "tflm"))
-        for o in ("sum", "difference")}
+        (a, b, o)
+        for a, b in (("litert", "litert-ref"), ("litert", "tflm"), ("litert-ref", "tflm"))
+        for o in ("sum", "difference")
+    }
     # the sum is what the two runtimes compute from the same quantized inputs
     raw = open_runtime("tflm", content).run([left, right], measure_arena=False)
     q = ([0.05], [2])
-    expected = np.clip(np.round(((np.clip(np.round(left / q[0][0]) + 2, -128, 127) - 2)
-                                 + (np.clip(np.round(right / q[0][0]) + 2, -128, 127) - 2)) * 0.05 / 0.1),
-                       -128, 127)
+    expected = np.clip(
+        np.round(
+            (
+                (np.clip(np.round(left / q[0][0]) + 2, -128, 127) - 2)
+                + (np.clip(np.round(right / q[0][0]) + 2, -128, 127) - 2)
+            )
+            * 0.05
+            / 0.1
+        ),
+        -128,
+        127,
+    )
     assert np.max(np.abs(raw.all_outputs[0].astype(int) - expected)) <= 1
     by_position = validate(content, [left, right], verbose=0)
     assert by_position.matrix[0] == {**by_name.matrix[0]}
@@ -251,8 +262,9 @@ def test_float32_uint8_and_16x8_models_run_and_compare(small_cnn, digits):
     assert result.input["dtype"] == result.output["dtype"] == "uint8"
     assert result.runtimes == ("litert", "litert-ref") and result.status["tflm"]["status"] == "refused"
     expected = open_runtime("litert-ref", u8).run(x).outputs
-    assert result.pair("litert", "litert-ref")["max_raw_diff"] == float(np.max(np.abs(
-        open_runtime("litert", u8).run(x).outputs.astype(int) - expected.astype(int))))
+    assert result.pair("litert", "litert-ref")["max_raw_diff"] == float(
+        np.max(np.abs(open_runtime("litert", u8).run(x).outputs.astype(int) - expected.astype(int)))
+    )
 
     tfl = tfedge.convert(small_cnn, representative_data=digits.x_train, quantization="int16x8")
     result = validate(tfl, digits.x_test[:100], digits.y_test[:100], verbose=0)
@@ -263,10 +275,12 @@ def test_float32_uint8_and_16x8_models_run_and_compare(small_cnn, digits):
 
 def test_lut_compressed_model_runs_on_tflm_and_litert_is_skipped(digits):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([L.Input((8, 8, 1)), L.DepthwiseConv2D(3, depth_multiplier=4),
-                              L.GlobalAveragePooling2D(), L.Dense(10)])  # few weights per channel: LUT-able
-    compressed = tfedge.lut_compress(tfedge.convert(model, representative_data=digits.x_train[:100]),
-                                     bits="auto", tensors="all")
+    model = keras.Sequential(
+        [L.Input((8, 8, 1)), L.DepthwiseConv2D(3, depth_multiplier=4), L.GlobalAveragePooling2D(), L.Dense(10)]
+    )  # few weights per channel: LUT-able
+    compressed = tfedge.lut_compress(
+        tfedge.convert(model, representative_data=digits.x_train[:100]), bits="auto", tensors="all"
+    )
     result = validate(compressed, digits.x_test[:30], digits.y_test[:30], verbose=0)
     assert result.runtimes == ("tflm",) and result.status["tflm"] == {"status": "ran"}
     for name in ("litert", "litert-ref"):

@@ -21,8 +21,13 @@ from tfedge.flatbuffer import OP_CHECKERS, OP_NAMES, parse, schema_field
 # every field tfedge reads from an option table, with a value that is not the schema default
 OPTION_VALUES = {
     "Conv2DOptions": {"StrideW": 2, "StrideH": 3, "DilationWFactor": 4, "DilationHFactor": 5},
-    "DepthwiseConv2DOptions": {"StrideW": 2, "StrideH": 3, "DepthMultiplier": 6, "DilationWFactor": 4,
-                               "DilationHFactor": 5},
+    "DepthwiseConv2DOptions": {
+        "StrideW": 2,
+        "StrideH": 3,
+        "DepthMultiplier": 6,
+        "DilationWFactor": 4,
+        "DilationHFactor": 5,
+    },
     "Pool2DOptions": {"StrideW": 2, "StrideH": 3, "FilterWidth": 4, "FilterHeight": 5},
     "ConcatenationOptions": {"Axis": -2},
     "ReducerOptions": {"KeepDims": True},
@@ -64,8 +69,15 @@ def test_named_option_fields_read_back_what_the_generated_builders_wrote(table):
 
 def test_structural_field_slots_are_the_schemas():
     # the generated reader looks a field up at vtable offset 4 + 2 * slot
-    for fields in (flatbuffer.MODEL, flatbuffer.TENSOR, flatbuffer.OPERATOR, flatbuffer.QUANTIZATION,
-                   flatbuffer.SUBGRAPH, flatbuffer.BUFFER, flatbuffer.OPERATOR_CODE):
+    for fields in (
+        flatbuffer.MODEL,
+        flatbuffer.TENSOR,
+        flatbuffer.OPERATOR,
+        flatbuffer.QUANTIZATION,
+        flatbuffer.SUBGRAPH,
+        flatbuffer.BUFFER,
+        flatbuffer.OPERATOR_CODE,
+    ):
         for field in fields.values():
             source = getattr(getattr(schema, field.table), field.name)
             assert f"self._tab.Offset({4 + 2 * field.slot})" in inspect.getsource(source), field
@@ -127,8 +139,15 @@ def _conv(stride=1, dilation=1, depthwise=False, multiplier=0):
     kind = schema.BuiltinOptions.DepthwiseConv2DOptions if depthwise else schema.BuiltinOptions.Conv2DOptions
     filt = (1, 3, 3, 4) if depthwise else (4, 3, 3, 2)
     tensors = [_tensor("x", (1, 8, 8, 2)), _tensor("w", filt), _tensor("y", (1, 6, 6, 4))]
-    return _model("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", tensors, [0, 1], [2], kind, options,
-                  constants=[(1, np.ones(filt, np.int8))])
+    return _model(
+        "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D",
+        tensors,
+        [0, 1],
+        [2],
+        kind,
+        options,
+        constants=[(1, np.ones(filt, np.int8))],
+    )
 
 
 def test_conv_options_written_by_the_object_api_parse_and_zero_strides_are_refused():
@@ -150,14 +169,31 @@ def test_depthwise_multiplier_is_read_from_its_named_field():
 def test_reducer_keep_dims_round_trips(keep_dims, out_shape):
     options = schema.ReducerOptionsT()
     options.keepDims = keep_dims
-    tensors = [_tensor("x", (1, 4, 4, 3)), _tensor("axes", (2,), schema.TensorType.INT32, scale=None),
-               _tensor("y", out_shape)]
-    content = _model("MEAN", tensors, [0, 1], [2], schema.BuiltinOptions.ReducerOptions, options,
-                     constants=[(1, np.array([1, 2], np.int32))])
+    tensors = [
+        _tensor("x", (1, 4, 4, 3)),
+        _tensor("axes", (2,), schema.TensorType.INT32, scale=None),
+        _tensor("y", out_shape),
+    ]
+    content = _model(
+        "MEAN",
+        tensors,
+        [0, 1],
+        [2],
+        schema.BuiltinOptions.ReducerOptions,
+        options,
+        constants=[(1, np.array([1, 2], np.int32))],
+    )
     assert parse(content).subgraphs[0].operators[0].param("keep_dims") == int(keep_dims)
     options.keepDims = not keep_dims  # the same tensors now contradict the option
-    content = _model("MEAN", tensors, [0, 1], [2], schema.BuiltinOptions.ReducerOptions, options,
-                     constants=[(1, np.array([1, 2], np.int32))])
+    content = _model(
+        "MEAN",
+        tensors,
+        [0, 1],
+        [2],
+        schema.BuiltinOptions.ReducerOptions,
+        options,
+        constants=[(1, np.array([1, 2], np.int32))],
+    )
     with pytest.raises(InputError, match=r"\(MEAN\) reduces \[1, 4, 4, 3\] over axes \[1, 2\]"):
         parse(content)
 
@@ -192,8 +228,10 @@ def test_integer_tensors_without_quantization_are_read_with_a_note():
     tensors = [_tensor("x", (1, 4), scale=None), _tensor("y", (1, 4))]
     ((kind, message),) = _notes(_model("RELU", tensors, [0], [1]))
     assert kind == "no_quantization" and "(RELU) uses int8 tensor 0 'x' without quantization parameters" in message
-    int16 = [_tensor("x", (1, 4), schema.TensorType.INT16, scale=None), _tensor("y", (1, 4), schema.TensorType.INT16,
-                                                                             scale=None)]
+    int16 = [
+        _tensor("x", (1, 4), schema.TensorType.INT16, scale=None),
+        _tensor("y", (1, 4), schema.TensorType.INT16, scale=None),
+    ]
     assert [k for k, _ in _notes(_model("RELU", int16, [0], [1]))] == ["no_quantization"] * 2
 
 
@@ -201,9 +239,13 @@ def test_mixed_integer_types_are_notes_mixed_sizes_that_a_kernel_would_overrun_a
     T = schema.TensorType
     softmax = [_tensor("x", (1, 4)), _tensor("y", (1, 4), T.INT16, scale=1 / 65536, zero_point=-32768)]
     assert _notes(_model("SOFTMAX", softmax, [0], [1])) == [
-        ("mixed_dtypes", "operator 0 of subgraph 0 (SOFTMAX) mixes tensor types ['int8', 'int16']")]
-    same_size = [_tensor("a", (1, 4), T.FLOAT32, scale=None), _tensor("b", (1, 4), T.INT32, scale=None),
-                 _tensor("y", (1, 4), T.FLOAT32, scale=None)]
+        ("mixed_dtypes", "operator 0 of subgraph 0 (SOFTMAX) mixes tensor types ['int8', 'int16']")
+    ]
+    same_size = [
+        _tensor("a", (1, 4), T.FLOAT32, scale=None),
+        _tensor("b", (1, 4), T.INT32, scale=None),
+        _tensor("y", (1, 4), T.FLOAT32, scale=None),
+    ]
     assert [k for k, _ in _notes(_model("ADD", same_size, [0, 1], [2]))] == ["mixed_dtypes"]
     float_int8 = [_tensor("a", (1, 4), T.FLOAT32, scale=None), _tensor("b", (1, 4)), _tensor("y", (1, 4))]
     with pytest.raises(InputError, match=r"\(ADD\) mixes tensor types \['float32', 'int8', 'int8'\] of different"):
@@ -221,8 +263,15 @@ def _per_channel_weights(scales: int, zero_points: int, channels: int = 4, dim: 
     w.quantization.quantizedDimension = dim
     tensors = [_tensor("x", (1, 3)), w, _tensor("y", (1, channels))]
     options = schema.FullyConnectedOptionsT()
-    return _model("FULLY_CONNECTED", tensors, [0, 1], [2], schema.BuiltinOptions.FullyConnectedOptions, options,
-                  constants=[(1, np.ones((channels, 3), np.int8))])
+    return _model(
+        "FULLY_CONNECTED",
+        tensors,
+        [0, 1],
+        [2],
+        schema.BuiltinOptions.FullyConnectedOptions,
+        options,
+        constants=[(1, np.ones((channels, 3), np.int8))],
+    )
 
 
 def test_per_channel_counts_kernels_index_are_errors_the_rest_notes():
@@ -233,9 +282,9 @@ def test_per_channel_counts_kernels_index_are_errors_the_rest_notes():
         parse(_per_channel_weights(4, 2))
     with pytest.raises(InputError, match="quantized along dimension 5 of a rank-2 tensor"):
         parse(_per_channel_weights(4, 4, dim=5))
-    (kind, message), = _notes(_per_channel_weights(4, 1))  # TFLite Micro's slimmed form
+    ((kind, message),) = _notes(_per_channel_weights(4, 1))  # TFLite Micro's slimmed form
     assert kind == "zero_points" and "one zero point for its 4 per-channel scales" in message
-    (kind, message), = _notes(_per_channel_weights(6, 6))
+    ((kind, message),) = _notes(_per_channel_weights(6, 6))
     assert kind == "scale_count" and "6 per-channel scales for 4 channels" in message
 
 

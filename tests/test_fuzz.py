@@ -55,11 +55,11 @@ def mutate(content: bytes, seed: int | str) -> tuple[str, bytes]:
             data[rng.randrange(n)] ^= 1 << rng.randrange(8)
     elif kind == "zero":
         start, size = rng.randrange(n), rng.choice([1, 2, 4, 8, 16, 64, 256])
-        data[start:start + size] = bytes(len(data[start:start + size]))
+        data[start : start + size] = bytes(len(data[start : start + size]))
     elif kind == "overwrite":
         start = rng.randrange(n)
         chunk = rng.randbytes(rng.randint(1, 16))
-        data[start:start + len(chunk)] = chunk[: n - start]
+        data[start : start + len(chunk)] = chunk[: n - start]
     elif kind in ("offset32", "offset16"):  # the fields that hold offsets, lengths, indices and vtable slots
         width = 4 if kind == "offset32" else 2
         fmt = "<I" if width == 4 else "<H"
@@ -67,14 +67,28 @@ def mutate(content: bytes, seed: int | str) -> tuple[str, bytes]:
         for _ in range(rng.randint(1, 3)):
             pos = rng.randrange(0, n - width + 1) & ~(width - 1)
             value = struct.unpack_from(fmt, data, pos)[0]
-            new = rng.choice([value + width, value - width, value + rng.randint(-512, 512), 0, top - 1, top // 2 - 1,
-                              top // 2, n, n - width, rng.randrange(n), value * 2, value + n])
+            new = rng.choice(
+                [
+                    value + width,
+                    value - width,
+                    value + rng.randint(-512, 512),
+                    0,
+                    top - 1,
+                    top // 2 - 1,
+                    top // 2,
+                    n,
+                    n - width,
+                    rng.randrange(n),
+                    value * 2,
+                    value + n,
+                ]
+            )
             struct.pack_into(fmt, data, pos, new % top)
     else:  # splice: copy a region over another one, which aliases tables and vectors
         size = rng.randint(4, 64)
         src, dst = rng.randrange(n), rng.randrange(n)
-        chunk = bytes(data[src:src + size])
-        data[dst:dst + len(chunk)] = chunk[: n - dst]
+        chunk = bytes(data[src : src + size])
+        data[dst : dst + len(chunk)] = chunk[: n - dst]
     return kind, bytes(data)
 
 
@@ -145,8 +159,12 @@ def validate_isolated(folder: Path, names: list[str], digits=None) -> dict[str, 
     results: dict[str, dict] = {}
     todo = list(names)
     while todo:
-        proc = subprocess.Popen([sys.executable, "-c", WORKER, str(folder), *todo], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(folder), *todo],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
         current, pending = None, b""
         try:
             while True:
@@ -219,8 +237,10 @@ def test_fuzz_mutants_of_third_party_files():
             _kind, data = mutate(content, f"third-party:{stem}:{i}")
             if data != content:
                 outcomes.append(inspect_outcome(data, f"{stem}.{i:03d}"))
-    assert len(outcomes) >= 250 and outcomes.count("ok") >= 20 and outcomes.count("InputError") >= 100, \
-        (len(outcomes), outcomes.count("ok"))
+    assert len(outcomes) >= 250 and outcomes.count("ok") >= 20 and outcomes.count("InputError") >= 100, (
+        len(outcomes),
+        outcomes.count("ok"),
+    )
 
 
 def test_seed_models_are_valid_and_small():
@@ -261,7 +281,7 @@ def test_fuzz_mutants(fresh_model, tmp_path, capsys, digits):
     assert len(kinds) == len(KINDS) and len(accepted) >= 10, (len(accepted), kinds)
 
     # validate, isolated: 24 accepted mutants spread over seeds and kinds go to both runtimes, plus 8 rejected
-    subset = accepted[::max(1, len(accepted) // 24)][:24] + rejected[::max(1, len(rejected) // 8)][:8]
+    subset = accepted[:: max(1, len(accepted) // 24)][:24] + rejected[:: max(1, len(rejected) // 8)][:8]
     for name in subset:
         (tmp_path / name).write_bytes(mutants[name][1])
     results = validate_isolated(tmp_path, subset, digits)
@@ -280,8 +300,9 @@ def test_fuzz_corpus(tmp_path, digits):
     assert files and sorted(manifest) == files
     remade = 0
     for name, entry in manifest.items():  # the fuzzer is deterministic: each mutant is re-made from its seed
-        made = re.fullmatch(r"mutate\(seed, (\d+|'[^']+')\) in tests/test_fuzz.py \((\w+)\) of (seed_\w+\.tflite)",
-                            entry["made_by"])
+        made = re.fullmatch(
+            r"mutate\(seed, (\d+|'[^']+')\) in tests/test_fuzz.py \((\w+)\) of (seed_\w+\.tflite)", entry["made_by"]
+        )
         if made:
             key = made[1].strip("'") if made[1].startswith("'") else int(made[1])
             kind, data = mutate((CORPUS / made[3]).read_bytes(), key)

@@ -33,7 +33,7 @@ def test_walk_tells_two_models_with_one_name_apart():
 
 def test_walk_yields_wrappers_named_after_their_layer_and_unwrap_reaches_it():
     pruned = tfedge.prune(_dense("m"), 0.5)
-    (name, wrapper), = walk_layers(pruned)
+    ((name, wrapper),) = walk_layers(pruned)
     assert name == "d" and is_layer_wrapper(wrapper)
     assert isinstance(unwrap(wrapper), keras.layers.Dense) and unwrap(unwrap(wrapper)) is unwrap(wrapper)
     bidirectional = keras.layers.Bidirectional(keras.layers.LSTM(2))

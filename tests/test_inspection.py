@@ -58,8 +58,9 @@ def test_inspect_reports_ops_dtypes_io_and_sizes_like_litert(int8_tfl, tmp_path)
         d = litert[t["index"]]
         assert (t["name"], t["dtype"], t["shape"]) == (d["name"], np.dtype(d["dtype"]).name, list(d["shape"]))
     for ours, theirs in ((info.inputs, it.get_input_details()), (info.outputs, it.get_output_details())):
-        assert [(o["name"], o["shape"], o["dtype"]) for o in ours] == \
-               [(t["name"], list(t["shape"]), np.dtype(t["dtype"]).name) for t in theirs]
+        assert [(o["name"], o["shape"], o["dtype"]) for o in ours] == [
+            (t["name"], list(t["shape"]), np.dtype(t["dtype"]).name) for t in theirs
+        ]
         for o, t in zip(ours, theirs, strict=False):
             assert (o["scale"], o["zero_point"]) == pytest.approx(t["quantization"])
 
@@ -199,6 +200,7 @@ def _set_tensor(index, **fields):
             i = int((sub.operators[op].inputs if side == "in" else sub.operators[op].outputs)[k])
         for name, value in fields.items():
             setattr(sub.tensors[i], name, value)
+
     return change
 
 
@@ -212,19 +214,22 @@ def _reshape_to_73(m):
     sub = m.subgraphs[0]
     reshape = sub.operators[2]  # CONV_2D, MAX_POOL_2D, RESHAPE, FULLY_CONNECTED
     m.buffers[sub.tensors[int(reshape.inputs[1])].buffer].data = np.frombuffer(
-        np.array([1, 73], "<i4").tobytes(), np.uint8)
+        np.array([1, 73], "<i4").tobytes(), np.uint8
+    )
 
 
 def _set_op(index, **fields):
     def change(m):
         for name, value in fields.items():
             setattr(m.subgraphs[0].operators[index], name, value)
+
     return change
 
 
 def _set_scale(index, value):
     def change(m):
         m.subgraphs[0].tensors[index].quantization.scale = np.array([value], np.float32)
+
     return change
 
 
@@ -241,10 +246,14 @@ def _set_scale(index, value):
         (lambda m: setattr(m, "version", 2), "schema version is 2, expected 3"),
         (lambda m: setattr(m.subgraphs[0], "inputs", np.array([], np.int32)), "main subgraph has no inputs"),
         (_shrink_buffer_of_fc_weights, "(int8, shape [10, 72]) needs 720 bytes of data but its buffer has 3"),
-        (lambda m: setattr(m.subgraphs[0].operators[0].builtinOptions, "strideW", 0),
-         "stride, dilation or window size of 0"),
-        (_set_tensor((0, "out", 0), shape=np.array([1, 6, 6, 9], np.int32)),
-         "has 9 output channels for a filter of shape"),
+        (
+            lambda m: setattr(m.subgraphs[0].operators[0].builtinOptions, "strideW", 0),
+            "stride, dilation or window size of 0",
+        ),
+        (
+            _set_tensor((0, "out", 0), shape=np.array([1, 6, 6, 9], np.int32)),
+            "has 9 output channels for a filter of shape",
+        ),
         (_set_tensor((3, "out", 0), shape=np.array([3016, 10], np.int32)), "the shapes do not fit"),
     ],
 )
@@ -292,8 +301,13 @@ def test_size_cap_and_non_bytes(valid, monkeypatch):
         inspect("/no/such/model.tflite")
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_bit_flips_and_overwrites_raise_only_input_error(valid, data):
     content = bytearray(valid)
@@ -354,8 +368,9 @@ def test_corrupted_files_that_pass_verify_do_not_crash_tflite_micro(valid, tmp_p
         accepted.append(bytes(content))
     (tmp_path / "blob").write_bytes(b"".join(accepted))
     sizes = ",".join(str(len(c)) for c in accepted)
-    out = subprocess.run([sys.executable, "-c", TFLM_FUZZ, str(tmp_path / "blob"), sizes],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", TFLM_FUZZ, str(tmp_path / "blob"), sizes], capture_output=True, text=True, timeout=300
+    )
     last = out.stdout.split()[-1] if out.stdout.split() else "none"
     assert out.returncode == 0 and last == "done", f"TFLite Micro died (code {out.returncode}) on accepted file #{last}"
 
@@ -403,8 +418,9 @@ def _check_bias_quantized_dimension_3(info):
 def _check_two_inputs_two_outputs(info):
     assert [t["name"] for t in info.inputs] == ["left", "right"]
     assert [t["name"] for t in info.outputs] == ["sum", "difference"]
-    assert info.signature_defs == [{"key": "serving_default", "subgraph": 0, "inputs": ["left", "right"],
-                                    "outputs": ["sum", "difference"]}]
+    assert info.signature_defs == [
+        {"key": "serving_default", "subgraph": 0, "inputs": ["left", "right"], "outputs": ["sum", "difference"]}
+    ]
     assert info.signatures == ["serving_default"] and info.tflm["prediction"] == "runs" and info.notes == []
 
 
@@ -463,9 +479,22 @@ def test_inspect_reads_third_party_files_with_notes_and_a_tflm_prediction(kind, 
     assert cli.main(["inspect", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc == info.to_dict() | {"source": doc["source"]}
-    assert set(doc) >= {"ops", "inputs", "outputs", "tflm_unsupported_ops", "metadata", "signatures", "notes",
-                        "custom_ops", "tflm", "degenerate_scales", "bytes_breakdown", "metadata_entries",
-                        "signature_defs", "subgraph_details"}
+    assert set(doc) >= {
+        "ops",
+        "inputs",
+        "outputs",
+        "tflm_unsupported_ops",
+        "metadata",
+        "signatures",
+        "notes",
+        "custom_ops",
+        "tflm",
+        "degenerate_scales",
+        "bytes_breakdown",
+        "metadata_entries",
+        "signature_defs",
+        "subgraph_details",
+    }
 
 
 TFLM_OUTCOME = textwrap.dedent(
@@ -495,8 +524,9 @@ def test_tflm_prediction_matches_what_tflite_micro_does_with_each_file(tmp_path)
         path = tmp_path / f"{kind}.tflite"
         path.write_bytes(content)
         inputs = str(len(inspect(path).inputs))
-        out = subprocess.run([sys.executable, "-c", TFLM_OUTCOME, str(path), inputs], capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", TFLM_OUTCOME, str(path), inputs], capture_output=True, text=True, timeout=120
+        )
         outcome = "crash" if out.returncode < 0 else (out.stdout.split() or ["none"])[0]
         expected = {"runs": "RUNS", "cannot run": "FAILS", "at risk": "crash"}[inspect(path).tflm["prediction"]]
         assert outcome == expected, (kind, out.returncode, out.stdout[-300:], out.stderr[-300:])
@@ -537,11 +567,17 @@ def _expected_parts(content: bytes) -> dict[str, int]:
     m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     meta = {e.buffer for e in m.metadata or []}
     used = {t.buffer for sub in m.subgraphs for t in sub.tensors}
-    data = sum(4 + len(b.data) for k, b in enumerate(m.buffers) if b.data is not None and len(b.data)
-               and k in used and k not in meta)
+    data = sum(
+        4 + len(b.data)
+        for k, b in enumerate(m.buffers)
+        if b.data is not None and len(b.data) and k in used and k not in meta
+    )
     tensors = [t for sub in m.subgraphs for t in sub.tensors]
-    scales = sum(4 + 4 * len(t.quantization.scale) for t in tensors
-                 if t.quantization is not None and t.quantization.scale is not None)
+    scales = sum(
+        4 + 4 * len(t.quantization.scale)
+        for t in tensors
+        if t.quantization is not None and t.quantization.scale is not None
+    )
     names = sum(4 + len(t.name) + 1 for t in tensors if t.name is not None)
     names += sum(4 + len(sub.name) + 1 for sub in m.subgraphs if sub.name is not None)
     return {"data": data, "scales": scales, "names": names}
@@ -549,11 +585,13 @@ def _expected_parts(content: bytes) -> dict[str, int]:
 
 def _breakdown_models(int8_tfl) -> dict[str, bytes]:
     corpus = Path(__file__).parent / "fuzz_corpus"
-    return {"keras_cnn_int8_with_metadata": int8_tfl.content,
-            "depthwise_int8": (corpus / "seed_dwconv_int8.tflite").read_bytes(),
-            "cnn_float32": (corpus / "seed_cnn_float32.tflite").read_bytes(),
-            "lut_compressed": fc_lut_compressed(),
-            **{kind: make() for kind, make in THIRD_PARTY.items()}}
+    return {
+        "keras_cnn_int8_with_metadata": int8_tfl.content,
+        "depthwise_int8": (corpus / "seed_dwconv_int8.tflite").read_bytes(),
+        "cnn_float32": (corpus / "seed_cnn_float32.tflite").read_bytes(),
+        "lut_compressed": fc_lut_compressed(),
+        **{kind: make() for kind, make in THIRD_PARTY.items()},
+    }
 
 
 def test_bytes_breakdown_adds_up_and_matches_the_schema(int8_tfl):
@@ -594,7 +632,11 @@ def test_inspect_reads_several_subgraphs_every_tensor_type_and_each_signature():
     assert info.signatures == ["serving_default", "train"] and info.signature_defs[1]["subgraph"] == 1
     assert {name.lower() for name in types.values()} <= set(info.dtypes)
     assert [(o["subgraph"], o["op"], o["tflm"]) for o in info.operators] == [
-        (0, "ADD", "yes"), (0, "SUB", "yes"), (1, "ADD", "yes"), (1, "SUB", "yes")]
+        (0, "ADD", "yes"),
+        (0, "SUB", "yes"),
+        (1, "ADD", "yes"),
+        (1, "SUB", "yes"),
+    ]
     assert info.ops == {"ADD": 2, "SUB": 2} and sum(info.bytes_breakdown.values()) == info.bytes
     table = info.format_table()
     assert "subgraphs    0: main (2 ops), 1: train (2 ops)" in table and "train(left, right)" in table

@@ -48,8 +48,13 @@ def test_keras3_imported_first_still_works_and_keras3_models_are_refused():
             print("REFUSED:", e)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
-                         env={**__import__("os").environ, "TF_USE_LEGACY_KERAS": "0"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**__import__("os").environ, "TF_USE_LEGACY_KERAS": "0"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "REFUSED: model is a Keras 3 model" in out.stdout
     assert "from tfedge import keras" in out.stdout
@@ -63,8 +68,21 @@ def test_non_model_refused():
 
 
 def test_lazy_public_api_lists_contract_names():
-    for name in ("prune", "strip", "sparsity_report", "PruningCallback", "quantize_aware", "Distiller",
-                 "convert", "inspect", "validate", "export_c_array", "load_model", "datasets", "keras"):
+    for name in (
+        "prune",
+        "strip",
+        "sparsity_report",
+        "PruningCallback",
+        "quantize_aware",
+        "Distiller",
+        "convert",
+        "inspect",
+        "validate",
+        "export_c_array",
+        "load_model",
+        "datasets",
+        "keras",
+    ):
         assert name in tfedge.__all__
     assert tfedge.__version__ == "0.1.0"
     with pytest.raises(AttributeError):

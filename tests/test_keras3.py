@@ -58,21 +58,32 @@ def _residual():
 
 
 def test_sequential_cnn(digits):
-    model = k3.Sequential([
-        L.Input((8, 8, 1)),
-        L.Conv2D(8, 3, activation="relu", kernel_regularizer=k3.regularizers.L2(1e-4)),
-        L.MaxPooling2D(),
-        L.ZeroPadding2D(1),
-        L.AveragePooling2D(2),
-        L.Flatten(),
-        L.Dense(16, activation="silu"),
-        L.Activation("relu6"),
-        L.Dense(10, activation="softmax"),
-    ], name="seq_cnn")
+    model = k3.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(8, 3, activation="relu", kernel_regularizer=k3.regularizers.L2(1e-4)),
+            L.MaxPooling2D(),
+            L.ZeroPadding2D(1),
+            L.AveragePooling2D(2),
+            L.Flatten(),
+            L.Dense(16, activation="silu"),
+            L.Activation("relu6"),
+            L.Dense(10, activation="softmax"),
+        ],
+        name="seq_cnn",
+    )
     port = _assert_port(model, digits)
     assert isinstance(port, keras.Sequential) and port.name == "seq_cnn"
     assert [type(layer).__name__ for layer in port.layers] == [
-        "Conv2D", "MaxPooling2D", "ZeroPadding2D", "AveragePooling2D", "Flatten", "Dense", "ReLU", "Dense"]
+        "Conv2D",
+        "MaxPooling2D",
+        "ZeroPadding2D",
+        "AveragePooling2D",
+        "Flatten",
+        "Dense",
+        "ReLU",
+        "Dense",
+    ]
     assert port.layers[0].kernel_regularizer.get_config()["l2"] == pytest.approx(1e-4)
 
 
@@ -88,10 +99,18 @@ def test_functional_residual_batchnorm_relu6_depthwise_gap(digits):
 
 
 def test_conv1d_model(digits):
-    model = k3.Sequential([
-        L.Input((8, 8, 1)), L.Reshape((64, 1)), L.Conv1D(6, 5, strides=2, activation="relu"),
-        L.MaxPooling1D(2), L.ZeroPadding1D(1), L.Conv1D(6, 3), L.GlobalAveragePooling1D(), L.Dense(10),
-    ])
+    model = k3.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Reshape((64, 1)),
+            L.Conv1D(6, 5, strides=2, activation="relu"),
+            L.MaxPooling1D(2),
+            L.ZeroPadding1D(1),
+            L.Conv1D(6, 3),
+            L.GlobalAveragePooling1D(),
+            L.Dense(10),
+        ]
+    )
     _assert_port(model, digits)
 
 
@@ -111,23 +130,36 @@ def test_two_outputs_concatenate_multiply(digits):
 def test_rescaling_and_normalization(digits):
     norm = L.Normalization(axis=-1)
     norm.adapt(digits.x_train)  # adapted: mean, variance and count are weights to copy
-    model = k3.Sequential([
-        L.Input((8, 8, 1)), L.Rescaling(16.0, offset=-0.5), norm, L.Normalization(mean=0.2, variance=4.0),
-        L.Flatten(), L.Dense(10),
-    ])
+    model = k3.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Rescaling(16.0, offset=-0.5),
+            norm,
+            L.Normalization(mean=0.2, variance=4.0),
+            L.Flatten(),
+            L.Dense(10),
+        ]
+    )
     port = _assert_port(model, digits)
     assert np.asarray(port.layers[1].mean).item() == pytest.approx(float(np.asarray(norm.mean).item()))
 
 
 def test_unportable_layers_are_listed_in_one_error():
-    model = k3.Sequential([
-        L.Input((8, 8, 1)), L.Flatten(), L.LayerNormalization(name="ln"), L.Dense(8, activation="hard_sigmoid",
-                                                                                      name="hs"),
-        L.UnitNormalization(name="unit"), L.Dense(10, name="ok"),
-    ])
-    match = (r"^3 layers of model '.*' cannot be ported to tf_keras: 'ln' \(LayerNormalization\): layer type not "
-             r"supported; 'hs' \(Dense\): activation 'hard_sigmoid' has no equivalent in tf_keras; 'unit' "
-             r"\(UnitNormalization\): layer type not supported: replace them")
+    model = k3.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Flatten(),
+            L.LayerNormalization(name="ln"),
+            L.Dense(8, activation="hard_sigmoid", name="hs"),
+            L.UnitNormalization(name="unit"),
+            L.Dense(10, name="ok"),
+        ]
+    )
+    match = (
+        r"^3 layers of model '.*' cannot be ported to tf_keras: 'ln' \(LayerNormalization\): layer type not "
+        r"supported; 'hs' \(Dense\): activation 'hard_sigmoid' has no equivalent in tf_keras; 'unit' "
+        r"\(UnitNormalization\): layer type not supported: replace them"
+    )
     with pytest.raises(tfedge.ModelError, match=match):
         tfedge.from_keras3(model)
 
@@ -167,8 +199,11 @@ def test_keras3_file_with_lambda_is_refused_before_loading(tmp_path):
     model = k3.Model(inp, L.Dense(2)(L.Lambda(lambda t: t * 2.0, name="double")(inp)))
     model.save(tmp_path / "lambda.keras")
     # tfedge's own scan answers (an InputError naming the layer), before Keras 3 reads the file
-    with pytest.raises(tfedge.InputError, match=r"contains a Lambda layer 'double', refused because it runs "
-                                                r"arbitrary Python code"):
+    with pytest.raises(
+        tfedge.InputError,
+        match=r"contains a Lambda layer 'double', refused because it runs "
+        r"arbitrary Python code",
+    ):
         tfedge.load_model(tmp_path / "lambda.keras")
 
 
@@ -196,18 +231,40 @@ def test_to_keras3_residual_roundtrip(digits):
 @pytest.mark.slow
 def test_cli_convert_a_keras3_file(digits, tmp_path):
     k3.utils.set_random_seed(0)
-    model = k3.Sequential([
-        L.Input((8, 8, 1)), L.Conv2D(8, 3, activation="relu"), L.BatchNormalization(), L.MaxPooling2D(),
-        L.Flatten(), L.Dense(10),
-    ])
+    model = k3.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(8, 3, activation="relu"),
+            L.BatchNormalization(),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(10),
+        ]
+    )
     model.compile(optimizer="adam", loss=k3.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(digits.x_train, digits.y_train, epochs=8, batch_size=32, verbose=0)
     model.save(tmp_path / "k3.keras")
     tfedge.datasets.save_npz(tmp_path / "calib.npz", digits.x_train[:200])
     out = tmp_path / "k3_int8.tflite"
-    run = subprocess.run([sys.executable, "-m", "tfedge", "convert", str(tmp_path / "k3.keras"), "--data",
-                          str(tmp_path / "calib.npz"), "--quantization", "int8", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfedge",
+            "convert",
+            str(tmp_path / "k3.keras"),
+            "--data",
+            str(tmp_path / "calib.npz"),
+            "--quantization",
+            "int8",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert tfedge.inspect(out).fully_int8
     expected = model.predict(digits.x_test, verbose=0)

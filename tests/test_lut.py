@@ -31,10 +31,13 @@ def cqat_cnn(small_cnn, digits):
     """small_cnn -> 16 clusters (per conv channel) -> CQAT -> int8: per-channel conv, per-tensor dense."""
     copy = keras.models.clone_model(small_cnn)
     copy.set_weights(small_cnn.get_weights())
-    clustered = fit(tfedge.cluster(copy, clusters=16, preserve_sparsity=False), digits.x_train, digits.y_train,
-                    lr=3e-4)
-    qat = fit(tfedge.quantize_aware(tfedge.strip_clustering(clustered), preserve_clusters=True),
-              digits.x_train, digits.y_train, lr=1e-4)
+    clustered = fit(tfedge.cluster(copy, clusters=16, preserve_sparsity=False), digits.x_train, digits.y_train, lr=3e-4)
+    qat = fit(
+        tfedge.quantize_aware(tfedge.strip_clustering(clustered), preserve_clusters=True),
+        digits.x_train,
+        digits.y_train,
+        lr=1e-4,
+    )
     return tfedge.convert(qat, representative_data=digits.x_train)
 
 
@@ -44,12 +47,15 @@ def plain_int8(small_cnn, digits):
 
 
 # -------------------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("bits, message", [
-    (0, "bits must be an integer in [1, 7], got 0"),
-    (8, "bits must be an integer in [1, 7], got 8"),
-    ("4", "bits must be an integer, got '4'"),
-    (True, "bits must be an integer, got True"),
-])
+@pytest.mark.parametrize(
+    "bits, message",
+    [
+        (0, "bits must be an integer in [1, 7], got 0"),
+        (8, "bits must be an integer in [1, 7], got 8"),
+        ("4", "bits must be an integer, got '4'"),
+        (True, "bits must be an integer, got True"),
+    ],
+)
 def test_bits_outside_1_to_7_is_an_input_error(plain_int8, bits, message):
     with pytest.raises(InputError) as info:
         tfedge.lut_compress(plain_int8, bits=bits)
@@ -117,9 +123,16 @@ def test_litert_refuses_a_compressed_model_with_one_line(cqat_cnn):
 
 def test_depthwise_model_per_channel_on_the_last_axis(digits):
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, padding="same", activation="relu"),
-                              L.DepthwiseConv2D(3, activation="relu"), L.Conv2D(16, 1, activation="relu"),
-                              L.GlobalAveragePooling2D(), L.Dense(10)])
+    model = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(8, 3, padding="same", activation="relu"),
+            L.DepthwiseConv2D(3, activation="relu"),
+            L.Conv2D(16, 1, activation="relu"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(10),
+        ]
+    )
     fit(model, digits.x_train, digits.y_train)
     tfl = tfedge.convert(model, representative_data=digits.x_train)
     plan = {t.op: t for t in tfedge.lut.lut_plan(tfl, bits="auto", tensors="all")}
@@ -133,8 +146,16 @@ def test_depthwise_model_per_channel_on_the_last_axis(digits):
 def test_conv1d_model_bit_exact(digits):
     keras.utils.set_random_seed(4)
     x_train, x_test = digits.x_train.reshape(-1, 64, 1), digits.x_test.reshape(-1, 64, 1)
-    model = keras.Sequential([L.Input((64, 1)), L.Conv1D(8, 5, activation="relu"), L.MaxPooling1D(4),
-                              L.Conv1D(16, 3, activation="relu"), L.GlobalAveragePooling1D(), L.Dense(10)])
+    model = keras.Sequential(
+        [
+            L.Input((64, 1)),
+            L.Conv1D(8, 5, activation="relu"),
+            L.MaxPooling1D(4),
+            L.Conv1D(16, 3, activation="relu"),
+            L.GlobalAveragePooling1D(),
+            L.Dense(10),
+        ]
+    )
     fit(model, x_train, digits.y_train)
     tfl = tfedge.convert(model, representative_data=x_train)
     report = tfedge.lut.lut_report(tfl, bits="auto", tensors="all")  # generated inputs
@@ -154,11 +175,14 @@ def test_cli_lut_writes_a_verified_file(cqat_cnn, digits, tmp_path, capsys):
     np.testing.assert_array_equal(tflm_outputs(written, digits.x_test[:40]), tflm_outputs(cqat_cnn, digits.x_test[:40]))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bits", "9"], "bits must be an integer in [1, 7], got 9"),
-    (["--bits", "four"], "--bits must be an integer from 1 to 7 or 'auto', got 'four'"),
-    (["--bits", "1", "--tensors", "all"], "distinct values"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bits", "9"], "bits must be an integer in [1, 7], got 9"),
+        (["--bits", "four"], "--bits must be an integer from 1 to 7 or 'auto', got 'four'"),
+        (["--bits", "1", "--tensors", "all"], "distinct values"),
+    ],
+)
 def test_cli_lut_bad_input_exits_2_with_one_line(cqat_cnn, tmp_path, capsys, args, message):
     src = tmp_path / "m.tflite"
     cqat_cnn.save(src)
@@ -175,13 +199,18 @@ def test_budget_search_candidates_cluster_int8_then_auto_lut(digits):
     it, so auto compresses it (its flash saving is not eaten by arena), and not the conv kernel (32 tables).
     """
     keras.utils.set_random_seed(5)
-    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(32, 3, padding="same", activation="relu"),
-                              L.GlobalAveragePooling2D(), L.Dense(64, activation="relu", name="hidden"),
-                              L.Dense(10)])
+    model = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(32, 3, padding="same", activation="relu"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(64, activation="relu", name="hidden"),
+            L.Dense(10),
+        ]
+    )
     fit(model, digits.x_train, digits.y_train, epochs=3, lr=3e-3)
     float_accuracy = float(np.mean(np.argmax(model.predict(digits.x_test, verbose=0), axis=-1) == digits.y_test))
-    tfl = tfedge.candidates.cluster_int8(model, digits.x_train, digits.y_train, clusters=16, epochs=1,
-                                         qat_epochs=1)
+    tfl = tfedge.candidates.cluster_int8(model, digits.x_train, digits.y_train, clusters=16, epochs=1, qat_epochs=1)
     report = tfedge.lut.lut_report(tfl, bits="auto", data=digits.x_test[:50])
     chosen = {t.shape: t for t in report.tensors}
     assert (64, 32) in chosen and {(t.op, t.mode) for t in report.tensors} == {("FULLY_CONNECTED", "per-tensor")}

@@ -41,8 +41,9 @@ def _check_notebook(notebook, name: str) -> None:
     assert all(cell.get("execution_count") for cell in code), "every code cell was executed"
     outputs = _outputs(notebook)
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs), \
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs), (
         "each notebook shows at least one plot"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -52,8 +53,13 @@ def test_committed_notebooks_are_executed_with_their_outputs(path):
 
 @pytest.mark.slow
 def test_build_script_runs_every_notebook_quick(tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "notebooks" / "build.py"), "--quick", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=1800, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "notebooks" / "build.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in NOTEBOOKS]
     for path in NOTEBOOKS:

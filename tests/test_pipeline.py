@@ -41,8 +41,12 @@ def test_demo_writes_every_output(demo_dir, capsys):
     assert {p.name for p in demo_dir.iterdir()} == DEMO_FILES
     report = json.loads((demo_dir / "report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == [
-        "teacher float32", "teacher int8 (PTQ baseline)", "student float32 (distilled)", "QAT (fake-quant Keras)",
-        "deployed int8"]
+        "teacher float32",
+        "teacher int8 (PTQ baseline)",
+        "student float32 (distilled)",
+        "QAT (fake-quant Keras)",
+        "deployed int8",
+    ]
     assert report["fully_int8"] is True
     search = report["search"]
     assert search["budget"] == {"flash": 3500, "ram": 4096} and search["chosen"]
@@ -122,8 +126,9 @@ def test_committed_demo_states_its_distance_to_the_target():
     assert target["accuracy_short"] == pytest.approx(max(0.0, 0.979 - worst), abs=1e-6)
     assert target["arena_over"] == max(0, deployed["arena_bytes"] - 4096)
     assert target["met"] == (size <= 3500 and worst >= 0.979 and deployed["arena_bytes"] <= 4096)
-    assert ("Target (<= 3,500 B, >= 97.9 %, arena <= 4,096 B): " + ("met" if target["met"] else "not met")
-            ) in report["summary"]
+    assert ("Target (<= 3,500 B, >= 97.9 %, arena <= 4,096 B): " + ("met" if target["met"] else "not met")) in report[
+        "summary"
+    ]
 
 
 def test_shifted_copies_are_one_pixel_moves():
@@ -135,18 +140,21 @@ def test_shifted_copies_are_one_pixel_moves():
     assert ys.tolist() == [3] * 5
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"sparsity": 1.2}, "sparsity must be in [0, 1), got 1.2: e.g. 0.5"),
-    ({"flash": "8 GB"}, "flash must be a size in bytes such as 8000, 8KB or 8KiB, got '8 GB'"),
-    ({"max_accuracy_drop": -1}, "max_accuracy_drop must be in [0, 100], got -1"),
-    ({"channel_ratios": (0.5, 1.0)}, "channel_ratios must be in [0, 1), got 1.0"),
-    ({"qat_epochs": 0}, "qat_epochs must be an integer >= 1, got 0"),
-    ({"distill_epochs": 2.5}, "distill_epochs must be an integer, got 2.5"),
-    ({"temperature": 0}, "temperature must be in (0, inf), got 0: e.g. 4.0"),
-    ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
-    ({"learning_rate": float("nan")}, "learning_rate must be a finite number, got nan"),
-    ({"augment": 1}, "augment must be True or False, got 1"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"sparsity": 1.2}, "sparsity must be in [0, 1), got 1.2: e.g. 0.5"),
+        ({"flash": "8 GB"}, "flash must be a size in bytes such as 8000, 8KB or 8KiB, got '8 GB'"),
+        ({"max_accuracy_drop": -1}, "max_accuracy_drop must be in [0, 100], got -1"),
+        ({"channel_ratios": (0.5, 1.0)}, "channel_ratios must be in [0, 1), got 1.0"),
+        ({"qat_epochs": 0}, "qat_epochs must be an integer >= 1, got 0"),
+        ({"distill_epochs": 2.5}, "distill_epochs must be an integer, got 2.5"),
+        ({"temperature": 0}, "temperature must be in (0, inf), got 0: e.g. 4.0"),
+        ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number, got nan"),
+        ({"augment": 1}, "augment must be True or False, got 1"),
+    ],
+)
 def test_config_validation(overrides, message):
     with pytest.raises(tfedge.InputError, match=re.escape(message)):
         PipelineConfig(**overrides)
@@ -165,8 +173,16 @@ def test_config_round_trips_and_takes_the_recipe_settings():
 
 
 def test_stage_record_dict_leaves_out_what_the_stage_did_not_measure():
-    record = StageRecord("pruned float32", params=100, sparsity=0.5, bytes=400, gzip_bytes=300,
-                         accuracy={"keras": 0.9}, seconds=1.5, model=object())
+    record = StageRecord(
+        "pruned float32",
+        params=100,
+        sparsity=0.5,
+        bytes=400,
+        gzip_bytes=300,
+        accuracy={"keras": 0.9},
+        seconds=1.5,
+        model=object(),
+    )
     assert list(record.to_dict()) == ["stage", "params", "sparsity", "bytes", "gzip_bytes", "accuracy", "seconds"]
     assert record.relative_to(2000).to_dict()["compression"] == 5.0
     assert "model" not in record.relative_to(2000).to_dict()
@@ -204,9 +220,26 @@ def test_compress_cli_with_a_flash_budget_ships_the_most_accurate_candidate_that
     model_path = user_files / "user_net.keras"
     before = model_path.read_bytes()
     out = tmp_path / "out"
-    code = cli.main(["compress", str(model_path), "--data", str(user_files / "train.npz"), "--val",
-                     str(user_files / "val.npz"), "--flash", "6KB", "--ram", "4KiB", "--channels", "0.5",
-                     "--epochs", "3", "--out", str(out)])
+    code = cli.main(
+        [
+            "compress",
+            str(model_path),
+            "--data",
+            str(user_files / "train.npz"),
+            "--val",
+            str(user_files / "val.npz"),
+            "--flash",
+            "6KB",
+            "--ram",
+            "4KiB",
+            "--channels",
+            "0.5",
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert model_path.read_bytes() == before, "the user's model file is never modified"
     report = json.loads((out / "report.json").read_text())
@@ -217,8 +250,11 @@ def test_compress_cli_with_a_flash_budget_ships_the_most_accurate_candidate_that
     assert shipped.stat().st_size == deployed["bytes"] <= 6000 and arena == deployed["arena_bytes"] <= 4096
     assert accuracy == pytest.approx(min(deployed["accuracy"].values()))
     assert accuracy >= search["floor"] == pytest.approx(search["baseline"]["accuracy"] - 0.01)
-    trained = [c for c in search["candidates"] if c.get("accuracy") is not None
-               and c["bytes"] <= 6000 and c["arena_bytes"] <= 4096]
+    trained = [
+        c
+        for c in search["candidates"]
+        if c.get("accuracy") is not None and c["bytes"] <= 6000 and c["arena_bytes"] <= 4096
+    ]
     assert max(c["accuracy"] for c in trained) == pytest.approx(accuracy)  # the most accurate that fits
     over = [c for c in search["candidates"] if c["bytes"] > 6000]
     assert over and all(c["status"] == "does not fit" for c in over if c["name"] != "teacher int8 (PTQ)")
@@ -228,19 +264,35 @@ def test_compress_cli_with_a_flash_budget_ships_the_most_accurate_candidate_that
 def test_a_collapsed_student_stops_naming_the_stage_and_ships_nothing(tmp_path, user_files, capsys):
     """The issue's case: the user's tiny student (two stride-2 Conv2D, GlobalAveragePooling2D, softmax Dense) under
     a softmax teacher distils to chance; compress exits 1 naming the stage and the likely causes, no model shipped."""
-    student = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-        keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="tiny")
+    student = keras.Sequential(
+        [
+            keras.layers.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="tiny",
+    )
     student.save(tmp_path / "tiny.keras")
     out = tmp_path / "out"
     capsys.readouterr()
-    code = cli.main(["compress", str(user_files / "user_net.keras"), "--data", str(user_files / "train.npz"),
-                     "--student", str(tmp_path / "tiny.keras"), "--epochs", "2", "--channels", "0.5",
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "compress",
+            str(user_files / "user_net.keras"),
+            "--data",
+            str(user_files / "train.npz"),
+            "--student",
+            str(tmp_path / "tiny.keras"),
+            "--epochs",
+            "2",
+            "--channels",
+            "0.5",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1, err
     assert re.search(r"stage 'distillation' failed: the accuracy of 'tiny' collapsed to \d+\.\d % .*chance", err)
@@ -255,10 +307,19 @@ def test_compress_never_ships_below_the_floor(tmp_path, digits, user_files):
     raises CheckFailed with the table of what was tried, writes the report and no deployed model."""
     out = tmp_path / "out"
     with pytest.raises(tfedge.CheckFailed) as info:
-        tfedge.pipeline.compress(tfedge.load_model(user_files / "user_net.keras"), (digits.x_train, digits.y_train),
-                                 val=(digits.x_test, digits.y_test),
-                                 flash="3KB", max_accuracy_drop=0.0, epochs=1, channels=(), student_widths=(4,),
-                                 out_dir=str(out), name="small", verbose=0)
+        tfedge.pipeline.compress(
+            tfedge.load_model(user_files / "user_net.keras"),
+            (digits.x_train, digits.y_train),
+            val=(digits.x_test, digits.y_test),
+            flash="3KB",
+            max_accuracy_drop=0.0,
+            epochs=1,
+            channels=(),
+            student_widths=(4,),
+            out_dir=str(out),
+            name="small",
+            verbose=0,
+        )
     first, table = str(info.value).split("\n", 1)
     assert "no model within flash <= 3,000 B reaches the accuracy floor" in first
     assert "student_w4" in table and "teacher int8 (PTQ)" in table
@@ -268,15 +329,24 @@ def test_compress_never_ships_below_the_floor(tmp_path, digits, user_files):
 
 
 def test_compress_cli_exit_codes(tmp_path, user_files, capsys):
-    args = ["compress", str(user_files / "user_net.keras"), "--data", str(user_files / "train.npz"),
-            "--out", str(tmp_path / "out")]
+    args = [
+        "compress",
+        str(user_files / "user_net.keras"),
+        "--data",
+        str(user_files / "train.npz"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert cli.main([*args, "--flash", "8 GB"]) == 2
     assert "--flash must be a size in bytes such as 8000, 8KB or 8KiB, got '8 GB'" in capsys.readouterr().err
     assert cli.main([*args, "--max-accuracy-drop", "-1"]) == 2
     assert cli.main([*args, "--flash", "500", "--channels", "0.5"]) == 1
     err = capsys.readouterr().err
-    assert re.search(r"no candidate fits flash <= 500 B .*the smallest file is [\d,]+ B \('.*'\), over the flash "
-                     r"budget of 500 B by [\d,]+ B", err)
+    assert re.search(
+        r"no candidate fits flash <= 500 B .*the smallest file is [\d,]+ B \('.*'\), over the flash "
+        r"budget of 500 B by [\d,]+ B",
+        err,
+    )
     assert not (tmp_path / "out" / "user_net_student_int8.tflite").exists()
 
 
@@ -289,12 +359,21 @@ def test_a_residual_1d_model_goes_through_compress(tmp_path, digits):
     h = keras.layers.ReLU()(keras.layers.Add()([h, r]))
     h = keras.layers.GlobalAveragePooling1D()(h)
     teacher = keras.Model(inputs, keras.layers.Dense(10)(h), name="seq_res")
-    teacher.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    metrics=["accuracy"])
+    teacher.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     teacher.fit(x_train, digits.y_train, epochs=20, batch_size=32, verbose=0)
     out = tmp_path / "out"
-    report = tfedge.pipeline.compress(teacher, (x_train, digits.y_train), val=(x_test, digits.y_test), epochs=4,
-                                      channels=0.5, student_widths=(8,), out_dir=str(out), verbose=0)
+    report = tfedge.pipeline.compress(
+        teacher,
+        (x_train, digits.y_train),
+        val=(x_test, digits.y_test),
+        epochs=4,
+        channels=0.5,
+        student_widths=(8,),
+        out_dir=str(out),
+        verbose=0,
+    )
     search, deployed = report["search"], report["stages"][-1]
     assert report["fully_int8"] and deployed["bytes"] <= search["baseline"]["bytes"]
     assert min(deployed["accuracy"].values()) >= search["floor"]
@@ -306,8 +385,11 @@ def test_a_residual_1d_model_goes_through_compress(tmp_path, digits):
 def test_stage_context_names_the_stage_and_what_was_kept(tmp_path, digits):
     run = RunContext.prepare(PipelineConfig(out_dir=str(tmp_path / "run")), digits)
     assert (tmp_path / "run").is_dir() and len(run.x_fit) == len(digits.x_train)  # no augmentation by default
-    with pytest.raises(tfedge.ModelError, match=r"^stage 'pruning' failed: bad layer; the outputs of the completed "
-                                                r"stages are kept in .*run$"):
+    with pytest.raises(
+        tfedge.ModelError,
+        match=r"^stage 'pruning' failed: bad layer; the outputs of the completed "
+        r"stages are kept in .*run$",
+    ):
         with run.stage("pruning"):
             raise tfedge.ModelError("bad layer")
     quiet = RunContext.prepare(PipelineConfig(augment=True), digits, recipe=DIGITS, write=False)

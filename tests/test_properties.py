@@ -63,8 +63,11 @@ def test_round_trip_stays_within_half_a_step(case):
 
 
 @BOUNDED
-@given(hnp.arrays(st.sampled_from([np.float32, np.float64]), shapes,
-                  elements=st.floats(allow_nan=False, width=32)), scales, zero_points)
+@given(
+    hnp.arrays(st.sampled_from([np.float32, np.float64]), shapes, elements=st.floats(allow_nan=False, width=32)),
+    scales,
+    zero_points,
+)
 def test_any_float_lands_in_int8_saturating_and_in_order(x, scale, zero_point):
     q = quantize(x, scale, zero_point)
     assert q.dtype == np.int8 and q.shape == x.shape
@@ -83,12 +86,18 @@ def test_grid_values_survive_the_round_trip(q, scale, zero_point):
 
 
 @BOUNDED
-@given(hnp.arrays(np.float64, shapes, elements=st.floats(width=32)),
-       st.one_of(scales, st.sampled_from([0.0, -1.0, float("nan"), float("inf"), -0.0])),
-       st.one_of(zero_points, st.sampled_from([0.5, float("nan")])))
+@given(
+    hnp.arrays(np.float64, shapes, elements=st.floats(width=32)),
+    st.one_of(scales, st.sampled_from([0.0, -1.0, float("nan"), float("inf"), -0.0])),
+    st.one_of(zero_points, st.sampled_from([0.5, float("nan")])),
+)
 def test_nan_and_bad_parameters_are_input_errors(x, scale, zero_point):
-    bad = np.isnan(x).any() or not (np.isfinite(scale) and scale > 0) or zero_point != zero_point \
+    bad = (
+        np.isnan(x).any()
+        or not (np.isfinite(scale) and scale > 0)
+        or zero_point != zero_point
         or zero_point != round(zero_point)
+    )
     try:
         q = quantize(x, scale, zero_point)
     except InputError as exc:
@@ -139,8 +148,11 @@ def mutated_models(draw):
     n = len(data)
     for pos, value in draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 255)), max_size=6)):
         data[pos] = value
-    for pos, value in draw(st.lists(st.tuples(st.integers(0, n // 4 - 1),
-                                              st.one_of(st.integers(0, 2**32 - 1), st.integers(0, n))), max_size=3)):
+    for pos, value in draw(
+        st.lists(
+            st.tuples(st.integers(0, n // 4 - 1), st.one_of(st.integers(0, 2**32 - 1), st.integers(0, n))), max_size=3
+        )
+    ):
         struct.pack_into("<I", data, 4 * pos, value)
     cut = draw(st.one_of(st.none(), st.integers(0, n)))
     return bytes(data[:cut])

@@ -36,8 +36,9 @@ def steps_per_epoch(data, batch=BATCH) -> int:
 
 def fit(model, data, epochs, callback=None, batch=BATCH, **kwargs):
     callbacks = [tfedge.PruningCallback() if callback is None else callback]
-    return model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch, verbose=0,
-                     callbacks=callbacks, **kwargs)
+    return model.fit(
+        data.x_train, data.y_train, epochs=epochs, batch_size=batch, verbose=0, callbacks=callbacks, **kwargs
+    )
 
 
 def kernels(model) -> dict[str, np.ndarray]:
@@ -115,8 +116,9 @@ def test_strip_predicts_exactly_like_the_wrapped_model_with_plain_layers(digits,
     stripped = tfedge.strip(pruned)
     assert [type(layer).__name__ for layer in stripped.layers] == ["Conv2D", "Conv2D", "Flatten", "Dense"]
     assert not pruned_layers(stripped)
-    np.testing.assert_allclose(stripped.predict(digits.x_test, verbose=0),
-                               pruned.predict(digits.x_test, verbose=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        stripped.predict(digits.x_test, verbose=0), pruned.predict(digits.x_test, verbose=0), rtol=0, atol=1e-6
+    )
     # the zeros are where the masks are, biases untouched
     for name, wrapper in pruned_layers(pruned):
         mask = wrapper.pruning_vars[0][1].numpy()
@@ -149,8 +151,9 @@ def test_raw_tfmot_default_schedule_trap_is_caught_by_the_callback(digits, small
     """ConstantSparsity(0.5, 0) prunes every 100 steps: a 22-step run stays dense, and the callback says so."""
     model = keras.models.clone_model(small_cnn)
     model.set_weights(small_cnn.get_weights())
-    raw = compile_classifier(tfmot.sparsity.keras.prune_low_magnitude(
-        model, pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0)))
+    raw = compile_classifier(
+        tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+    )
     with pytest.warns(PruningWarning, match=r"below target 0\.50: conv \(0\.00\), logits \(0\.00\).*every 100 steps"):
         fit(raw, digits, 1)
     assert tfedge.sparsity_report(tfmot.sparsity.keras.strip_pruning(raw))["overall"] == 0.0
@@ -163,8 +166,14 @@ def test_a_5_step_run_reaches_the_target_and_shows_sparsity_in_the_progress_bar(
     pruned = compile_classifier(tfedge.prune(small_cnn, 0.5, schedule=schedule, end=1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error", PruningWarning)
-        history = pruned.fit(digits.x_train[:5 * BATCH], digits.y_train[:5 * BATCH], epochs=1, batch_size=BATCH,
-                             verbose=2, callbacks=[tfedge.PruningCallback(strict=True)])
+        history = pruned.fit(
+            digits.x_train[: 5 * BATCH],
+            digits.y_train[: 5 * BATCH],
+            epochs=1,
+            batch_size=BATCH,
+            verbose=2,
+            callbacks=[tfedge.PruningCallback(strict=True)],
+        )
     assert "sparsity: 0.5" in capsys.readouterr().out
     assert history.history["sparsity"][0] == pytest.approx(0.5, abs=0.01)
     for info in tfedge.sparsity_report(tfedge.strip(pruned))["layers"].values():
@@ -220,10 +229,14 @@ def test_saved_model_loads_and_resumes_at_its_pruning_step(digits, small_cnn, tm
 def test_a_pruned_model_loads_in_a_fresh_process(small_cnn, tmp_path):
     path = tmp_path / "pruned.keras"
     tfedge.save_model(tfedge.prune(small_cnn, 0.5), path)
-    code = (f"import tfedge; m = tfedge.load_model(r'{path}'); "
-            "print(type(m.layers[0].pruning_schedule).__name__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    code = f"import tfedge; m = tfedge.load_model(r'{path}'); print(type(m.layers[0].pruning_schedule).__name__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "AdaptiveSchedule"
 
@@ -261,7 +274,8 @@ class _Distiller(keras.Model):
             logits = self.student(x, training=True)
             hard = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             loss = 0.1 * tf.reduce_mean(hard) + 0.9 * tf.reduce_mean(
-                keras.losses.kl_divergence(soft, tf.nn.softmax(logits / 4.0)))
+                keras.losses.kl_divergence(soft, tf.nn.softmax(logits / 4.0))
+            )
         grads = tape.gradient(loss, self.student.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
         return {"loss": loss}
@@ -288,8 +302,11 @@ def test_callback_finds_a_student_nested_in_a_distillation_model_and_logs_tensor
     assert abs(history.history["sparsity"][-1] - 0.6) <= 0.01
     for old, now in zip(teacher_before, small_cnn.get_weights()):
         np.testing.assert_array_equal(old, now)
-    with pytest.raises(ModelError, match=r"subclassed model \(_Distiller\) holding pruned layers"
-                                         r".*tfedge.strip\(distiller.student\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"subclassed model \(_Distiller\) holding pruned layers"
+        r".*tfedge.strip\(distiller.student\)",
+    ):
         tfedge.strip(distiller)
     report = tfedge.sparsity_report(distiller)  # student and teacher share the name "small_cnn"
     assert report["layers"]["small_cnn/conv"]["target"] == 0.6
@@ -307,8 +324,10 @@ def test_callback_finds_a_student_nested_in_a_distillation_model_and_logs_tensor
 
 
 def test_layers_and_skip_select_by_name_or_class_and_never_prune_biases_or_batchnorm(digits):
-    inner = keras.Sequential([L.Dense(32, activation="relu", input_shape=(36,), name="hidden"),
-                              L.BatchNormalization(name="bn")], name="block")
+    inner = keras.Sequential(
+        [L.Dense(32, activation="relu", input_shape=(36,), name="hidden"), L.BatchNormalization(name="bn")],
+        name="block",
+    )
     inputs = keras.Input((8, 8, 1))
     x = L.Conv2D(4, 3, activation="relu", name="conv")(inputs)
     x = L.MaxPooling2D(2, name="pool")(x)
@@ -324,14 +343,16 @@ def test_layers_and_skip_select_by_name_or_class_and_never_prune_biases_or_batch
     assert wrapped(tfedge.prune(model, 0.5, layers=L.Dense, skip="hidden")) == ["logits"]
 
     pruned = compile_classifier(tfedge.prune(model, 0.5))
-    np.testing.assert_allclose(pruned.predict(digits.x_test, verbose=0), model.predict(digits.x_test, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        pruned.predict(digits.x_test, verbose=0), model.predict(digits.x_test, verbose=0), atol=1e-6
+    )
     for _, wrapper in pruned_layers(pruned):  # only kernels get masks
         assert [w.name.split("/")[-1] for w, _, _ in wrapper.pruning_vars] == ["kernel:0"]
     fit(pruned, digits, 1, tfedge.PruningCallback(strict=True))
     stripped = tfedge.strip(pruned)
-    np.testing.assert_allclose(stripped.predict(digits.x_test, verbose=0), pruned.predict(digits.x_test, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        stripped.predict(digits.x_test, verbose=0), pruned.predict(digits.x_test, verbose=0), atol=1e-6
+    )
     block = stripped.get_layer("block")
     for name, wrapper in pruned_layers(pruned):
         layer = block.get_layer("hidden") if name == "block/hidden" else stripped.get_layer(name)
@@ -352,9 +373,15 @@ def blocks_of(kernel: np.ndarray, n: int) -> np.ndarray:
 
 def test_m_by_n_2_4_holds_on_every_4_block_after_strip(digits):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, activation="relu", name="stem"),
-                              L.Conv2D(16, 3, activation="relu", name="conv"), L.Flatten(name="flatten"),
-                              L.Dense(10, name="logits")])
+    model = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(8, 3, activation="relu", name="stem"),
+            L.Conv2D(16, 3, activation="relu", name="conv"),
+            L.Flatten(name="flatten"),
+            L.Dense(10, name="logits"),
+        ]
+    )
     pruned = compile_classifier(tfedge.prune(model, 0.5, m_by_n=(2, 4), skip="stem"))
     fit(pruned, digits, 1, tfedge.PruningCallback(strict=True))
     stripped = tfedge.strip(pruned)
@@ -375,9 +402,16 @@ def test_m_by_n_2_4_holds_on_every_4_block_after_strip(digits):
 def depthwise_run(digits):
     """Conv2D -> DepthwiseConv2D -> Flatten -> Dense pruned to 0.75 over 2 epochs."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, activation="relu", name="conv"),
-                              L.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="dw"),
-                              L.Flatten(name="flatten"), L.Dense(10, name="logits")], name="dw_cnn")
+    model = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(8, 3, activation="relu", name="conv"),
+            L.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="dw"),
+            L.Flatten(name="flatten"),
+            L.Dense(10, name="logits"),
+        ],
+        name="dw_cnn",
+    )
     pruned = compile_classifier(tfedge.prune(model, 0.75))
     fit(pruned, digits, 2, tfedge.PruningCallback(strict=True))
     return model, pruned
@@ -399,8 +433,9 @@ def test_depthwise_kernel_reaches_the_target_and_strip_gives_the_plain_layer(dig
         info = report["layers"]["dw"]
         assert info["class"] == "DepthwiseConv2D" and info["weights"] == kernel.size
         assert abs(info["sparsity"] - 0.75) <= 0.01
-    np.testing.assert_allclose(stripped.predict(digits.x_test, verbose=0),
-                               pruned.predict(digits.x_test, verbose=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        stripped.predict(digits.x_test, verbose=0), pruned.predict(digits.x_test, verbose=0), rtol=0, atol=1e-6
+    )
     tfl = tfedge.convert(stripped, representative_data=digits.x_train, quantization="int8")
     assert tfedge.inspect(tfl).fully_int8
 
@@ -413,10 +448,11 @@ def test_pruned_depthwise_model_round_trips_through_a_keras_file(digits, depthwi
     layers = dict(pruned_layers(loaded))
     assert list(layers) == ["conv", "dw", "logits"]
     assert type(layers["dw"].layer).__name__ == "PrunableDepthwiseConv2D"
-    (weight, _, _), = layers["dw"].pruning_vars  # the depthwise kernel only, never the bias
+    ((weight, _, _),) = layers["dw"].pruning_vars  # the depthwise kernel only, never the bias
     assert weight is layers["dw"].layer.depthwise_kernel
-    np.testing.assert_allclose(loaded.predict(digits.x_test, verbose=0), pruned.predict(digits.x_test, verbose=0),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(digits.x_test, verbose=0), pruned.predict(digits.x_test, verbose=0), rtol=0, atol=1e-6
+    )
     assert type(tfedge.strip(loaded).get_layer("dw")) is L.DepthwiseConv2D
 
 
@@ -436,8 +472,11 @@ class _Subclassed(keras.Model):
 def test_subclassed_model_is_refused_naming_the_class_and_the_fix():
     model = _Subclassed()
     model(np.zeros((1, 4), "float32"))
-    with pytest.raises(ModelError, match=r"subclassed model \(_Subclassed\).*Sequential or Functional"
-                                         r".*keras\.Model\(inputs, outputs\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"subclassed model \(_Subclassed\).*Sequential or Functional"
+        r".*keras\.Model\(inputs, outputs\)",
+    ):
         tfedge.prune(model, 0.5)
 
 
@@ -453,14 +492,17 @@ def test_target_outside_0_1_is_refused_showing_the_value(small_cnn, target):
 
 
 def test_unknown_layer_names_list_the_available_layers(small_cnn):
-    with pytest.raises(InputError,
-                       match=r"layers= names 'dense', which is not in the model; layers: conv, pool, flatten, logits"):
+    with pytest.raises(
+        InputError, match=r"layers= names 'dense', which is not in the model; layers: conv, pool, flatten, logits"
+    ):
         tfedge.prune(small_cnn, 0.5, layers=["dense"])
     with pytest.raises(InputError, match=r"skip= names 'convv', which is not in the model; layers: conv, pool"):
         tfedge.prune(small_cnn, 0.5, skip="convv")
-    with pytest.raises(InputError,
-                       match=r"'pool' \(MaxPooling2D\), which has no weights TF-MOT can prune; "
-                             r"prunable layers: conv, logits"):
+    with pytest.raises(
+        InputError,
+        match=r"'pool' \(MaxPooling2D\), which has no weights TF-MOT can prune; "
+        r"prunable layers: conv, logits",
+    ):
         tfedge.prune(small_cnn, 0.5, layers="pool")
     with pytest.raises(InputError, match="leave nothing to prune"):
         tfedge.prune(small_cnn, 0.5, skip=["conv", "logits"])
@@ -469,13 +511,25 @@ def test_unknown_layer_names_list_the_available_layers(small_cnn):
 
 
 def test_model_with_nothing_prunable_is_refused():
-    model = keras.Sequential([L.Input((8, 8, 1)), L.BatchNormalization(name="bn"), L.MaxPooling2D(name="pool"),
-                              L.GlobalAveragePooling2D(name="gap")])
+    model = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.BatchNormalization(name="bn"),
+            L.MaxPooling2D(name="pool"),
+            L.GlobalAveragePooling2D(name="gap"),
+        ]
+    )
     with pytest.raises(ModelError, match=r"has no layer TF-MOT can prune \(layers: bn, pool, gap\).*DepthwiseConv2D"):
         tfedge.prune(model, 0.5)
     # a DepthwiseConv2D alone is prunable now (its depthwise kernel), but never m-by-n
-    depthwise = keras.Sequential([L.Input((8, 8, 1)), L.BatchNormalization(name="bn"), L.DepthwiseConv2D(3, name="dw"),
-                                  L.GlobalAveragePooling2D(name="gap")])
+    depthwise = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.BatchNormalization(name="bn"),
+            L.DepthwiseConv2D(3, name="dw"),
+            L.GlobalAveragePooling2D(name="gap"),
+        ]
+    )
     assert [name for name, _ in pruned_layers(tfedge.prune(depthwise, 0.5))] == ["dw"]
     with pytest.raises(ModelError, match=r"has no layer TF-MOT can prune \(layers: bn, dw, gap\).*m_by_n"):
         tfedge.prune(depthwise, 0.5, m_by_n=(2, 4))
@@ -508,8 +562,9 @@ def test_already_pruned_model_and_callback_without_wrappers_are_refused(digits, 
 
 
 def test_dataset_of_unknown_length_asks_for_steps_per_epoch(digits, small_cnn):
-    dataset = tf.data.Dataset.from_tensor_slices((digits.x_train, digits.y_train)).batch(BATCH).filter(
-        lambda x, y: True)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((digits.x_train, digits.y_train)).batch(BATCH).filter(lambda x, y: True)
+    )
     pruned = compile_classifier(tfedge.prune(small_cnn, 0.5))
     with pytest.raises(InputError, match="steps per epoch.*pass steps_per_epoch= to fit or to tfedge.prune"):
         pruned.fit(dataset, epochs=1, verbose=0, callbacks=[tfedge.PruningCallback()])
@@ -550,11 +605,14 @@ def test_qat_keeps_pruned_depthwise_zeros(depthwise_run, digits):
 # fast: config round-trips and argument checks (no training)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"target_sparsity": 0.8, "epochs": 2, "steps_per_epoch": 10},  # sized here
-    {"target_sparsity": 0.5, "kind": "constant", "begin": 0.2, "end": 0.9},  # sized later, by the callback
-    {"target_sparsity": 0.5, "m_by_n": (2, 4), "epochs": 1, "steps_per_epoch": 100},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"target_sparsity": 0.8, "epochs": 2, "steps_per_epoch": 10},  # sized here
+        {"target_sparsity": 0.5, "kind": "constant", "begin": 0.2, "end": 0.9},  # sized later, by the callback
+        {"target_sparsity": 0.5, "m_by_n": (2, 4), "epochs": 1, "steps_per_epoch": 100},
+    ],
+)
 def test_schedule_config_round_trips_through_the_keras_registry(kwargs):
     schedule = AdaptiveSchedule(**kwargs)
     saved = json.loads(json.dumps(schedule.get_config()))
@@ -563,7 +621,10 @@ def test_schedule_config_round_trips_through_the_keras_registry(kwargs):
     rebuilt = cls.from_config(saved["config"])
     assert rebuilt.get_config() == saved
     assert (rebuilt.begin_step, rebuilt.end_step, rebuilt.frequency) == (
-        schedule.begin_step, schedule.end_step, schedule.frequency)
+        schedule.begin_step,
+        schedule.end_step,
+        schedule.frequency,
+    )
     for step in (0, 1, 5, 50, 200):
         assert [float(v) for v in rebuilt(step)] == [float(v) for v in schedule(step)]
 

@@ -125,8 +125,9 @@ def pruned_pair(small_cnn, digits) -> tuple[keras.Model, keras.Model]:
     steps = math.ceil(len(digits.x_train) / BATCH)
     pruned = tfedge.prune(clone(small_cnn), target_sparsity=0.75, epochs=3, steps_per_epoch=steps)
     compile_classifier(pruned, lr=1e-3)
-    pruned.fit(digits.x_train, digits.y_train, epochs=3, batch_size=BATCH, verbose=0,
-               callbacks=[tfedge.PruningCallback()])
+    pruned.fit(
+        digits.x_train, digits.y_train, epochs=3, batch_size=BATCH, verbose=0, callbacks=[tfedge.PruningCallback()]
+    )
     return pruned, tfedge.strip(pruned)
 
 
@@ -230,8 +231,17 @@ def _upsampling_transpose_separable(i):
     return L.Conv2DTranspose(4, 3, name="deconv")(x)
 
 
-PATTERNS = [_conv_bn_relu, _depthwise, _residual_add, _concatenate, _pooling, _global_average_pooling,
-            _dense, _relu_relu6_activations, _upsampling_transpose_separable]
+PATTERNS = [
+    _conv_bn_relu,
+    _depthwise,
+    _residual_add,
+    _concatenate,
+    _pooling,
+    _global_average_pooling,
+    _dense,
+    _relu_relu6_activations,
+    _upsampling_transpose_separable,
+]
 
 
 @pytest.mark.parametrize("body", PATTERNS, ids=lambda f: f.__name__.strip("_"))
@@ -333,8 +343,20 @@ def _nested_model(x):
     return inner(x), "Sequential"
 
 
-UNSUPPORTED = [_subtract, _lambda, _custom, _grouped_conv1d, _layer_norm, _batchnorm_not_on_last_axis, _elu_activation,
-               _conv_with_fused_relu6, _prelu, _multiply, _resizing, _nested_model]
+UNSUPPORTED = [
+    _subtract,
+    _lambda,
+    _custom,
+    _grouped_conv1d,
+    _layer_norm,
+    _batchnorm_not_on_last_axis,
+    _elu_activation,
+    _conv_with_fused_relu6,
+    _prelu,
+    _multiply,
+    _resizing,
+    _nested_model,
+]
 
 
 @pytest.mark.parametrize("odd", UNSUPPORTED, ids=lambda f: f.__name__.strip("_"))
@@ -473,8 +495,11 @@ def test_pruned_then_qat_model_loads_and_keeps_its_zeros_when_training_on(pqat_t
     tfedge.save_model(pqat_trained, tmp_path / "pqat.keras")
     loaded = tfedge.load_model(tmp_path / "pqat.keras")
     np.testing.assert_array_equal(loaded(x, training=False), pqat_trained(x, training=False))
-    assert all(isinstance(layer.quantize_config, PrunePreserveQuantizeConfig)
-               for layer in loaded.layers if type(getattr(layer, "layer", None)) in (L.Conv2D, L.Dense))
+    assert all(
+        isinstance(layer.quantize_config, PrunePreserveQuantizeConfig)
+        for layer in loaded.layers
+        if type(getattr(layer, "layer", None)) in (L.Conv2D, L.Dense)
+    )
     before = kernels(loaded)
     compile_classifier(loaded, lr=1e-3).fit(digits.x_train[:512], digits.y_train[:512], batch_size=BATCH, verbose=0)
     after = kernels(loaded)
@@ -566,9 +591,15 @@ def test_per_channel_false_gives_one_scale_per_conv_kernel_and_fewer_bytes(digit
     from tfedge.flatbuffer import parse
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="c"),
-                              keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
-                              keras.layers.Flatten(), keras.layers.Dense(10, name="logits")])
+    model = keras.Sequential(
+        [
+            keras.layers.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c"),
+            keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
     qat = compile_classifier(tfedge.quantize_aware(model, per_channel=per_channel), lr=3e-3)
     qat.fit(digits.x_train, digits.y_train, epochs=6, batch_size=32, verbose=0)
     tfl = tfedge.convert(qat, representative_data=digits.x_train[:100])

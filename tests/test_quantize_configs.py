@@ -25,14 +25,20 @@ def quantization_warnings(fn, *args, **kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fn(*args, **kwargs)
-    return result, [str(w.message) for w in caught
-                    if issubclass(w.category, QuantizationWarning) or w.category.__module__.startswith("tfedge")]
+    return result, [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, QuantizationWarning) or w.category.__module__.startswith("tfedge")
+    ]
 
 
 def inner_types(qat: keras.Model) -> dict[str, tuple[str, str]]:
     """Layer name -> (class of the layer, class of its QuantizeConfig) for each layer wrapped for QAT."""
-    return {layer.layer.name: (type(layer.layer).__name__, type(layer.quantize_config).__name__)
-            for layer in qat.layers if hasattr(layer, "quantize_config")}
+    return {
+        layer.layer.name: (type(layer.layer).__name__, type(layer.quantize_config).__name__)
+        for layer in qat.layers
+        if hasattr(layer, "quantize_config")
+    }
 
 
 # ------------------------------------------------------------------------------------ the models
@@ -74,8 +80,21 @@ def _image(inp):
 
 GROUPS = {
     # body, 1-D input, layers that must be quantization-aware (with tfedge's or TF-MOT's config)
-    "sequence_kws": (_sequence_kws, True, ["rescale_offset", "conv_bn", "bn_folded", "maxpool1d", "conv_relu",
-                                           "avgpool1d", "permute", "conv_then_relu", "gap1d"]),
+    "sequence_kws": (
+        _sequence_kws,
+        True,
+        [
+            "rescale_offset",
+            "conv_bn",
+            "bn_folded",
+            "maxpool1d",
+            "conv_relu",
+            "avgpool1d",
+            "permute",
+            "conv_then_relu",
+            "gap1d",
+        ],
+    ),
     "sequence_norm": (_sequence_norm, True, ["normalization", "conv", "bn_standalone", "reshape", "gmp1d"]),
     "image": (_image, False, ["rescale", "conv", "bn_standalone", "up_bilinear", "up_nearest", "deconv"]),
 }
@@ -122,8 +141,13 @@ def test_every_layer_is_quantization_aware_and_int8_agrees_with_keras_on_litert_
     assert result.reference_agreement["tflm"] >= 0.98, result.reference_agreement
     if name == "sequence_kws":  # the three Conv1D kernels: int8, per output channel, as (out, 1, width, in)
         details = Interpreter(model_content=tfl.content).get_tensor_details()
-        per_channel = [t["name"] for t in details if t["dtype"] == np.int8 and list(t["shape"][1:3]) == [1, 3]
-                       and len(t["quantization_parameters"]["scales"]) == t["shape"][0] > 1]
+        per_channel = [
+            t["name"]
+            for t in details
+            if t["dtype"] == np.int8
+            and list(t["shape"][1:3]) == [1, 3]
+            and len(t["quantization_parameters"]["scales"]) == t["shape"][0] > 1
+        ]
         assert len(per_channel) == 3, per_channel
     float_acc = accuracy(model.predict(x_test, verbose=0), digits.y_test)
     assert result.accuracy["litert"] >= float_acc - 0.02, (result.accuracy, float_acc)
@@ -157,8 +181,9 @@ def test_qat_model_with_tfedge_configs_saves_and_loads_without_a_scope(group, tm
     tfedge.save_model(qat, path)
     loaded = tfedge.load_model(path)
     assert inner_types(loaded) == inner_types(qat)
-    np.testing.assert_allclose(loaded.predict(x_test[:64], verbose=0), qat.predict(x_test[:64], verbose=0),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict(x_test[:64], verbose=0), qat.predict(x_test[:64], verbose=0), rtol=1e-5, atol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- fast unit checks
@@ -191,8 +216,11 @@ def test_affine_layers_compute_what_the_layers_they_replace_compute():
 
 
 def test_configs_round_trip_through_keras_serialization():
-    for config in (qc.Conv1DQuantizeConfig(quantize_output=False, keep_zeros=True), qc.OutputQuantizeConfig(),
-                   qc.PassThroughQuantizeConfig()):
+    for config in (
+        qc.Conv1DQuantizeConfig(quantize_output=False, keep_zeros=True),
+        qc.OutputQuantizeConfig(),
+        qc.PassThroughQuantizeConfig(),
+    ):
         saved = keras.utils.serialize_keras_object(config)
         assert saved["class_name"].startswith("tfedge>") or saved.get("registered_name", "").startswith("tfedge>")
         again = keras.utils.deserialize_keras_object(saved)  # no scope: registered under "tfedge"
@@ -241,13 +269,15 @@ def _kernels(model: keras.Model) -> dict[str, np.ndarray]:
         inner = getattr(layer, "layer", layer)
         for weight in layer.weights:
             if weight.name.split("/")[-1] in ("kernel:0", "depthwise_kernel:0") and isinstance(
-                    inner, (L.Conv1D, L.Conv2D, L.DepthwiseConv2D)):
+                inner, (L.Conv1D, L.Conv2D, L.DepthwiseConv2D)
+            ):
                 out[inner.name] = weight.numpy()
     return out
 
 
-@pytest.mark.parametrize("body,sequence", [(_kws, True), (_mobilenet_v2_style, False)],
-                         ids=["conv1d_kws", "mobilenet_v2_style"])
+@pytest.mark.parametrize(
+    "body,sequence", [(_kws, True), (_mobilenet_v2_style, False)], ids=["conv1d_kws", "mobilenet_v2_style"]
+)
 def test_pruned_model_trains_quantization_aware_keeping_zeros_and_accuracy_in_int8(body, sequence, digits):
     x_train, x_test = digits.x_train, digits.x_test
     if sequence:

@@ -130,9 +130,12 @@ print(json.dumps(out))
 def test_tflm_crash_becomes_a_validation_error_and_the_caller_lives(int8_bytes, digits):
     # a valid model in a 64-byte arena segfaults the TFLite Micro Python interpreter
     # bytes are named "TFLite model (bytes)" everywhere (tfedge.tflite.model_bytes), as inspect always did
-    with pytest.raises(ValidationError, match=r"TFLite Micro crashed \(signal 11, SIGSEGV\) on TFLite model "
-                                              r"\(bytes\) while loading the model \(arena 64 bytes\); arenas under 512 "
-                                              r"bytes crash it"):
+    with pytest.raises(
+        ValidationError,
+        match=r"TFLite Micro crashed \(signal 11, SIGSEGV\) on TFLite model "
+        r"\(bytes\) while loading the model \(arena 64 bytes\); arenas under 512 "
+        r"bytes crash it",
+    ):
         TFLiteMicro(int8_bytes, arena_size=64).run(digits.x_test[:5])
     # still alive, and a clean too-small arena is an ordinary error with TFLite Micro's reason
     with pytest.raises(ValidationError, match="TFLM failed to allocate tensors.*Requested"):
@@ -170,8 +173,9 @@ def test_bad_arguments_are_clear_input_errors(int8_bytes, small_cnn, digits):
         LiteRT(int8_bytes, threads=0)
     with pytest.raises(InputError, match="unknown runtime 'gpu'"):
         open_runtime("gpu", int8_bytes)
-    with pytest.raises(InputError,
-                       match="runtimes must be a non-empty list of litert, litert-ref, tflm, got 'litert,gpu'"):
+    with pytest.raises(
+        InputError, match="runtimes must be a non-empty list of litert, litert-ref, tflm, got 'litert,gpu'"
+    ):
         check_runtimes("litert,gpu")
     assert check_runtimes(" tflm ,litert") == ("tflm", "litert")
     with pytest.raises(InputError, match=r"is not a (valid )?TFLite model"):
@@ -208,9 +212,12 @@ def test_every_kernel_set_runs_in_a_child_and_feeds_several_inputs():
 def test_tensors_without_a_batch_dimension_are_fed_whole():
     """An audio-front-end-like model: (16,) in and out, no batch dimension (ADD of the input to itself)."""
     spec = tb.TensorSpec
-    content = tb.build([spec("audio", (16,), tb.T.INT8, [1 / 16], [0]),
-                        spec("doubled", (16,), tb.T.INT8, [1 / 8], [0])],
-                       [tb.OpSpec(tb.Op.ADD, [0, 0], [1], tb.Opt.AddOptions, tb.schema.AddOptionsT())], [0], [1])
+    content = tb.build(
+        [spec("audio", (16,), tb.T.INT8, [1 / 16], [0]), spec("doubled", (16,), tb.T.INT8, [1 / 8], [0])],
+        [tb.OpSpec(tb.Op.ADD, [0, 0], [1], tb.Opt.AddOptions, tb.schema.AddOptionsT())],
+        [0],
+        [1],
+    )
     x = np.random.default_rng(1).uniform(-4, 4, (5, 16))
     for name in RUNTIMES:
         rt = open_runtime(name, content)

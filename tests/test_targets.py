@@ -30,17 +30,31 @@ def fit(model: keras.Model, x, y, epochs: int = 1) -> keras.Model:
 @pytest.fixture(scope="module")
 def depthwise(digits):
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, padding="same", activation="relu"),
-                              L.DepthwiseConv2D(3, activation="relu"), L.Conv2D(12, 1), L.GlobalAveragePooling2D(),
-                              L.Dense(10)])
+    model = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            L.Conv2D(8, 3, padding="same", activation="relu"),
+            L.DepthwiseConv2D(3, activation="relu"),
+            L.Conv2D(12, 1),
+            L.GlobalAveragePooling2D(),
+            L.Dense(10),
+        ]
+    )
     return fit(model, digits.x_train, digits.y_train, epochs=2), digits.x_train, digits.x_test
 
 
 @pytest.fixture(scope="module")
 def conv1d(digits):
     keras.utils.set_random_seed(2)
-    model = keras.Sequential([L.Input((8, 8)), L.Conv1D(12, 3, activation="relu"), L.Conv1D(8, 3, activation="relu"),
-                              L.Flatten(), L.Dense(10)])
+    model = keras.Sequential(
+        [
+            L.Input((8, 8)),
+            L.Conv1D(12, 3, activation="relu"),
+            L.Conv1D(8, 3, activation="relu"),
+            L.Flatten(),
+            L.Dense(10),
+        ]
+    )
     return fit(model, digits.x_train[..., 0], digits.y_train, epochs=2), digits.x_train[..., 0], digits.x_test[..., 0]
 
 
@@ -86,8 +100,10 @@ def test_tflm_file_is_smaller_bit_identical_on_tflm_and_refused_by_litert(arch, 
     # inspect and validate know the file: a tflm_only note, LiteRT skipped with the reason, TFLite Micro runs it
     assert [n["kind"] for n in tfedge.inspect(slim).notes].count("tflm_only") == 1
     result = tfedge.validate(slim, x_test[:40], runtimes=("litert", "tflm"), verbose=0)
-    assert result.status["litert"]["status"] == "skipped" and "slimmed for TFLite Micro" in \
-        result.status["litert"]["reason"]
+    assert (
+        result.status["litert"]["status"] == "skipped"
+        and "slimmed for TFLite Micro" in result.status["litert"]["reason"]
+    )
     assert result.status["tflm"]["status"] == "ran"
 
 
@@ -97,8 +113,10 @@ def test_marker_alone_marks_a_file_tflm_only(small_cnn, digits):
     both = tfedge.convert(small_cnn, quantization="float32")
     assert slim.size < both.size
     reason = tflm_only_reason(slim.content, "f.tflite")
-    assert reason == ("f.tflite was converted for TFLite Micro only (target='tflm', marked 'tfedge:tflm'); run it on "
-                      "TFLite Micro (runtimes=('tflm',)), or give LiteRT a file converted with target='both'")
+    assert reason == (
+        "f.tflite was converted for TFLite Micro only (target='tflm', marked 'tfedge:tflm'); run it on "
+        "TFLite Micro (runtimes=('tflm',)), or give LiteRT a file converted with target='both'"
+    )
     np.testing.assert_array_equal(tflm(slim, digits.x_test[:50]), tflm(both, digits.x_test[:50]))
 
 
@@ -151,8 +169,10 @@ def test_int16x8_without_a_tflite_micro_kernel_names_the_op(digits):
 
 
 def test_missing_kernel_reads_both_runtimes_logs():
-    assert missing_kernel("LiteRT", "Node number 7 (MEAN) failed to prepare.", "int16x8") == \
-        "LiteRT has no int16 kernel for MEAN (operator 7): use int8 for this model"
+    assert (
+        missing_kernel("LiteRT", "Node number 7 (MEAN) failed to prepare.", "int16x8")
+        == "LiteRT has no int16 kernel for MEAN (operator 7): use int8 for this model"
+    )
     assert missing_kernel("TFLite Micro", "Interpreter invocation failed.", "int16x8") is None
 
 
@@ -168,8 +188,14 @@ def four_bit_qat(digits) -> keras.Model:
             self.per_axis = per_axis
 
         def get_weights_and_quantizers(self, layer):
-            return [(layer.kernel, q.quantizers.LastValueQuantizer(num_bits=4, symmetric=True, narrow_range=True,
-                                                                   per_axis=self.per_axis))]
+            return [
+                (
+                    layer.kernel,
+                    q.quantizers.LastValueQuantizer(
+                        num_bits=4, symmetric=True, narrow_range=True, per_axis=self.per_axis
+                    ),
+                )
+            ]
 
         def get_activations_and_quantizers(self, layer):
             return []
@@ -181,16 +207,22 @@ def four_bit_qat(digits) -> keras.Model:
             pass
 
         def get_output_quantizers(self, layer):
-            return [q.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
-                                                        narrow_range=False)]
+            return [
+                q.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+            ]
 
         def get_config(self):
             return {"per_axis": self.per_axis}
 
     keras.utils.set_random_seed(4)
-    annotated = keras.Sequential([
-        L.Input((8, 8, 1)), q.quantize_annotate_layer(L.Conv2D(8, 3, activation="relu"), FourBitWeights(True)),
-        L.Flatten(), q.quantize_annotate_layer(L.Dense(10), FourBitWeights())])
+    annotated = keras.Sequential(
+        [
+            L.Input((8, 8, 1)),
+            q.quantize_annotate_layer(L.Conv2D(8, 3, activation="relu"), FourBitWeights(True)),
+            L.Flatten(),
+            q.quantize_annotate_layer(L.Dense(10), FourBitWeights()),
+        ]
+    )
     with q.quantize_scope({"FourBitWeights": FourBitWeights}):
         model = q.quantize_apply(q.quantize_annotate_model(annotated))
     return fit(model, digits.x_train, digits.y_train, epochs=3)
@@ -215,11 +247,14 @@ def test_int4_weights_run_on_both_runtimes_and_slim_for_tflm(digits):
 
 
 # ------------------------------------------------------------------------------------ errors
-@pytest.mark.parametrize("kwargs, message", [
-    ({"target": "micro"}, "target must be one of both, tflm, litert, got 'micro'"),
-    ({"target": None}, "target must be one of both, tflm, litert, got None"),
-    ({"target": "tflm", "strip_metadata": False}, "target='tflm' writes a stripped file, but strip_metadata=False"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target": "micro"}, "target must be one of both, tflm, litert, got 'micro'"),
+        ({"target": None}, "target must be one of both, tflm, litert, got None"),
+        ({"target": "tflm", "strip_metadata": False}, "target='tflm' writes a stripped file, but strip_metadata=False"),
+    ],
+)
 def test_bad_target_is_one_line(small_cnn, digits, kwargs, message):
     with pytest.raises(InputError) as info:
         tfedge.convert(small_cnn, representative_data=digits.x_train, **kwargs)
@@ -246,12 +281,17 @@ def test_cli_convert_target_tflm(cli_files, tmp_path, capsys, digits):
     assert reason is not None and "LiteRT refuses" in reason
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--target", "litert", "--lut", "4"], "--lut writes a TFLite-Micro-only file (LiteRT has no TFLM_DECODE kernel), "
-                                           "but --target is 'litert'"),
-    (["--lut", "9"], "--lut must be auto or a number of bits from 1 to 7, got '9'"),
-    (["--lut", "four"], "--lut must be auto or a number of bits from 1 to 7, got 'four'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--target", "litert", "--lut", "4"],
+            "--lut writes a TFLite-Micro-only file (LiteRT has no TFLM_DECODE kernel), but --target is 'litert'",
+        ),
+        (["--lut", "9"], "--lut must be auto or a number of bits from 1 to 7, got '9'"),
+        (["--lut", "four"], "--lut must be auto or a number of bits from 1 to 7, got 'four'"),
+    ],
+)
 def test_cli_convert_bad_lut_exits_2_with_one_line(cli_files, tmp_path, capsys, args, message):
     model, data = cli_files
     out = tmp_path / "o.tflite"
@@ -264,12 +304,26 @@ def test_cli_convert_bad_lut_exits_2_with_one_line(cli_files, tmp_path, capsys, 
 def test_cli_convert_lut_on_a_clustered_model(digits, tmp_path, capsys):
     """--lut auto: a clustered, cluster-preserving QAT model converted, slimmed and LUT-compressed in one call."""
     keras.utils.set_random_seed(5)
-    model = fit(keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(32, 3, padding="same", activation="relu"),
-                                  L.GlobalAveragePooling2D(), L.Dense(64, activation="relu"), L.Dense(10)]),
-                digits.x_train, digits.y_train, epochs=2)
+    model = fit(
+        keras.Sequential(
+            [
+                L.Input((8, 8, 1)),
+                L.Conv2D(32, 3, padding="same", activation="relu"),
+                L.GlobalAveragePooling2D(),
+                L.Dense(64, activation="relu"),
+                L.Dense(10),
+            ]
+        ),
+        digits.x_train,
+        digits.y_train,
+        epochs=2,
+    )
     clustered = fit(tfedge.cluster(model, clusters=16, preserve_sparsity=False), digits.x_train, digits.y_train)
-    qat = fit(tfedge.quantize_aware(tfedge.strip_clustering(clustered), preserve_clusters=True),
-              digits.x_train, digits.y_train)
+    qat = fit(
+        tfedge.quantize_aware(tfedge.strip_clustering(clustered), preserve_clusters=True),
+        digits.x_train,
+        digits.y_train,
+    )
     path, data, out = tmp_path / "cqat.keras", tmp_path / "calib.npz", tmp_path / "lut.tflite"
     tfedge.models.save_model(qat, path)
     np.savez(data, x=digits.x_train[:200])

@@ -78,8 +78,11 @@ def test_every_kernel_set_runs_and_the_matrix_holds_every_pair(result, digits):
     assert result.runtimes == ("litert", "litert-ref", "tflm")
     assert result.status == {name: {"status": "ran"} for name in result.runtimes}
     assert result.num_samples == len(digits.x_test) == 450
-    assert [(m["a"], m["b"]) for m in result.matrix] == [("litert", "litert-ref"), ("litert", "tflm"),
-                                                         ("litert-ref", "tflm")]
+    assert [(m["a"], m["b"]) for m in result.matrix] == [
+        ("litert", "litert-ref"),
+        ("litert", "tflm"),
+        ("litert-ref", "tflm"),
+    ]
     reference_pair = result.pair("tflm", "litert-ref")
     assert reference_pair["top1_agreement"] == 1.0 and reference_pair["max_raw_diff"] <= 1
     assert all(m["top1_agreement"] >= 0.99 and m["kind"] == "classification" for m in result.matrix)
@@ -98,8 +101,9 @@ def test_accuracy_and_differences_equal_independent_loops(result, int8_file, tes
     for name, raw in (("litert", raw_litert), ("tflm", raw_tflm)):
         independent = np.mean(np.argmax(raw, axis=-1) == digits.y_test)
         assert abs(result.accuracy[name] - independent) <= 0.001, name
-    assert result.pair("litert", "tflm")["max_raw_diff"] == np.max(np.abs(raw_litert.astype(int)
-                                                                          - raw_tflm.astype(int)))
+    assert result.pair("litert", "tflm")["max_raw_diff"] == np.max(
+        np.abs(raw_litert.astype(int) - raw_tflm.astype(int))
+    )
     identical = np.mean(np.all(raw_litert == raw_tflm, axis=1))
     assert result.pair("litert", "tflm")["bit_identical"] == pytest.approx(identical)
     keras_top1 = np.argmax(small_cnn.predict(digits.x_test, verbose=0), axis=-1)
@@ -125,15 +129,18 @@ def test_result_serializes_and_reports_failed_checks(result):
     worst = min(result.accuracy.values())
     assert result.failed_checks(min_accuracy=worst) == []
     failures = result.failed_checks(min_accuracy=min(1.0, worst + 0.01))
-    assert failures and all(f.startswith("rule 'accuracy' failed") and "is below the minimum" in f
-                            for f in failures)
-    matrix = [dict(m, top1_agreement=0.98, disagreements=9) if m["a"] == "litert" else dict(m, max_raw_diff=3)
-              for m in result.matrix]
+    assert failures and all(f.startswith("rule 'accuracy' failed") and "is below the minimum" in f for f in failures)
+    matrix = [
+        dict(m, top1_agreement=0.98, disagreements=9) if m["a"] == "litert" else dict(m, max_raw_diff=3)
+        for m in result.matrix
+    ]
     disagreeing = dataclasses.replace(result, matrix=matrix)
     failures = disagreeing.failed_checks()
-    assert failures[0] == ("rule 'optimized kernels within tolerance' failed: litert vs litert-ref on output "
-                           f"'{result.output['name']}': top-1 agreement 98.00 % (9 differ) is below 99.00 % "
-                           "(--min-agreement)")
+    assert failures[0] == (
+        "rule 'optimized kernels within tolerance' failed: litert vs litert-ref on output "
+        f"'{result.output['name']}': top-1 agreement 98.00 % (9 differ) is below 99.00 % "
+        "(--min-agreement)"
+    )
     assert failures[-1].startswith("rule 'reference kernels agree' failed: litert-ref vs tflm")
     assert "3 steps apart, the rule allows 1" in failures[-1] and len(failures) == 3
     assert disagreeing.failed_checks(min_agreement=0.98) == failures[-1:]
@@ -161,8 +168,9 @@ def test_bad_data_is_refused_before_running(int8_file, digits, small_cnn):
         validate(int8_file, digits.x_test[:3], np.array([0, 12, 1]), verbose=0)
     with pytest.raises(InputError, match="x has 3 samples but y has 2 labels"):
         validate(int8_file, digits.x_test[:3], np.array([0, 1]), verbose=0)
-    with pytest.raises(InputError,
-                       match="runtimes must be a non-empty list of litert, litert-ref, tflm, got \\('gpu',\\)"):
+    with pytest.raises(
+        InputError, match="runtimes must be a non-empty list of litert, litert-ref, tflm, got \\('gpu',\\)"
+    ):
         validate(int8_file, digits.x_test[:3], runtimes=("gpu",), verbose=0)
     with pytest.raises(InputError, match="Keras model .*tfedge.convert"):
         validate(small_cnn, digits.x_test[:3], verbose=0)
@@ -184,12 +192,15 @@ def test_cli_validate_exit_codes(int8_file, test_npz, result):
     assert data["accuracy"] == result.accuracy and data["agreement"] == 1.0
 
     too_high = min(1.0, result.accuracy["litert"] + 0.01)
-    code, out, err = _cli("validate", str(int8_file), "--data", str(test_npz), "--runtimes", "litert",
-                          "--min-accuracy", str(too_high))
+    code, out, err = _cli(
+        "validate", str(int8_file), "--data", str(test_npz), "--runtimes", "litert", "--min-accuracy", str(too_high)
+    )
     assert code == 1
     assert "litert" in out and "accuracy" in out  # the table is printed before the verdict
-    assert err.strip() == (f"tfedge: error: rule 'accuracy' failed: litert accuracy {result.accuracy['litert']:.4f} "
-                           f"is below the minimum {too_high:.4f} (--min-accuracy)")
+    assert err.strip() == (
+        f"tfedge: error: rule 'accuracy' failed: litert accuracy {result.accuracy['litert']:.4f} "
+        f"is below the minimum {too_high:.4f} (--min-accuracy)"
+    )
 
     code, _, err = _cli("validate", str(int8_file), "--data", str(test_npz), "--runtimes", "litert,gpu")
     assert code == 2 and "runtimes must be a non-empty list" in err
@@ -226,8 +237,9 @@ def test_corrupted_files_fail_cleanly(int8_file, test_npz, tmp_path):
         kind = ("truncated", "bit-flipped", "zeroed")[i % 3]
         path = tmp_path / f"corrupt_{i:02d}.tflite"
         path.write_bytes(_corrupt(content, kind, rng))
-        code_v, out_v, err_v = _cli("validate", str(path), "--data", str(test_npz), "--json", "--runtimes",
-                                    "litert,tflm")
+        code_v, out_v, err_v = _cli(
+            "validate", str(path), "--data", str(test_npz), "--json", "--runtimes", "litert,tflm"
+        )
         code_i, _, err_i = _cli("inspect", str(path))
         codes[(kind, code_v, code_i)] = codes.get((kind, code_v, code_i), 0) + 1
         for code, err in ((code_v, err_v), (code_i, err_i)):
@@ -252,8 +264,12 @@ def test_cli_validate_in_a_real_process(int8_file, test_npz, tmp_path):
     content = bytearray(int8_file.read_bytes())
     content[16:80] = bytes(64)
     bad.write_bytes(bytes(content))
-    proc = subprocess.run([sys.executable, "-m", "tfedge", "validate", str(bad), "--data", str(test_npz)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfedge", "validate", str(bad), "--data", str(test_npz)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("tfedge: error:")]

@@ -20,8 +20,14 @@ T = schema.TensorType
 Op = schema.BuiltinOperator
 Opt = schema.BuiltinOptions
 
-_NUMPY = {T.FLOAT32: np.float32, T.INT8: np.int8, T.UINT8: np.uint8, T.INT16: np.int16, T.INT32: np.int32,
-          T.INT64: np.int64}
+_NUMPY = {
+    T.FLOAT32: np.float32,
+    T.INT8: np.int8,
+    T.UINT8: np.uint8,
+    T.INT16: np.int16,
+    T.INT32: np.int32,
+    T.INT64: np.int64,
+}
 
 
 @dataclasses.dataclass
@@ -45,9 +51,16 @@ class OpSpec:
     custom_options: bytes | None = None
 
 
-def build(tensors: Sequence[TensorSpec], ops: Sequence[OpSpec], inputs: Sequence[int], outputs: Sequence[int], *,
-          description: str = "hand-built", metadata: dict[str, bytes] | None = None,
-          signature: bool = False) -> bytes:
+def build(
+    tensors: Sequence[TensorSpec],
+    ops: Sequence[OpSpec],
+    inputs: Sequence[int],
+    outputs: Sequence[int],
+    *,
+    description: str = "hand-built",
+    metadata: dict[str, bytes] | None = None,
+    signature: bool = False,
+) -> bytes:
     """A one-subgraph model from tensor and op specs (buffer 0 is the empty sentinel, as the converter does)."""
     model = schema.ModelT()
     model.version = 3
@@ -165,8 +178,10 @@ def fc_softmax_int8_to_int16(features: int = 16, classes: int = 10) -> bytes:
         TensorSpec("logits", (1, classes), T.INT8, [0.2], [5]),
         TensorSpec("probs", (1, classes), T.INT16, [1 / 65536], [-32768]),
     ]
-    ops = [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options()),
-           OpSpec(Op.SOFTMAX, [3], [4], Opt.SoftmaxOptions, _softmax_options())]
+    ops = [
+        OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options()),
+        OpSpec(Op.SOFTMAX, [3], [4], Opt.SoftmaxOptions, _softmax_options()),
+    ]
     return build(tensors, ops, [0], [4], description="int8 -> int16 softmax")
 
 
@@ -175,8 +190,15 @@ def fc_bias_quantized_dimension_3(features: int = 16, units: int = 4) -> bytes:
     tensors = [
         TensorSpec("input", (1, features), T.INT8, [0.05], [0]),
         TensorSpec("weights", (units, features), T.INT8, [0.01], [0], data=_fc_weights(units, features, 1)),
-        TensorSpec("bias", (units,), T.INT32, [0.0005], [0], quantized_dimension=3,
-                   data=np.array([5, -5, 50, -50][:units] + [0] * max(0, units - 4), dtype=np.int32)),
+        TensorSpec(
+            "bias",
+            (units,),
+            T.INT32,
+            [0.0005],
+            [0],
+            quantized_dimension=3,
+            data=np.array([5, -5, 50, -50][:units] + [0] * max(0, units - 4), dtype=np.int32),
+        ),
         TensorSpec("output", (1, units), T.INT8, [0.1], [0]),
     ]
     ops = [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())]
@@ -230,8 +252,10 @@ def fc_softmax_degenerate_scale(features: int = 16, classes: int = 10) -> bytes:
         TensorSpec("logits", (1, classes), T.INT8, [7.8e-9], [0]),
         TensorSpec("probs", (1, classes), T.INT8, [1 / 256], [-128]),
     ]
-    ops = [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options()),
-           OpSpec(Op.SOFTMAX, [3], [4], Opt.SoftmaxOptions, _softmax_options())]
+    ops = [
+        OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options()),
+        OpSpec(Op.SOFTMAX, [3], [4], Opt.SoftmaxOptions, _softmax_options()),
+    ]
     return build(tensors, ops, [0], [4], description="degenerate softmax input scale")
 
 
@@ -239,18 +263,31 @@ def float_and_uint8_io() -> tuple[bytes, bytes]:
     """A float32 FC model and a uint8 one (the old TF1 quantized format), for the other-dtypes path."""
     features, units = 6, 3
     w = np.random.default_rng(3).normal(size=(units, features)).astype(np.float32)
-    f32 = build([TensorSpec("x", (1, features), T.FLOAT32), TensorSpec("w", (units, features), T.FLOAT32, data=w),
-                 TensorSpec("b", (units,), T.FLOAT32, data=np.zeros(units, np.float32)),
-                 TensorSpec("y", (1, units), T.FLOAT32)],
-                [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())], [0], [3],
-                description="float32")
+    f32 = build(
+        [
+            TensorSpec("x", (1, features), T.FLOAT32),
+            TensorSpec("w", (units, features), T.FLOAT32, data=w),
+            TensorSpec("b", (units,), T.FLOAT32, data=np.zeros(units, np.float32)),
+            TensorSpec("y", (1, units), T.FLOAT32),
+        ],
+        [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())],
+        [0],
+        [3],
+        description="float32",
+    )
     u8w = np.random.default_rng(4).integers(0, 256, size=(units, features)).astype(np.uint8)
-    u8 = build([TensorSpec("x", (1, features), T.UINT8, [0.02], [128]),
-                TensorSpec("w", (units, features), T.UINT8, [0.01], [128], data=u8w),
-                TensorSpec("b", (units,), T.INT32, [0.0002], [0], data=np.zeros(units, np.int32)),
-                TensorSpec("y", (1, units), T.UINT8, [0.05], [128])],
-               [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())], [0], [3],
-               description="uint8")
+    u8 = build(
+        [
+            TensorSpec("x", (1, features), T.UINT8, [0.02], [128]),
+            TensorSpec("w", (units, features), T.UINT8, [0.01], [128], data=u8w),
+            TensorSpec("b", (units,), T.INT32, [0.0002], [0], data=np.zeros(units, np.int32)),
+            TensorSpec("y", (1, units), T.UINT8, [0.05], [128]),
+        ],
+        [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())],
+        [0],
+        [3],
+        description="uint8",
+    )
     return f32, u8
 
 
@@ -263,12 +300,18 @@ def fc_lut_compressed(features: int = 32, units: int = 8) -> bytes:
     from tflite_micro.tensorflow.lite.micro.compression import spec
 
     w = np.random.default_rng(5).choice(np.array([-90, -30, 30, 90], np.int8), size=(units, features))
-    content = build([TensorSpec("x", (1, features), T.INT8, [0.05], [0]),
-                     TensorSpec("w", (units, features), T.INT8, [0.01], [0], data=w),
-                     TensorSpec("b", (units,), T.INT32, [0.0005], [0], data=np.zeros(units, np.int32)),
-                     TensorSpec("y", (1, units), T.INT8, [0.1], [0])],
-                    [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())], [0], [3],
-                    description="LUT-compressed")
+    content = build(
+        [
+            TensorSpec("x", (1, features), T.INT8, [0.05], [0]),
+            TensorSpec("w", (units, features), T.INT8, [0.01], [0], data=w),
+            TensorSpec("b", (units,), T.INT32, [0.0005], [0], data=np.zeros(units, np.int32)),
+            TensorSpec("y", (1, units), T.INT8, [0.1], [0]),
+        ],
+        [OpSpec(Op.FULLY_CONNECTED, [0, 1, 2], [3], Opt.FullyConnectedOptions, _fc_options())],
+        [0],
+        [3],
+        description="LUT-compressed",
+    )
     specs = compression.SpecBuilder()
     specs.add_tensor(subgraph=0, tensor=1).with_lut(index_bitwidth=2, mode=spec.PerTensor())
     with warnings.catch_warnings():

@@ -45,9 +45,7 @@ def ensure_keras2_model(model: object, what: str = "model") -> None:
             "need Keras 2: port it with tfedge.from_keras3(model) (or tfedge.load_model on its .keras "
             "file), or build it with `from tfedge import keras`"
         )
-    raise InputError(
-        f"{what} must be a Keras model built with `from tfedge import keras`, got {type(model).__name__}"
-    )
+    raise InputError(f"{what} must be a Keras model built with `from tfedge import keras`, got {type(model).__name__}")
 
 
 __all__ = ["keras", "tf", "ensure_keras2_model", "TF_KERAS_IS_KERAS3"]

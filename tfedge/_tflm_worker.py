@@ -132,8 +132,9 @@ def _probe(runtime, content: bytes, arena: int, sample: list[np.ndarray]) -> boo
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def _smallest_arena(runtime, content: bytes, known_good: int, lower: int, sample: list[np.ndarray],
-                    progress: _Progress) -> int:
+def _smallest_arena(
+    runtime, content: bytes, known_good: int, lower: int, sample: list[np.ndarray], progress: _Progress
+) -> int:
     progress.stage("searching the smallest arena")
     if _probe(runtime, content, lower, sample):
         return lower
@@ -183,8 +184,9 @@ def _open_litert(content: bytes, kernels: str, threads: int):
 def _check_shape(out: np.ndarray, declared: tuple[int, ...]) -> None:
     expected = tuple(int(d) for d in declared)
     if out.shape != expected:  # a corrupted option (e.g. padding) can resize it
-        raise _Refused(f"output of shape {out.shape}", "failed", got=[int(d) for d in out.shape],
-                       declared=list(expected))
+        raise _Refused(
+            f"output of shape {out.shape}", "failed", got=[int(d) for d in out.shape], declared=list(expected)
+        )
 
 
 def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, progress: _Progress) -> dict:
@@ -220,9 +222,12 @@ def _run_litert(content: bytes, options: dict, raw: list[np.ndarray] | None, pro
             progress.done(i + 1, count)
     except (ValueError, RuntimeError) as exc:
         raise _Refused(_reason(exc, ""), "failed") from None
-    return {"inputs": [TensorInfo.from_details(d, "model", f"input{k}").to_dict() for k, d in enumerate(ins)],
-            "outputs": [TensorInfo.from_details(d, "model", f"output{k}").to_dict() for k, d in enumerate(outs)],
-            "_arrays": results, "_times": times}
+    return {
+        "inputs": [TensorInfo.from_details(d, "model", f"input{k}").to_dict() for k, d in enumerate(ins)],
+        "outputs": [TensorInfo.from_details(d, "model", f"output{k}").to_dict() for k, d in enumerate(outs)],
+        "_arrays": results,
+        "_times": times,
+    }
 
 
 def _run_tflm(content: bytes, options: dict, raw: list[np.ndarray] | None, progress: _Progress) -> dict:
@@ -237,8 +242,11 @@ def _run_tflm(content: bytes, options: dict, raw: list[np.ndarray] | None, progr
     infos_in = [TensorInfo.from_details(interp.get_input_details(k), "model", f"input{k}") for k in range(n_in)]
     infos_out = [TensorInfo.from_details(interp.get_output_details(k), "model", f"output{k}") for k in range(n_out)]
     shapes = [t.shape for t in infos_in]
-    samples = raw if raw is not None else [
-        np.full((1, *t.sample_shape), t.zero_point if t.quantized else 0, dtype=t.dtype) for t in infos_in]
+    samples = (
+        raw
+        if raw is not None
+        else [np.full((1, *t.sample_shape), t.zero_point if t.quantized else 0, dtype=t.dtype) for t in infos_in]
+    )
     count = len(samples[0])
     results = [np.empty((count, *t.sample_shape), t.dtype) for t in infos_out]
     progress.stage(f"running {count} samples")
@@ -255,8 +263,13 @@ def _run_tflm(content: bytes, options: dict, raw: list[np.ndarray] | None, progr
         lower = int(options.get("arena_lower_bound", 512))
         first = [x[:1].reshape(shapes[k]) for k, x in enumerate(samples)]
         arena_bytes = _smallest_arena(runtime, content, arena, lower, first, progress) if arena > lower else arena
-    return {"inputs": [t.to_dict() for t in infos_in], "outputs": [t.to_dict() for t in infos_out],
-            "_arrays": results, "inference_arena": arena, "arena_bytes": arena_bytes}
+    return {
+        "inputs": [t.to_dict() for t in infos_in],
+        "outputs": [t.to_dict() for t in infos_out],
+        "_arrays": results,
+        "inference_arena": arena,
+        "arena_bytes": arena_bytes,
+    }
 
 
 def run(folder: Path, progress: _Progress) -> dict:
@@ -287,11 +300,14 @@ def main(argv: list[str]) -> int:
     except InputError as exc:
         result = {"error": str(exc), "stage": "checking the samples", "kind": "input"}
     except _Refused as exc:
-        result = {"error": str(exc), "stage": "loading the model" if exc.kind != "failed" else "running the model",
-                  "kind": exc.kind, **exc.detail}
+        result = {
+            "error": str(exc),
+            "stage": "loading the model" if exc.kind != "failed" else "running the model",
+            "kind": exc.kind,
+            **exc.detail,
+        }
     except Exception as exc:  # reported to the parent as one line
-        result = {"error": first_line(exc),
-                  "stage": "loading or running the model"}
+        result = {"error": first_line(exc), "stage": "loading or running the model"}
     result["seconds"] = round(time.monotonic() - start, 3)
     result.setdefault("tensorflow_imported", "tensorflow" in sys.modules)
     result.setdefault("inference_arena", None)

@@ -30,7 +30,7 @@ import numpy as np
 from tfedge.errors import CheckFailed, InputError, ModelError
 from tfedge.tables import format_table
 
-_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2, "k": 1000, "m": 1000 ** 2}
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "k": 1000, "m": 1000**2}
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 #: Where a candidate comes from, in the order the report lists them.
@@ -103,12 +103,17 @@ class Candidate:
     def fits(self, flash: int | None = None, ram: int | None = None) -> bool:
         """True when the candidate was measured and its bytes and arena are within ``flash`` / ``ram`` (None: no
         limit)."""
-        return (self.bytes is not None and (flash is None or self.bytes <= flash)
-                and (ram is None or (self.arena_bytes is not None and self.arena_bytes <= ram)))
+        return (
+            self.bytes is not None
+            and (flash is None or self.bytes <= flash)
+            and (ram is None or (self.arena_bytes is not None and self.arena_bytes <= ram))
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in ("name", "origin", "params", "bytes", "arena_bytes", "accuracy",
-                                             "sparsity", "status", "seconds")}
+        out = {
+            k: getattr(self, k)
+            for k in ("name", "origin", "params", "bytes", "arena_bytes", "accuracy", "sparsity", "status", "seconds")
+        }
         out["accuracies"] = dict(self.accuracies)
         return {k: v for k, v in out.items() if v is not None}
 
@@ -168,16 +173,21 @@ def measure(model: Any, x_calibration: np.ndarray, *, qat: bool = True) -> tuple
         except ModelError:
             wrapped = None
     samples = max(len(x_calibration), 1)
-    tfl = tfedge.convert(wrapped if wrapped is not None else copy, representative_data=x_calibration,
-                         quantization="int8", calibration_samples=min(samples, 64))
+    tfl = tfedge.convert(
+        wrapped if wrapped is not None else copy,
+        representative_data=x_calibration,
+        quantization="int8",
+        calibration_samples=min(samples, 64),
+    )
     return tfl.size, TFLiteMicro(tfl).measure_arena(), wrapped is not None
 
 
 # -- choosing ------------------------------------------------------------------------------------
 
 
-def select(candidates: Sequence[Candidate], *, floor: float, flash: int | None = None,
-           ram: int | None = None) -> Candidate:
+def select(
+    candidates: Sequence[Candidate], *, floor: float, flash: int | None = None, ram: int | None = None
+) -> Candidate:
     """The candidate to ship among the trained ones (those with an ``accuracy``).
 
     Only candidates that fit ``flash`` / ``ram`` and reach ``floor`` qualify. Without a budget: the
@@ -195,7 +205,8 @@ def select(candidates: Sequence[Candidate], *, floor: float, flash: int | None =
 def budget_text(flash: int | None, ram: int | None) -> str:
     """``flash <= 3,500 B, RAM (arena) <= 4,096 B`` or ``no budget``."""
     parts = ([f"flash <= {format_size(flash)}"] if flash is not None else []) + (
-        [f"RAM (arena) <= {format_size(ram)}"] if ram is not None else [])
+        [f"RAM (arena) <= {format_size(ram)}"] if ram is not None else []
+    )
     return ", ".join(parts) or "no budget"
 
 
@@ -208,35 +219,50 @@ def nothing_fits_message(candidates: Sequence[Candidate], *, flash: int | None, 
     smallest_ram = min(measured, key=lambda c: c.arena_bytes or 0)
     parts = []
     if flash is not None and (smallest_flash.bytes or 0) > flash:
-        parts.append(f"the smallest file is {format_size(smallest_flash.bytes)} ('{smallest_flash.name}'), "
-                     f"over the flash budget of {format_size(flash)} by "
-                     f"{format_size((smallest_flash.bytes or 0) - flash)}")
+        parts.append(
+            f"the smallest file is {format_size(smallest_flash.bytes)} ('{smallest_flash.name}'), "
+            f"over the flash budget of {format_size(flash)} by "
+            f"{format_size((smallest_flash.bytes or 0) - flash)}"
+        )
     if ram is not None and (smallest_ram.arena_bytes or 0) > ram:
-        parts.append(f"the smallest arena is {format_size(smallest_ram.arena_bytes)} ('{smallest_ram.name}'), "
-                     f"over the RAM budget of {format_size(ram)} by "
-                     f"{format_size((smallest_ram.arena_bytes or 0) - ram)}")
+        parts.append(
+            f"the smallest arena is {format_size(smallest_ram.arena_bytes)} ('{smallest_ram.name}'), "
+            f"over the RAM budget of {format_size(ram)} by "
+            f"{format_size((smallest_ram.arena_bytes or 0) - ram)}"
+        )
     if not parts:  # each limit alone is met by some candidate, but no candidate meets both
-        parts.append(f"'{smallest_flash.name}' fits the flash ({format_size(smallest_flash.bytes)}) with an arena of "
-                     f"{format_size(smallest_flash.arena_bytes)}, and '{smallest_ram.name}' fits the RAM with "
-                     f"{format_size(smallest_ram.bytes)}; none fits both")
-    return (f"no candidate fits {budget_text(flash, ram)} ({len(measured)} measured before training): "
-            + "; ".join(parts) + ": raise the budget, or give a smaller --student")
+        parts.append(
+            f"'{smallest_flash.name}' fits the flash ({format_size(smallest_flash.bytes)}) with an arena of "
+            f"{format_size(smallest_flash.arena_bytes)}, and '{smallest_ram.name}' fits the RAM with "
+            f"{format_size(smallest_ram.bytes)}; none fits both"
+        )
+    return (
+        f"no candidate fits {budget_text(flash, ram)} ({len(measured)} measured before training): "
+        + "; ".join(parts)
+        + ": raise the budget, or give a smaller --student"
+    )
 
 
 def no_model_message(candidates: Sequence[Candidate], *, floor: float, flash: int | None, ram: int | None) -> str:
     """Why nothing can be shipped: the table of what was tried and what to change (one line first)."""
     trained = [c for c in candidates if c.accuracy is not None and c.fits(flash, ram)]
     best = max(trained, key=lambda c: c.accuracy or 0, default=None)
-    head = (f"no model within {budget_text(flash, ram)} reaches the accuracy floor of {100 * floor:.1f} %"
-            + (f" (best: '{best.name}' at {100 * (best.accuracy or 0):.1f} %, {format_size(best.bytes)})"
-               if best else "")
-            + ": nothing was written as the deployed model. To change: allow a larger --max-accuracy-drop, raise "
-              "--flash / --ram, give more training data or --epochs, or a --student that fits and learns the task")
+    head = (
+        f"no model within {budget_text(flash, ram)} reaches the accuracy floor of {100 * floor:.1f} %"
+        + (f" (best: '{best.name}' at {100 * (best.accuracy or 0):.1f} %, {format_size(best.bytes)})" if best else "")
+        + ": nothing was written as the deployed model. To change: allow a larger --max-accuracy-drop, raise "
+        "--flash / --ram, give more training data or --epochs, or a --student that fits and learns the task"
+    )
     return head + "\n" + candidate_table(candidates, flash=flash, ram=ram)
 
 
-def candidate_table(candidates: Sequence[Candidate], *, flash: int | None = None, ram: int | None = None,
-                    chosen: Candidate | None = None) -> str:
+def candidate_table(
+    candidates: Sequence[Candidate],
+    *,
+    flash: int | None = None,
+    ram: int | None = None,
+    chosen: Candidate | None = None,
+) -> str:
     """What was tried: one row per candidate (bytes, arena, fits, accuracy, status), smallest first.
 
     >>> print(candidate_table([Candidate("a", params=10, bytes=900, arena_bytes=600, accuracy=0.9,
@@ -246,9 +272,17 @@ def candidate_table(candidates: Sequence[Candidate], *, flash: int | None = None
     rows = []
     for c in sorted(candidates, key=lambda c: (c.bytes or 0, c.arena_bytes or 0)):
         mark = " *" if chosen is not None and c is chosen else ""
-        rows.append([c.name + mark, c.params, format_size(c.bytes), format_size(c.arena_bytes),
-                     "yes" if c.fits(flash, ram) else "no",
-                     None if c.accuracy is None else f"{100 * c.accuracy:.1f} %", c.status])
+        rows.append(
+            [
+                c.name + mark,
+                c.params,
+                format_size(c.bytes),
+                format_size(c.arena_bytes),
+                "yes" if c.fits(flash, ram) else "no",
+                None if c.accuracy is None else f"{100 * c.accuracy:.1f} %",
+                c.status,
+            ]
+        )
     return format_table(rows, ["candidate", "params", "int8", "arena", "fits", "accuracy", "status"])
 
 
@@ -259,8 +293,10 @@ def pareto(candidates: Sequence[Candidate]) -> list[Candidate]:
     >>> [x.name for x in pareto([a, b, c])]
     ['a', 'c']
     """
-    trained = sorted((c for c in candidates if c.accuracy is not None and c.bytes is not None),
-                     key=lambda c: (c.bytes, -(c.accuracy or 0)))
+    trained = sorted(
+        (c for c in candidates if c.accuracy is not None and c.bytes is not None),
+        key=lambda c: (c.bytes, -(c.accuracy or 0)),
+    )
     front: list[Candidate] = []
     for c in trained:
         if not front or (c.accuracy or 0) > (front[-1].accuracy or 0):

@@ -36,14 +36,44 @@ from tfedge._keras import keras
 import numpy as np
 
 #: Layers whose output channel i depends only on input channel i and that hold no weights.
-PASS_THROUGH = frozenset({
-    "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-    "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Identity",
-})
+PASS_THROUGH = frozenset(
+    {
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "ThresholdedReLU",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "GlobalMaxPooling3D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalAveragePooling3D",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
+        "Cropping1D",
+        "Cropping2D",
+        "Cropping3D",
+        "UpSampling1D",
+        "UpSampling2D",
+        "UpSampling3D",
+        "Identity",
+    }
+)
 #: Producers: a kernel whose second-to-last axis reads the input channels and last axis makes new ones.
 PRODUCERS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Dense"})
 SEPARABLE = frozenset({"SeparableConv1D", "SeparableConv2D"})
@@ -207,8 +237,12 @@ class ChannelGraph:
         if cls in SEPARABLE and _channels_last(layer):
             out = self._fresh(n_out, producer=name, frozen=_activation_name(layer) in _MIXING_ACTIVATIONS)
             return record("separable", out)
-        if cls in DEPTHWISE and _channels_last(layer) and layer.depth_multiplier == 1 \
-                and _activation_name(layer) not in _MIXING_ACTIVATIONS:
+        if (
+            cls in DEPTHWISE
+            and _channels_last(layer)
+            and layer.depth_multiplier == 1
+            and _activation_name(layer) not in _MIXING_ACTIVATIONS
+        ):
             return record("channelwise", first)
         if cls == "BatchNormalization" and _norm_axis_is_last(layer):
             return record("channelwise", first)

@@ -59,13 +59,17 @@ def _check_ratios(graph: ChannelGraph, ratio: Any) -> dict[int, float]:
             if not isinstance(name, str) or name not in graph.layers:
                 known = [n for n, lc in graph.layers.items() if lc.kind != "input"]
                 listed = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
-                raise InputError(f"ratio names layer {name!r}, which is not in model '{graph.model.name}': "
-                                 f"use one of its layer names ({listed})")
+                raise InputError(
+                    f"ratio names layer {name!r}, which is not in model '{graph.model.name}': "
+                    f"use one of its layer names ({listed})"
+                )
             r = check_fraction(value, f"ratio[{name!r}]", high_open=True, hint="the fraction of channels to remove")
             groups = [k for k, g in enumerate(graph.groups) if g.prunable and g in graph.groups_of(name)]
             if not groups:
-                raise InputError(f"ratio names layer '{name}', whose channels cannot be removed (a model output, or "
-                                 "fed to a layer tfedge cannot trace): leave it out of ratio")
+                raise InputError(
+                    f"ratio names layer '{name}', whose channels cannot be removed (a model output, or "
+                    "fed to a layer tfedge cannot trace): leave it out of ratio"
+                )
             for k in groups:
                 chosen[k] = min(r, chosen.get(k, r))
         return chosen
@@ -80,15 +84,22 @@ def _keep_count(group: Group, ratio: float, round_to: int) -> int:
     keep = n - int(n * ratio + 0.5)
     if keep <= 0:
         largest = (n - 1) / n if n > 1 else 0.0
-        raise InputError(f"ratio {ratio:g} would leave layer '{group.producers[0]}' with 0 of its {n} channels: "
-                         f"use a ratio below {largest + 0.5 / n:.3g} for it (a dict ratio sets one per layer)")
+        raise InputError(
+            f"ratio {ratio:g} would leave layer '{group.producers[0]}' with 0 of its {n} channels: "
+            f"use a ratio below {largest + 0.5 / n:.3g} for it (a dict ratio sets one per layer)"
+        )
     if round_to > 1:
         keep = min(n, -(-keep // round_to) * round_to)
     return keep
 
 
-def _removal(graph: ChannelGraph, ratios: Mapping[int, float], scores: Mapping[int, float], round_to: int,
-             already: Iterable[int] = ()) -> set[int]:
+def _removal(
+    graph: ChannelGraph,
+    ratios: Mapping[int, float],
+    scores: Mapping[int, float],
+    round_to: int,
+    already: Iterable[int] = (),
+) -> set[int]:
     """Root ids to remove: in each group, the least important, those in ``already`` first."""
     done = set(already)
     removed: set[int] = set()
@@ -96,8 +107,9 @@ def _removal(graph: ChannelGraph, ratios: Mapping[int, float], scores: Mapping[i
         group = graph.groups[k]
         drop = group.size - _keep_count(group, r, round_to)
         # stable ranking: earlier removals first, then importance, then filter order
-        order = sorted(range(group.size), key=lambda i: (group.channels[i] not in done,
-                                                         scores.get(group.channels[i], 0.0), i))
+        order = sorted(
+            range(group.size), key=lambda i: (group.channels[i] not in done, scores.get(group.channels[i], 0.0), i)
+        )
         removed.update(group.channels[i] for i in order[:drop])
     return removed
 
@@ -116,8 +128,9 @@ def _split_data(data: Any) -> tuple[np.ndarray, Any]:
         return np.asarray(data[0], dtype=np.float32), data[1]
     if isinstance(data, np.ndarray):
         return data.astype(np.float32, copy=False), None
-    raise InputError(f"data must be an array of inputs or an (x, y) tuple, got {type(data).__name__}: "
-                     "e.g. data=(x_train, y_train)")
+    raise InputError(
+        f"data must be an array of inputs or an (x, y) tuple, got {type(data).__name__}: e.g. data=(x_train, y_train)"
+    )
 
 
 def _loss(model: keras.Model, outputs: Any, y: Any) -> tf.Tensor:
@@ -125,13 +138,16 @@ def _loss(model: keras.Model, outputs: Any, y: Any) -> tf.Tensor:
     total = tf.constant(0.0)
     for k, out in enumerate(outs):
         layer = model.outputs[k]._keras_history.layer
-        probabilities = getattr(getattr(layer, "activation", None), "__name__", "") == "softmax" \
+        probabilities = (
+            getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
             or type(layer).__name__ == "Softmax"
+        )
         target = y if (y is not None and len(outs) == 1) else None
         if len(out.shape) == 2 and out.shape[-1] > 1:
             labels = tf.argmax(out, axis=-1) if target is None else tf.reshape(tf.cast(target, tf.int64), [-1])
-            total += tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                labels, out, from_logits=not probabilities))
+            total += tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(labels, out, from_logits=not probabilities)
+            )
         elif target is not None:
             total += tf.reduce_mean(tf.square(out - tf.cast(tf.reshape(target, tf.shape(out)), out.dtype)))
         else:
@@ -139,8 +155,9 @@ def _loss(model: keras.Model, outputs: Any, y: Any) -> tf.Tensor:
     return total
 
 
-def channel_importance(model: keras.Model, graph: ChannelGraph, importance: str = "l2",
-                       data: Any = None) -> dict[int, float]:
+def channel_importance(
+    model: keras.Model, graph: ChannelGraph, importance: str = "l2", data: Any = None
+) -> dict[int, float]:
     """Importance of each coupled channel (root id -> score) under ``importance``; higher is kept first."""
     importance = check_choice(importance, "importance", IMPORTANCES)
     sq: dict[int, float] = {}
@@ -194,8 +211,8 @@ def _taylor(model: keras.Model, graph: ChannelGraph, data: Any) -> dict[int, flo
     scores: dict[int, float] = {}
     for start in range(0, len(x), 64):
         with tf.GradientTape() as tape:
-            out = model(x[start:start + 64], training=False)
-            loss = _loss(model, out, None if y is None else y[start:start + 64])
+            out = model(x[start : start + 64], training=False)
+            loss = _loss(model, out, None if y is None else y[start : start + 64])
         grads = tape.gradient(loss, variables)
         batch: dict[int, float] = {}
         for (v, axis, ids), g in zip(entries, grads):
@@ -220,8 +237,9 @@ def _custom_objects(model: keras.Model) -> dict[str, type]:
     return objects
 
 
-def _sliced_weights(layer: keras.layers.Layer, kind: str, in_keep: np.ndarray,
-                    out_keep: np.ndarray) -> list[np.ndarray]:
+def _sliced_weights(
+    layer: keras.layers.Layer, kind: str, in_keep: np.ndarray, out_keep: np.ndarray
+) -> list[np.ndarray]:
     weights = layer.get_weights()
     for k, axis, side in channel_axes(layer, kind):
         if side == "in":
@@ -238,6 +256,7 @@ def _sliced_weights(layer: keras.layers.Layer, kind: str, in_keep: np.ndarray,
 
 def rebuild(model: keras.Model, graph: ChannelGraph, removed: set[int]) -> keras.Model:
     """A new model like ``model`` without the coupled channels ``removed`` (root ids), weights copied."""
+
     def keep(ids: np.ndarray) -> np.ndarray:
         return np.array([i for i, r in enumerate(graph.roots(ids)) if int(r) not in removed], dtype=np.int64)
 
@@ -274,10 +293,16 @@ def _trace(model: Any, strict: bool, what: str = "model") -> ChannelGraph:
     if graph.unknown:
         listed = names(graph.unknown)
         if strict:
-            raise ModelError(f"{what} '{model.name}' has layers whose channels tfedge cannot trace: {listed}; "
-                             "replace them with supported layers, or pass strict=False to keep their channels")
-        warnings.warn(f"prune_channels keeps the channels around {len(graph.unknown)} layer(s) it cannot trace: "
-                      f"{listed} (strict=True refuses them)", ChannelPruningWarning, stacklevel=3)
+            raise ModelError(
+                f"{what} '{model.name}' has layers whose channels tfedge cannot trace: {listed}; "
+                "replace them with supported layers, or pass strict=False to keep their channels"
+            )
+        warnings.warn(
+            f"prune_channels keeps the channels around {len(graph.unknown)} layer(s) it cannot trace: "
+            f"{listed} (strict=True refuses them)",
+            ChannelPruningWarning,
+            stacklevel=3,
+        )
     return graph
 
 
@@ -348,9 +373,17 @@ class ChannelPruningCallback(keras.callbacks.Callback):
     4
     """
 
-    def __init__(self, ratio: float | Mapping[str, float] = 0.5, importance: str = "l2", *,
-                 prune_at: Sequence[int] | None = None, round_to: int = 1, data: Any = None,
-                 strict: bool = False, verbose: int = 0):
+    def __init__(
+        self,
+        ratio: float | Mapping[str, float] = 0.5,
+        importance: str = "l2",
+        *,
+        prune_at: Sequence[int] | None = None,
+        round_to: int = 1,
+        data: Any = None,
+        strict: bool = False,
+        verbose: int = 0,
+    ):
         super().__init__()
         self.importance = check_choice(importance, "importance", IMPORTANCES, hint="e.g. 'l2'")
         self.round_to = check_int(round_to, "round_to", minimum=1)
@@ -497,17 +530,34 @@ class ChannelReport:
         def ratio(a: int | None, b: int | None) -> str:
             return "-" if not a or b is None else f"{b / a:.2f}x"
 
-        rows = [[r.name, r.type, pair(r.channels_before, r.channels_after), pair(r.params_before, r.params_after),
-                 pair(r.int8_bytes_before, r.int8_bytes_after)] for r in self.layers]
+        rows = [
+            [
+                r.name,
+                r.type,
+                pair(r.channels_before, r.channels_after),
+                pair(r.params_before, r.params_after),
+                pair(r.int8_bytes_before, r.int8_bytes_after),
+            ]
+            for r in self.layers
+        ]
         rows.append(["total", "", "", pair(self.params_before, self.params_after), ""])
         table = format_table(rows, ["layer", "type", "channels", "params", "int8 weight bytes"])
         totals = format_table(
-            [["params", pair(self.params_before, self.params_after), ratio(self.params_before, self.params_after)],
-             ["int8 .tflite bytes", pair(self.int8_bytes_before, self.int8_bytes_after),
-              ratio(self.int8_bytes_before, self.int8_bytes_after)],
-             ["TFLite Micro arena", pair(self.arena_before, self.arena_after),
-              ratio(self.arena_before, self.arena_after)]],
-            ["model", "before -> after", "after/before"])
+            [
+                ["params", pair(self.params_before, self.params_after), ratio(self.params_before, self.params_after)],
+                [
+                    "int8 .tflite bytes",
+                    pair(self.int8_bytes_before, self.int8_bytes_after),
+                    ratio(self.int8_bytes_before, self.int8_bytes_after),
+                ],
+                [
+                    "TFLite Micro arena",
+                    pair(self.arena_before, self.arena_after),
+                    ratio(self.arena_before, self.arena_after),
+                ],
+            ],
+            ["model", "before -> after", "after/before"],
+        )
         return "\n\n".join([table, totals, *self.notes])
 
 
@@ -540,8 +590,9 @@ def _int8_figures(model: keras.Model, data: Any, arena: bool, notes: list[str]) 
         return tfl.size, None
 
 
-def channel_report(before: keras.Model, after: keras.Model, data: Any = None, *, arena: bool = True,
-                   int8: bool = True) -> ChannelReport:
+def channel_report(
+    before: keras.Model, after: keras.Model, data: Any = None, *, arena: bool = True, int8: bool = True
+) -> ChannelReport:
     """Compare a model with its channel-pruned copy: per-layer channels, parameters and int8 weight bytes,
     plus the measured full-int8 ``.tflite`` size and TFLite Micro arena of each.
 
@@ -564,24 +615,43 @@ def channel_report(before: keras.Model, after: keras.Model, data: Any = None, *,
         try:
             other = after.get_layer(layer.name)
         except ValueError:
-            raise InputError(f"layer '{layer.name}' of '{before.name}' is not in '{after.name}': pass a model "
-                             "and its prune_channels copy") from None
+            raise InputError(
+                f"layer '{layer.name}' of '{before.name}' is not in '{after.name}': pass a model "
+                "and its prune_channels copy"
+            ) from None
 
         def channels(lay: keras.layers.Layer) -> int | None:
             shape = lay.output_shape
             return int(shape[-1]) if isinstance(shape, tuple) and shape and shape[-1] is not None else None
 
-        rows.append(LayerChannelRow(layer.name, type(layer).__name__, channels(layer), channels(other),
-                                    layer.count_params(), other.count_params(),
-                                    _int8_weight_bytes(layer), _int8_weight_bytes(other)))
+        rows.append(
+            LayerChannelRow(
+                layer.name,
+                type(layer).__name__,
+                channels(layer),
+                channels(other),
+                layer.count_params(),
+                other.count_params(),
+                _int8_weight_bytes(layer),
+                _int8_weight_bytes(other),
+            )
+        )
     notes: list[str] = []
     if int8:
         bytes_before, arena_before = _int8_figures(before, data, arena, notes)
         bytes_after, arena_after = _int8_figures(after, data, arena, notes)
     else:
         bytes_before = bytes_after = arena_before = arena_after = None
-    return ChannelReport(tuple(rows), before.count_params(), after.count_params(), bytes_before, bytes_after,
-                         arena_before, arena_after, tuple(notes))
+    return ChannelReport(
+        tuple(rows),
+        before.count_params(),
+        after.count_params(),
+        bytes_before,
+        bytes_after,
+        arena_before,
+        arena_after,
+        tuple(notes),
+    )
 
 
 __all__ = [

@@ -40,8 +40,14 @@ def check_number(value: Any, name: str, *, hint: str = "") -> float:
 
 
 def check_range(
-    value: Any, name: str, low: float | None = None, high: float | None = None, *,
-    low_open: bool = False, high_open: bool = False, hint: str = "",
+    value: Any,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    hint: str = "",
 ) -> float:
     """A finite number in the interval ``[low, high]``; ``*_open`` excludes that end, ``None`` leaves it open."""
     number = check_number(value, name, hint=hint)

@@ -81,29 +81,36 @@ def cluster(
     ...
     tfedge.errors.InputError: clusters must be an integer in [2, 256], got 1: e.g. 16 (4-bit LUT) or 4 (2-bit)
     """
-    clusters = check_int(clusters, "clusters", minimum=2, maximum=MAX_CLUSTERS,
-                         hint="e.g. 16 (4-bit LUT) or 4 (2-bit)")
+    clusters = check_int(clusters, "clusters", minimum=2, maximum=MAX_CLUSTERS, hint="e.g. 16 (4-bit LUT) or 4 (2-bit)")
     preserve_sparsity = check_bool(preserve_sparsity, "preserve_sparsity")
     per_channel = check_bool(per_channel, "per_channel")
     check_graph_model(model, "model to cluster")
     if any(isinstance(layer, _cwrapper.ClusterWeights) for layer in model.layers):
-        raise ModelError(f"model '{model.name}' is already clustered: train it as it is, or call "
-                         "tfedge.strip_clustering(model) first to cluster it again")
+        raise ModelError(
+            f"model '{model.name}' is already clustered: train it as it is, or call "
+            "tfedge.strip_clustering(model) first to cluster it again"
+        )
     base = _plain_copy(model)
     with keras.utils.custom_object_scope(_user_classes(base)):
         try:
             return tfmot.clustering.keras.cluster_weights(
-                base, number_of_clusters=clusters,
+                base,
+                number_of_clusters=clusters,
                 cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
-                preserve_sparsity=preserve_sparsity, cluster_per_channel=per_channel)
+                preserve_sparsity=preserve_sparsity,
+                cluster_per_channel=per_channel,
+            )
         except tf.errors.InvalidArgumentError as exc:  # k-means++ asked for more centroids than weights
             raise ModelError(
                 f"TF-MOT cannot place {clusters} clusters in model '{model.name}': a kernel (one channel of it with "
                 f"per_channel=True, each sign of it with preserve_sparsity=True) has fewer weights than that "
-                f"({first_line(exc)}); ask for fewer clusters, or pass per_channel=False") from None
+                f"({first_line(exc)}); ask for fewer clusters, or pass per_channel=False"
+            ) from None
         except (ValueError, TypeError, NotImplementedError) as exc:
-            raise ModelError(f"TF-MOT cannot cluster model '{model.name}': {first_line(exc)}; replace that layer "
-                             "with a built-in Dense / Conv layer, or cluster a model without it") from None
+            raise ModelError(
+                f"TF-MOT cannot cluster model '{model.name}': {first_line(exc)}; replace that layer "
+                "with a built-in Dense / Conv layer, or cluster a model without it"
+            ) from None
 
 
 def strip_clustering(model: keras.Model) -> keras.Model:
@@ -133,19 +140,27 @@ def distinct_weights(model: keras.Model) -> dict[str, int]:
         inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
         if isinstance(layer, _cwrapper.ClusterWeights):
             layer.update_clustered_weights_associations()
-            kernels = [keras.backend.get_value(layer.get_weight_from_layer(name))
-                       for name in layer.position_original_weights.values()]
+            kernels = [
+                keras.backend.get_value(layer.get_weight_from_layer(name))
+                for name in layer.position_original_weights.values()
+            ]
         else:  # QAT wrappers hold the kernel variable under the layer's name
-            kernels = [keras.backend.get_value(w) for w in layer.weights
-                       if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
+            kernels = [
+                keras.backend.get_value(w)
+                for w in layer.weights
+                if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")
+            ]
         if kernels:
             out[inner.name] = max(max(len(np.unique(ch)) for ch in np.moveaxis(k, -1, 0)) for k in kernels)
     return out
 
 
 def _user_classes(model: keras.Model) -> dict[str, type]:
-    return {type(layer).__name__: type(layer) for layer in model.layers
-            if not type(layer).__module__.startswith(("tf_keras.", "tensorflow_model_optimization."))}
+    return {
+        type(layer).__name__: type(layer)
+        for layer in model.layers
+        if not type(layer).__module__.startswith(("tf_keras.", "tensorflow_model_optimization."))
+    }
 
 
 def _plain_copy(model: keras.Model) -> keras.Model:
@@ -207,8 +222,9 @@ class _SavedClusters:
             zero = tf.argmin(tf.abs(centroids), axis=-1)
             weights[_cpq.CENTROIDS_MASK] = tf.stop_gradient(1.0 - tf.one_hot(zero, tf.shape(centroids)[-1]))
         elif self.preserve_sparsity:
-            weights = dict(weights, **{_cpq.SPARSITY_MASK: tf.stop_gradient(tf.cast(tf.not_equal(inputs, 0),
-                                                                                    inputs.dtype))})
+            weights = dict(
+                weights, **{_cpq.SPARSITY_MASK: tf.stop_gradient(tf.cast(tf.not_equal(inputs, 0), inputs.dtype))}
+            )
         return super().__call__(inputs, training, weights, **kwargs)
 
     def get_config(self):
@@ -255,8 +271,10 @@ class ClusterPreserveQuantizeConfig(DelegatingQuantizeConfig):
         self.config.weight_quantizer = cls(**(quantizer or {"preserve_sparsity": preserve_sparsity}))
 
     def get_config(self):
-        return {"config": _qutils.serialize_keras_object(self.config),
-                "quantizer": self.config.weight_quantizer.get_config()}
+        return {
+            "config": _qutils.serialize_keras_object(self.config),
+            "quantizer": self.config.weight_quantizer.get_config(),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -285,17 +303,21 @@ class ClusterWeights(_cwrapper.ClusterWeights):  # same class name: Keras files 
         if self.preserve_sparsity:
             for name, algorithm in self.clustering_algorithms.items():
                 self.zero_idx[name] = tf.argmin(tf.abs(self.cluster_centroids[name]), axis=-1)
-                clustered = algorithm.get_clustered_weight(self.pulling_indices[name],
-                                                           self.original_clusterable_weights[name])
+                clustered = algorithm.get_clustered_weight(
+                    self.pulling_indices[name], self.original_clusterable_weights[name]
+                )
                 self.sparsity_masks[name] = tf.cast(tf.math.not_equal(clustered, 0), tf.float32)
         return super().update_clustered_weights_associations()
 
 
 def load_objects() -> dict:
     """The classes clustered and CQAT models need to load (merged into :func:`tfedge.models.custom_objects`)."""
-    return {"ClusterWeights": ClusterWeights, "ClusterWeightsRNN": _cwrapper.ClusterWeightsRNN,
-            "ClusterWeightsMHA": _cwrapper.ClusterWeightsMHA,
-            "tfedge>ClusterPreserveQuantizeConfig": ClusterPreserveQuantizeConfig}
+    return {
+        "ClusterWeights": ClusterWeights,
+        "ClusterWeightsRNN": _cwrapper.ClusterWeightsRNN,
+        "ClusterWeightsMHA": _cwrapper.ClusterWeightsMHA,
+        "tfedge>ClusterPreserveQuantizeConfig": ClusterPreserveQuantizeConfig,
+    }
 
 
 __all__ = [

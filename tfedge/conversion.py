@@ -62,8 +62,10 @@ def _model_inputs(model: Any, notes: list[str]) -> list[_Input]:
             from tfedge.models import check_graph_model
 
             check_graph_model(model)  # raises for a subclassed model, naming it and how to rebuild it
-        raise ModelError("model has no known input shape: start it with keras.layers.Input(shape) "
-                         "(or call model.build(shape)) before converting")
+        raise ModelError(
+            "model has no known input shape: start it with keras.layers.Input(shape) "
+            "(or call model.build(shape)) before converting"
+        )
     names = list(getattr(model, "input_names", None) or [t.name for t in inputs])
     out = []
     for name, tensor in zip(names, inputs, strict=False):
@@ -114,12 +116,16 @@ def _item_arrays(item: Any, inputs: list[_Input], where: str, single_ok: bool = 
         missing = [n for n in names if n not in item]
         extra = [str(k) for k in item if k not in names]
         if missing or extra:
-            raise InputError(f"{where} is keyed {sorted(map(str, item))} but the model inputs are {names}: "
-                             "use exactly the input names as keys")
+            raise InputError(
+                f"{where} is keyed {sorted(map(str, item))} but the model inputs are {names}: "
+                "use exactly the input names as keys"
+            )
         values = [item[n] for n in names]
     elif len(inputs) > 1:
-        raise InputError(f"the model has {len(inputs)} inputs {names}: pass {where} as a dict "
-                         "{input name: array}, or a dataset / callable yielding such dicts")
+        raise InputError(
+            f"the model has {len(inputs)} inputs {names}: pass {where} as a dict "
+            "{input name: array}, or a dataset / callable yielding such dicts"
+        )
     else:
         values = [item]
     arrays = []
@@ -145,11 +151,15 @@ def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
             stream = data()
             iter(stream)
         except Exception as exc:
-            raise InputError(f"calling representative_data() failed ({type(exc).__name__}: {exc}); it must "
-                             "return an iterable of batches") from exc
+            raise InputError(
+                f"calling representative_data() failed ({type(exc).__name__}: {exc}); it must "
+                "return an iterable of batches"
+            ) from exc
     else:
-        raise InputError(f"representative_data must be a numpy array, a dict of arrays, a tf.data.Dataset or a "
-                         f"callable yielding batches, got {type(data).__name__}")
+        raise InputError(
+            f"representative_data must be a numpy array, a dict of arrays, a tf.data.Dataset or a "
+            f"callable yielding batches, got {type(data).__name__}"
+        )
     parts: list[list[np.ndarray]] = [[] for _ in inputs]
     count = 0
     for k, item in enumerate(stream):
@@ -174,19 +184,24 @@ def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
     return out
 
 
-def _check_calibration(arrays: list[np.ndarray], inputs: list[_Input], samples: int,
-                       notes: list[str]) -> list[np.ndarray]:
+def _check_calibration(
+    arrays: list[np.ndarray], inputs: list[_Input], samples: int, notes: list[str]
+) -> list[np.ndarray]:
     """Shape, dtype, finiteness, count and spread checks; returns up to ``samples`` evenly spaced samples."""
     from tfedge.datasets import check_inputs_match
 
     counts = {len(a) for a in arrays}
     if len(counts) > 1:
-        raise InputError(f"representative_data has different sample counts per input "
-                         f"{dict(zip([i.name for i in inputs], map(len, arrays), strict=False))}: they must match")
+        raise InputError(
+            f"representative_data has different sample counts per input "
+            f"{dict(zip([i.name for i in inputs], map(len, arrays), strict=False))}: they must match"
+        )
     n = counts.pop()
     if n < MIN_CALIBRATION_SAMPLES:
-        raise InputError(f"representative_data has {n} sample(s); int8 calibration needs at least "
-                         f"{MIN_CALIBRATION_SAMPLES} (about 100-500 typical samples is best)")
+        raise InputError(
+            f"representative_data has {n} sample(s); int8 calibration needs at least "
+            f"{MIN_CALIBRATION_SAMPLES} (about 100-500 typical samples is best)"
+        )
     out = []
     for arr, inp in zip(arrays, inputs, strict=False):
         where = f"representative_data for input '{inp.name}'"
@@ -199,8 +214,10 @@ def _check_calibration(arrays: list[np.ndarray], inputs: list[_Input], samples: 
         if n > samples:
             arr = arr[np.linspace(0, n - 1, samples).round().astype(np.int64)]
         if arr.size and float(arr.max()) == float(arr.min()):
-            msg = (f"{where} is constant (every value is {arr.flat[0]!r}): the int8 ranges will be wrong; "
-                   "calibrate with real samples")
+            msg = (
+                f"{where} is constant (every value is {arr.flat[0]!r}): the int8 ranges will be wrong; "
+                "calibrate with real samples"
+            )
             warnings.warn(msg, UserWarning, stacklevel=5)  # convert -> _calibration -> here
             notes.append(msg)
         out.append(arr)
@@ -284,8 +301,10 @@ def _audit(parsed: Model, model: Any, mode: str, float_io: bool) -> None:
     if not offenders:
         return
     if mode == "int8" and all(d == "int4" for o in offenders for _, d in o["tensors"]):
-        raise ConversionError(f"int8 conversion stored the weights of {len(offenders)} op(s) in 4 bits: the model was "
-                              "quantization-aware trained with 4-bit weight quantizers; use quantization='int4'")
+        raise ConversionError(
+            f"int8 conversion stored the weights of {len(offenders)} op(s) in 4 bits: the model was "
+            "quantization-aware trained with 4-bit weight quantizers; use quantization='int4'"
+        )
     layers = _keras_layer_names(model)
     sub = parsed.subgraphs[0]
     labels = tensor_labels(sub)
@@ -317,7 +336,7 @@ def _align16_buffer(buf):
                 raw = bytes(np.asarray(self.data, dtype=np.uint8))
                 builder.StartVector(1, len(raw), 16)
                 builder.head -= len(raw)
-                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.Bytes[builder.head : builder.head + len(raw)] = raw
                 data = builder.EndVector()
             schema.BufferStart(builder)
             if data is not None:
@@ -331,8 +350,9 @@ def _align16_buffer(buf):
 
 def _signature_is_pinned(signature: list[int], shape: list[int]) -> bool:
     """True when a shape signature says no more than the shape: equal, or -1 only where the shape has 1."""
-    return len(signature) == len(shape) and all(s == d or (s == -1 and d == 1)
-                                                for s, d in zip(signature, shape, strict=True))
+    return len(signature) == len(shape) and all(
+        s == d or (s == -1 and d == 1) for s, d in zip(signature, shape, strict=True)
+    )
 
 
 def _has_data(buffers: Any, index: int) -> bool:
@@ -467,8 +487,11 @@ def _check_arguments(model: Any, quantization: str, int8_io: bool, calibration_s
         raise InputError(f"quantization must be one of {', '.join(MODES)}, got {quantization!r}")
     if not isinstance(int8_io, bool):
         raise InputError(f"int8_io must be True or False, got {int8_io!r}")
-    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, (int, np.integer)) \
-            or calibration_samples < MIN_CALIBRATION_SAMPLES:
+    if (
+        isinstance(calibration_samples, bool)
+        or not isinstance(calibration_samples, (int, np.integer))
+        or calibration_samples < MIN_CALIBRATION_SAMPLES
+    ):
         raise InputError(
             f"calibration_samples must be an integer >= {MIN_CALIBRATION_SAMPLES}, got {calibration_samples!r}"
         )
@@ -477,16 +500,19 @@ def _check_arguments(model: Any, quantization: str, int8_io: bool, calibration_s
         raise ModelError("model still has TF-MOT pruning wrappers: call tfedge.strip(model) before converting")
 
 
-def _calibration(model: Any, representative_data: Any, quantization: str, inputs: list[_Input], samples: int,
-                 notes: list[str]) -> list[np.ndarray] | None:
+def _calibration(
+    model: Any, representative_data: Any, quantization: str, inputs: list[_Input], samples: int, notes: list[str]
+) -> list[np.ndarray] | None:
     """The checked calibration arrays (one per input) an integer mode needs, or None; notes what was used."""
     qat = _is_qat(model)
     integer = quantization in INTEGER_MODES
     calibration = None
     if quantization == "int4" and not qat:
-        raise InputError("int4 weights come from quantization-aware training with 4-bit weight quantizers (a TF-MOT "
-                         "QuantizeConfig with LastValueQuantizer(num_bits=4)), and this model is not quantization-"
-                         "aware: use quantization='int8', or train the model 4-bit first")
+        raise InputError(
+            "int4 weights come from quantization-aware training with 4-bit weight quantizers (a TF-MOT "
+            "QuantizeConfig with LastValueQuantizer(num_bits=4)), and this model is not quantization-"
+            "aware: use quantization='int8', or train the model 4-bit first"
+        )
     if integer and representative_data is None and not (qat and quantization in ("int8", "int4")):
         raise InputError(
             f"{quantization} conversion needs representative_data (about 100-500 typical input samples, e.g. "
@@ -521,12 +547,22 @@ def _trace(model: Any, inputs: list[_Input]) -> Any:
     try:
         return fn.get_concrete_function(*specs)
     except Exception as exc:
-        raise ModelError(f"cannot trace the model at input shape(s) {[i.shape for i in inputs]}: "
-                         f"{type(exc).__name__}: {first_line(exc, 200) if str(exc).strip() else ''}") from None
+        raise ModelError(
+            f"cannot trace the model at input shape(s) {[i.shape for i in inputs]}: "
+            f"{type(exc).__name__}: {first_line(exc, 200) if str(exc).strip() else ''}"
+        ) from None
 
 
-def _converter(concrete: Any, model: Any, quantization: str, inputs: list[_Input],
-               calibration: list[np.ndarray] | None, *, int8_io: bool, strip_metadata: bool) -> Any:
+def _converter(
+    concrete: Any,
+    model: Any,
+    quantization: str,
+    inputs: list[_Input],
+    calibration: list[np.ndarray] | None,
+    *,
+    int8_io: bool,
+    strip_metadata: bool,
+) -> Any:
     """A ``TFLiteConverter`` set up for ``quantization`` (ops, types, calibration feed)."""
     from tfedge._keras import tf
 
@@ -543,7 +579,8 @@ def _converter(concrete: Any, model: Any, quantization: str, inputs: list[_Input
         converter.inference_input_type = converter.inference_output_type = io
     elif quantization == "int16x8":
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
         io = tf.int16 if int8_io else tf.float32
         converter.inference_input_type = converter.inference_output_type = io
     elif quantization == "float16":
@@ -555,13 +592,15 @@ def _representative(calibration: list[np.ndarray], inputs: list[_Input]) -> Any:
     """The converter's representative dataset: batches of the model's fixed batch size."""
     batch = inputs[0].shape[0]
     if len(calibration[0]) < batch:
-        raise InputError(f"representative_data has {len(calibration[0])} samples, fewer than the model's "
-                         f"fixed batch size {batch}: pass at least {batch}")
+        raise InputError(
+            f"representative_data has {len(calibration[0])} samples, fewer than the model's "
+            f"fixed batch size {batch}: pass at least {batch}"
+        )
     names = _argument_names(inputs)
 
     def representative() -> Iterator[Any]:
         for start in range(0, len(calibration[0]) - batch + 1, batch):
-            arrays = [arr[start:start + batch] for arr in calibration]
+            arrays = [arr[start : start + batch] for arr in calibration]
             # several inputs go by name: the calibrator does not keep the argument order
             yield arrays if len(inputs) == 1 else dict(zip(names, arrays, strict=True))
 
@@ -598,15 +637,21 @@ def _check_output(parsed: Model, model: Any, quantization: str, int8_io: bool, n
         weights = [t for t in parsed.subgraphs[0].tensors if t.is_constant and t.dtype in ("int4", "int8")]
         n_int4 = sum(t.dtype == "int4" for t in weights)
         if not n_int4:
-            raise ConversionError("int4 conversion stored no weight in 4 bits: the model's weight quantizers are "
-                                  "8-bit; use quantization='int8', or quantization-aware train with 4-bit weight "
-                                  "quantizers (LastValueQuantizer(num_bits=4))")
-        notes.append(f"int4: {n_int4} weight tensor(s) stored in 4 bits (packed two per byte), "
-                     f"{len(weights) - n_int4} in 8 bits")
+            raise ConversionError(
+                "int4 conversion stored no weight in 4 bits: the model's weight quantizers are "
+                "8-bit; use quantization='int8', or quantization-aware train with 4-bit weight "
+                "quantizers (LastValueQuantizer(num_bits=4))"
+            )
+        notes.append(
+            f"int4: {n_int4} weight tensor(s) stored in 4 bits (packed two per byte), {len(weights) - n_int4} in 8 bits"
+        )
     if quantization == "dynamic":
         n_int8 = sum(1 for t in parsed.subgraphs[0].tensors if t.is_constant and t.dtype == "int8")
-        notes.append(f"dynamic range: {n_int8} weight tensor(s) stored as int8" if n_int8 else
-                     "dynamic range: no weight tensor was large enough (1024+ values) to quantize; the file is float32")
+        notes.append(
+            f"dynamic range: {n_int8} weight tensor(s) stored as int8"
+            if n_int8
+            else "dynamic range: no weight tensor was large enough (1024+ values) to quantize; the file is float32"
+        )
 
 
 def _stripped(content: bytes, notes: list[str], target: str = "both") -> bytes:
@@ -640,12 +685,15 @@ def _tflm_outputs(content: bytes, x: np.ndarray, what: str) -> Any:
     try:
         return TFLiteMicro(content, source=what).run(x)
     except (ValidationError, ModelError) as exc:
-        raise ConversionError(f"target='tflm' checks the file on TFLite Micro, which cannot run it: {first_line(exc)}; "
-                              "use target='both' (or 'litert') for this model") from None
+        raise ConversionError(
+            f"target='tflm' checks the file on TFLite Micro, which cannot run it: {first_line(exc)}; "
+            "use target='both' (or 'litert') for this model"
+        ) from None
 
 
-def _slimmed_for_tflm(content: bytes, calibration: list[np.ndarray] | None, quantization: str,
-                      notes: list[str]) -> bytes:
+def _slimmed_for_tflm(
+    content: bytes, calibration: list[np.ndarray] | None, quantization: str, notes: list[str]
+) -> bytes:
     """The TFLite-Micro-only file (:func:`strip_debug_info` with ``target="tflm"``), verified on TFLite Micro:
     its outputs on the calibration data (or generated inputs) are bit-identical to ``content``'s."""
     from tfedge.lut import sample_inputs
@@ -654,16 +702,23 @@ def _slimmed_for_tflm(content: bytes, calibration: list[np.ndarray] | None, quan
     x = sample_inputs(content, "converted model", calibration[0] if calibration else None)
     before = _tflm_outputs(content, x, f"the {quantization} model")
     after = _tflm_outputs(slim, x, f"the {quantization} model slimmed for TFLite Micro")
-    diff = before.outputs.astype(np.int64) - after.outputs.astype(np.int64) if before.outputs.dtype.kind in "iu" \
+    diff = (
+        before.outputs.astype(np.int64) - after.outputs.astype(np.int64)
+        if before.outputs.dtype.kind in "iu"
         else before.outputs - after.outputs
+    )
     rows = int(np.any(diff.reshape(len(diff), -1) != 0, axis=1).sum())
     if rows or before.outputs.shape != after.outputs.shape:
-        raise ConversionError(f"the file slimmed for TFLite Micro differs from the {quantization} file on TFLite Micro "
-                              f"in {rows} of {len(x)} samples: not returned; use target='both' and please report "
-                              "this model")
-    notes.append(f"TFLite Micro only (target='tflm'; LiteRT refuses it): {len(content) - len(slim):,} bytes saved; "
-                 f"outputs bit-identical to the target='both' file on TFLite Micro ({len(x)} samples), arena "
-                 f"{before.arena_bytes:,} -> {after.arena_bytes:,} bytes")
+        raise ConversionError(
+            f"the file slimmed for TFLite Micro differs from the {quantization} file on TFLite Micro "
+            f"in {rows} of {len(x)} samples: not returned; use target='both' and please report "
+            "this model"
+        )
+    notes.append(
+        f"TFLite Micro only (target='tflm'; LiteRT refuses it): {len(content) - len(slim):,} bytes saved; "
+        f"outputs bit-identical to the target='both' file on TFLite Micro ({len(x)} samples), arena "
+        f"{before.arena_bytes:,} -> {after.arena_bytes:,} bytes"
+    )
     return slim
 
 
@@ -686,12 +741,14 @@ def _runtime_refusal(runtime: str, content: bytes, x: np.ndarray, quantization: 
     except (ValidationError, ModelError, InputError) as exc:
         message = str(exc)
         return missing_kernel(label, message, quantization, content) or (
-            f"{label} cannot run the {quantization} file ({first_line(exc, 200)}): use int8 for this model")
+            f"{label} cannot run the {quantization} file ({first_line(exc, 200)}): use int8 for this model"
+        )
     return None
 
 
-def _check_kernels(content: bytes, calibration: list[np.ndarray] | None, quantization: str, target: str,
-                   notes: list[str]) -> None:
+def _check_kernels(
+    content: bytes, calibration: list[np.ndarray] | None, quantization: str, target: str, notes: list[str]
+) -> None:
     """Run a mixed-precision file on the target's runtimes: a runtime the target needs without a kernel
     raises ``ConversionError`` naming the op; for ``"both"``, TFLite Micro lacking one is a warning and a note."""
     from tfedge.lut import sample_inputs
@@ -756,13 +813,16 @@ def convert(
     _check_arguments(model, quantization, int8_io, calibration_samples)
     check_target(target)
     if target != "both" and not strip_metadata:
-        raise InputError(f"target={target!r} writes a stripped file, but strip_metadata=False asks to keep everything: "
-                         "use target='both' with strip_metadata=False, or leave strip_metadata on")
+        raise InputError(
+            f"target={target!r} writes a stripped file, but strip_metadata=False asks to keep everything: "
+            "use target='both' with strip_metadata=False, or leave strip_metadata on"
+        )
     notes: list[str] = []
     inputs = _model_inputs(model, notes)
     calibration = _calibration(model, representative_data, quantization, inputs, int(calibration_samples), notes)
-    converter = _converter(_trace(model, inputs), model, quantization, inputs, calibration,
-                           int8_io=int8_io, strip_metadata=strip_metadata)
+    converter = _converter(
+        _trace(model, inputs), model, quantization, inputs, calibration, int8_io=int8_io, strip_metadata=strip_metadata
+    )
     parsed = _run_converter(converter, quantization)
     _check_output(parsed, model, quantization, int8_io, notes)
     content = _stripped(parsed.content, notes, target) if strip_metadata else parsed.content
@@ -773,5 +833,13 @@ def convert(
     return TFLiteModel(content, quantization=quantization, notes=notes, source=f"converted {quantization} model")
 
 
-__all__ = ["convert", "TFLiteModel", "strip_debug_info", "MODES", "INTEGER_MODES", "MIXED_PRECISION_MODES", "TARGETS",
-           "MIN_CALIBRATION_SAMPLES"]
+__all__ = [
+    "convert",
+    "TFLiteModel",
+    "strip_debug_info",
+    "MODES",
+    "INTEGER_MODES",
+    "MIXED_PRECISION_MODES",
+    "TARGETS",
+    "MIN_CALIBRATION_SAMPLES",
+]

@@ -60,8 +60,9 @@ def save_npz(path: PathLike, x: np.ndarray, y: np.ndarray | None = None) -> None
 
 def _check_array(name: str, arr: np.ndarray, where: str) -> np.ndarray:
     if arr.dtype == object:
-        raise InputError(f"{where}: '{name}' holds Python objects; save plain numeric arrays "
-                         "(np.savez(path, x=x.astype('float32')))")
+        raise InputError(
+            f"{where}: '{name}' holds Python objects; save plain numeric arrays (np.savez(path, x=x.astype('float32')))"
+        )
     if arr.size == 0:
         raise InputError(f"{where}: '{name}' is empty (shape {arr.shape}); it needs at least one sample")
     if arr.ndim == 0:
@@ -77,8 +78,10 @@ def _check_unpacked_size(p, where: str) -> None:
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{where} is not a readable .npz: {exc}") from None
     if unpacked > files.MAX_FILE_BYTES:
-        raise InputError(f"{where} unpacks to {unpacked:,} bytes, over the {files.MAX_FILE_BYTES:,}-byte cap: "
-                         "pass less data (or raise tfedge.files.MAX_FILE_BYTES if you trust it)")
+        raise InputError(
+            f"{where} unpacks to {unpacked:,} bytes, over the {files.MAX_FILE_BYTES:,}-byte cap: "
+            "pass less data (or raise tfedge.files.MAX_FILE_BYTES if you trust it)"
+        )
 
 
 @overload
@@ -112,8 +115,9 @@ def load_npz(path: PathLike, labels: bool = False) -> tuple[np.ndarray, np.ndarr
         raise
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise InputError(f"{where} holds Python objects (pickled arrays), refused for safety; "
-                             "save numeric arrays") from None
+            raise InputError(
+                f"{where} holds Python objects (pickled arrays), refused for safety; save numeric arrays"
+            ) from None
         raise InputError(f"{where} is not a readable .npz: {exc}") from None
     except Exception as exc:  # numpy raises many types for a damaged archive
         raise InputError(f"{where} is not a readable .npz: {first_line(exc)}") from None

@@ -51,8 +51,9 @@ def _check_temperature(value: Any) -> float:
 
 
 def _check_alpha(value: Any) -> float:
-    return check_fraction(value, "alpha", hint="it weights the hard-label loss (1 - alpha weights the teacher's "
-                                               "soft labels), e.g. 0.1")
+    return check_fraction(
+        value, "alpha", hint="it weights the hard-label loss (1 - alpha weights the teacher's soft labels), e.g. 0.1"
+    )
 
 
 def _shape_str(shape: Any) -> str:
@@ -412,7 +413,8 @@ class Distiller(keras.Model):
         if sample_weight is not None:
             weight = tf.reshape(tf.cast(sample_weight, tf.float32), tf.shape(combined))
             student_loss, distillation_loss, combined = (
-                v * weight for v in (student_loss, distillation_loss, combined))
+                v * weight for v in (student_loss, distillation_loss, combined)
+            )
         # Sum over this replica's examples / examples in the global batch: summing the replicas'
         # gradients (as the optimizer does under a strategy) then gives the global-batch mean.
         loss = tf.math.divide_no_nan(tf.reduce_sum(combined), _global_batch_size(combined))

@@ -50,8 +50,9 @@ def cluster_task(raw: str | None) -> ClusterTask:
     """
     see = "see README 'Scaling out'"
     if not raw or not raw.strip():
-        raise InputError(f"--distribute multiworker needs TF_CONFIG in the environment (the cluster and this task), "
-                         f"got none: {see}")
+        raise InputError(
+            f"--distribute multiworker needs TF_CONFIG in the environment (the cluster and this task), got none: {see}"
+        )
     try:
         config = json.loads(raw)
     except ValueError:
@@ -62,8 +63,10 @@ def cluster_task(raw: str | None) -> ClusterTask:
         raise InputError(f"TF_CONFIG needs a 'cluster' object and a 'task' object, got {raw[:60]!r}: {see}")
     other = sorted(set(cluster) - {"chief", "worker"})
     if other:
-        raise InputError(f"TF_CONFIG cluster has a '{other[0]}' job, which MultiWorkerMirroredStrategy does not use: "
-                         "list only 'chief' and 'worker' addresses")
+        raise InputError(
+            f"TF_CONFIG cluster has a '{other[0]}' job, which MultiWorkerMirroredStrategy does not use: "
+            "list only 'chief' and 'worker' addresses"
+        )
     for job, hosts in cluster.items():
         if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and ":" in h for h in hosts):
             raise InputError(f"TF_CONFIG cluster '{job}' must be a list of 'host:port' addresses, got {hosts!r}")
@@ -71,12 +74,15 @@ def cluster_task(raw: str | None) -> ClusterTask:
         raise InputError(f"TF_CONFIG cluster 'chief' must list one address, got {len(cluster['chief'])}")
     kind, index = task.get("type"), task.get("index", 0)
     if kind not in cluster:
-        raise InputError(f"TF_CONFIG task type must be one of the cluster's jobs ({', '.join(sorted(cluster))}), "
-                         f"got {kind!r}")
+        raise InputError(
+            f"TF_CONFIG task type must be one of the cluster's jobs ({', '.join(sorted(cluster))}), got {kind!r}"
+        )
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
-        raise InputError(f"TF_CONFIG task {kind} {index} is not in the cluster, which lists {len(cluster[kind])} "
-                         f"{kind} addresses (index 0 to {len(cluster[kind]) - 1}): give every process its own "
-                         "task index")
+        raise InputError(
+            f"TF_CONFIG task {kind} {index} is not in the cluster, which lists {len(cluster[kind])} "
+            f"{kind} addresses (index 0 to {len(cluster[kind]) - 1}): give every process its own "
+            "task index"
+        )
     chief = kind == "chief" or ("chief" not in cluster and index == 0)
     return ClusterTask(str(kind), index, sum(len(hosts) for hosts in cluster.values()), chief)
 
@@ -89,9 +95,12 @@ def lost_worker(task: ClusterTask, exc: Exception) -> TfedgeError:
     worker 1 lost the connection to another task of the multi-worker run (127.0.0.1:41211): look for ...
     """
     peer = re.search(r"\b(\d{1,3}(?:\.\d{1,3}){3}:\d+)", str(exc))
-    return TfedgeError(f"{task.type} {task.index} lost the connection to another task of the multi-worker run"
-                       + (f" ({peer.group(1)})" if peer else "") + ": look for the first error in the other tasks' "
-                       "logs, then start the command again on every worker")
+    return TfedgeError(
+        f"{task.type} {task.index} lost the connection to another task of the multi-worker run"
+        + (f" ({peer.group(1)})" if peer else "")
+        + ": look for the first error in the other tasks' "
+        "logs, then start the command again on every worker"
+    )
 
 
 @functools.cache
@@ -120,9 +129,11 @@ def strategy_for(distribute: str) -> tuple[tf.distribute.Strategy, bool]:
     except RuntimeError as exc:
         if "program startup" not in str(exc):
             raise
-        raise InputError("--distribute multiworker must start before anything else runs TensorFlow in this "
-                         "process, but TensorFlow was already running: start `tfedge compress ... --distribute "
-                         "multiworker` as a process of its own on every worker") from None
+        raise InputError(
+            "--distribute multiworker must start before anything else runs TensorFlow in this "
+            "process, but TensorFlow was already running: start `tfedge compress ... --distribute "
+            "multiworker` as a process of its own on every worker"
+        ) from None
     return strategy, task.chief
 
 

@@ -59,8 +59,9 @@ def read_bytes(path: PathLike, what: str = "file", max_bytes: int | None = None)
         raise InputError(f"cannot read {what} '{p}': {exc.strerror}") from None
 
 
-def check_output_path(path: PathLike, inputs: tuple[PathLike, ...] = (), what: str = "output", *,
-                      create_folder: bool = False) -> Path:
+def check_output_path(
+    path: PathLike, inputs: tuple[PathLike, ...] = (), what: str = "output", *, create_folder: bool = False
+) -> Path:
     """Check an output file path: it is not a folder, it is none of ``inputs``, and its folder exists
     (``create_folder=True``, as every CLI command does: the folder is created when missing)."""
     p = Path(path)
@@ -88,8 +89,9 @@ def make_output_folder(folder: PathLike, what: str = "output folder") -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create {what} '{p}': {exc.strerror or exc}; choose a folder you can write to") \
-            from None
+        raise InputError(
+            f"cannot create {what} '{p}': {exc.strerror or exc}; choose a folder you can write to"
+        ) from None
     return p
 
 

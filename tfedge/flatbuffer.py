@@ -52,8 +52,19 @@ DEGENERATE_SCALE = 1e-6
 # field slots, read from the generated schema
 
 #: struct format of each scalar kind the generated builders prepend (``Prepend<Kind>Slot``).
-_SCALAR_FORMATS = {"Bool": "<B", "Int8": "<b", "Uint8": "<B", "Int16": "<h", "Uint16": "<H", "Int32": "<i",
-                   "Uint32": "<I", "Int64": "<q", "Uint64": "<Q", "Float32": "<f", "Float64": "<d"}
+_SCALAR_FORMATS = {
+    "Bool": "<B",
+    "Int8": "<b",
+    "Uint8": "<B",
+    "Int16": "<h",
+    "Uint16": "<H",
+    "Int32": "<i",
+    "Uint32": "<I",
+    "Int64": "<q",
+    "Uint64": "<Q",
+    "Float32": "<f",
+    "Float64": "<d",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +116,7 @@ def option_vectors(table: str) -> tuple[tuple[Field, int], ...]:
     """
     prefix, out = f"{table}Start", []
     for attr in sorted(vars(_schema)):
-        name = attr[len(prefix):-len("Vector")]
+        name = attr[len(prefix) : -len("Vector")]
         if attr.startswith(prefix) and attr.endswith("Vector") and hasattr(_schema, f"{table}Add{name}"):
             recorder = _SlotRecorder()
             getattr(_schema, attr)(recorder, 0)
@@ -124,9 +135,12 @@ BUFFER = _fields("Buffer", "Data Offset Size")
 SUBGRAPH = _fields("SubGraph", "Tensors Inputs Outputs Operators Name")
 TENSOR = _fields("Tensor", "Shape Type Buffer Name Quantization IsVariable Sparsity ShapeSignature")
 QUANTIZATION = _fields("QuantizationParameters", "Min Max Scale ZeroPoint DetailsType Details QuantizedDimension")
-OPERATOR = _fields("Operator", "OpcodeIndex Inputs Outputs BuiltinOptionsType BuiltinOptions CustomOptions "
-                               "MutatingVariableInputs Intermediates LargeCustomOptionsOffset LargeCustomOptionsSize "
-                               "BuiltinOptions2Type BuiltinOptions2")
+OPERATOR = _fields(
+    "Operator",
+    "OpcodeIndex Inputs Outputs BuiltinOptionsType BuiltinOptions CustomOptions "
+    "MutatingVariableInputs Intermediates LargeCustomOptionsOffset LargeCustomOptionsSize "
+    "BuiltinOptions2Type BuiltinOptions2",
+)
 METADATA = _fields("Metadata", "Name Buffer")
 SIGNATURE = _fields("SignatureDef", "Inputs Outputs SignatureKey SubgraphIndex")
 TENSOR_MAP = _fields("TensorMap", "Name TensorIndex")
@@ -144,18 +158,41 @@ _OPTION2_TABLES = _enum_names(_schema.BuiltinOptions2)
 
 # bits per element; 0 = variable size (strings, resources, variants)
 _BITS = {
-    "float32": 32, "float16": 16, "int32": 32, "uint8": 8, "int64": 64, "string": 0, "bool": 8,
-    "int16": 16, "complex64": 64, "int8": 8, "float64": 64, "complex128": 128, "uint64": 64,
-    "resource": 0, "variant": 0, "uint32": 32, "uint16": 16, "int4": 4, "bfloat16": 16, "int2": 2,
-    "uint4": 4, "float8_e4m3fn": 8, "float8_e5m2": 8,
+    "float32": 32,
+    "float16": 16,
+    "int32": 32,
+    "uint8": 8,
+    "int64": 64,
+    "string": 0,
+    "bool": 8,
+    "int16": 16,
+    "complex64": 64,
+    "int8": 8,
+    "float64": 64,
+    "complex128": 128,
+    "uint64": 64,
+    "resource": 0,
+    "variant": 0,
+    "uint32": 32,
+    "uint16": 16,
+    "int4": 4,
+    "bfloat16": 16,
+    "int2": 2,
+    "uint4": 4,
+    "float8_e4m3fn": 8,
+    "float8_e5m2": 8,
 }
 _ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 # builtin options whose fields are subgraph indices: options type -> fields
 _SUBGRAPH_FIELDS = {
-    _schema.BuiltinOptions.IfOptions: (schema_field("IfOptions", "ThenSubgraphIndex"),
-                                       schema_field("IfOptions", "ElseSubgraphIndex")),
-    _schema.BuiltinOptions.WhileOptions: (schema_field("WhileOptions", "CondSubgraphIndex"),
-                                          schema_field("WhileOptions", "BodySubgraphIndex")),
+    _schema.BuiltinOptions.IfOptions: (
+        schema_field("IfOptions", "ThenSubgraphIndex"),
+        schema_field("IfOptions", "ElseSubgraphIndex"),
+    ),
+    _schema.BuiltinOptions.WhileOptions: (
+        schema_field("WhileOptions", "CondSubgraphIndex"),
+        schema_field("WhileOptions", "BodySubgraphIndex"),
+    ),
     _schema.BuiltinOptions.CallOnceOptions: (schema_field("CallOnceOptions", "InitSubgraphIndex"),),
 }
 
@@ -178,26 +215,36 @@ _REDUCE_OPS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD
 _PAD_OPS = frozenset({"PAD", "PADV2", "MIRROR_PAD"})
 # options the shape checks read: op -> (options type, ((param name, field), ...))
 _PARAM_OPTIONS = {
-    "CONCATENATION": (_schema.BuiltinOptions.ConcatenationOptions,
-                      (("axis", schema_field("ConcatenationOptions", "Axis")),)),
-    "DEPTHWISE_CONV_2D": (_schema.BuiltinOptions.DepthwiseConv2DOptions,
-                          (("depth_multiplier", schema_field("DepthwiseConv2DOptions", "DepthMultiplier")),)),
-    **{op: (_schema.BuiltinOptions.ReducerOptions, (("keep_dims", schema_field("ReducerOptions", "KeepDims")),))
-       for op in _REDUCE_OPS},
+    "CONCATENATION": (
+        _schema.BuiltinOptions.ConcatenationOptions,
+        (("axis", schema_field("ConcatenationOptions", "Axis")),),
+    ),
+    "DEPTHWISE_CONV_2D": (
+        _schema.BuiltinOptions.DepthwiseConv2DOptions,
+        (("depth_multiplier", schema_field("DepthwiseConv2DOptions", "DepthMultiplier")),),
+    ),
+    **{
+        op: (_schema.BuiltinOptions.ReducerOptions, (("keep_dims", schema_field("ReducerOptions", "KeepDims")),))
+        for op in _REDUCE_OPS
+    },
 }
 # ops whose output has the shape and dtype of their first input
-_SAME_SHAPE_OPS = frozenset("""
+_SAME_SHAPE_OPS = frozenset(
+    """
 ABS CEIL COS ELU EXP FLOOR HARD_SWISH L2_NORMALIZATION LEAKY_RELU LOG LOGISTIC LOG_SOFTMAX NEG RELU
 RELU6 RELU_N1_TO_1 RELU_0_TO_1 ROUND RSQRT SIN SOFTMAX SQRT SQUARE TANH ZEROS_LIKE
-""".split())
+""".split()
+)
 _CAST_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "CAST"})  # same shape, another dtype
 # ops that copy their input's bytes into the output: element sizes must match
 _COPY_OPS = frozenset({"RESHAPE", "CONCATENATION", "PAD", "PADV2", "MIRROR_PAD"})
 # the quantized integer types kernels mix (int8 -> int16 SOFTMAX, 16x8 ops)
 _INTEGER_QUANTIZED = frozenset({"int8", "uint8", "int16"})
-_BROADCAST_OPS = frozenset("""
+_BROADCAST_OPS = frozenset(
+    """
 ADD SUB MUL DIV MAXIMUM MINIMUM SQUARED_DIFFERENCE FLOOR_DIV FLOOR_MOD POW
-""".split())
+""".split()
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,7 +354,7 @@ class Model:
     def buffer_data(self, index: int) -> memoryview:
         """The bytes of buffer ``index`` (empty for tensors without constant data)."""
         start, size = self.buffers[index]
-        return memoryview(self.content)[start:start + size]
+        return memoryview(self.content)[start : start + size]
 
 
 class _Reader:
@@ -391,8 +438,9 @@ class _Table:
         if off == 0:
             return None
         if off < 4 or off + size > self.size:
-            self.r.fail(f"{self.what} field {slot} (offset {off}, {size} bytes) lies outside its "
-                        f"{self.size}-byte table")
+            self.r.fail(
+                f"{self.what} field {slot} (offset {off}, {size} bytes) lies outside its {self.size}-byte table"
+            )
         pos = self.pos + off
         self.r.aligned(pos, min(size, 8), f"{self.what} field {slot}")
         return pos
@@ -451,7 +499,7 @@ class _Table:
         if self.r.data[start + count] != 0:
             self.r.fail(f"{what} at byte {target} is not NUL-terminated")
         self.r.span(start + count, 1, f"{f.table}.{f.name}")
-        return self.r.data[start:start + count].decode("utf-8", errors="replace")
+        return self.r.data[start : start + count].decode("utf-8", errors="replace")
 
     def tables(self, f: Field, what: str) -> list[_Table]:
         start, count = self.vector(f, 4, what)
@@ -531,14 +579,29 @@ def _quantization(r: _Reader, t: _Table, what: str, dtype: str, shape: tuple[int
         elif len(scale) < shape[qdim]:
             r.per_channel[(s, k)] = f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels"
         elif len(scale) > shape[qdim]:
-            r.note("scale_count", f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels "
-                   "(the extra ones are never read)", s, tensor=k)
+            r.note(
+                "scale_count",
+                f"{what} has {len(scale)} per-channel scales for {shape[qdim]} channels "
+                "(the extra ones are never read)",
+                s,
+                tensor=k,
+            )
         if len(zero_point) == 1:
-            r.note("zero_points", f"{what} has one zero point for its {len(scale)} per-channel scales: TFLite Micro "
-                   "reads it, LiteRT refuses the file", s, tensor=k)
+            r.note(
+                "zero_points",
+                f"{what} has one zero point for its {len(scale)} per-channel scales: TFLite Micro "
+                "reads it, LiteRT refuses the file",
+                s,
+                tensor=k,
+            )
     elif scale and not 0 <= qdim < max(len(shape), 1):
-        r.note("quantized_dimension", f"{what} (rank {len(shape)}) declares quantized_dimension {qdim}: "
-               "harmless with one scale; LiteRT refuses it, TFLite Micro ignores it", s, tensor=k)
+        r.note(
+            "quantized_dimension",
+            f"{what} (rank {len(shape)}) declares quantized_dimension {qdim}: "
+            "harmless with one scale; LiteRT refuses it, TFLite Micro ignores it",
+            s,
+            tensor=k,
+        )
     elif zero_point and not scale:
         r.note("zero_points", f"{what} has zero points but no scales", s, tensor=k)
     lo_hi = _ZERO_POINT_RANGE.get(dtype)
@@ -563,8 +626,9 @@ def _tensor(r: _Reader, t: _Table, k: int, where: str, buffers, s: int) -> Tenso
     scale, zero_point, qdim = _quantization(r, t, what, dtype, shape, s, k)
     is_variable = bool(t.scalar(TENSOR["IsVariable"]))
     sparse = t.child(TENSOR["Sparsity"], f"{what} sparsity") is not None
-    signature = t.numbers(TENSOR["ShapeSignature"], "i", f"{what} shape signature") \
-        if t.has(TENSOR["ShapeSignature"]) else None
+    signature = (
+        t.numbers(TENSOR["ShapeSignature"], "i", f"{what} shape signature") if t.has(TENSOR["ShapeSignature"]) else None
+    )
     if signature is not None and (len(signature) != len(shape) or any(d < -1 for d in signature)):
         r.fail(f"{what} has shape signature {list(signature)} that does not fit shape {list(shape)}")
     elements = 0 if 0 in shape else 1
@@ -579,8 +643,20 @@ def _tensor(r: _Reader, t: _Table, k: int, where: str, buffers, s: int) -> Tenso
     data_size = buffers[buffer][1] if buffer else 0
     if data_size and not sparse and bits >= 8 and data_size < nbytes:
         r.fail(f"{what} ({dtype}, shape {list(shape)}) needs {nbytes:,} bytes of data but its buffer has {data_size:,}")
-    return Tensor(k, name, dtype, tuple(shape), None if signature is None else tuple(signature), buffer,
-                  scale, zero_point, qdim, is_variable, sparse, data_size)
+    return Tensor(
+        k,
+        name,
+        dtype,
+        tuple(shape),
+        None if signature is None else tuple(signature),
+        buffer,
+        scale,
+        zero_point,
+        qdim,
+        is_variable,
+        sparse,
+        data_size,
+    )
 
 
 def _operator(r: _Reader, t: _Table, k: int, where: str, opcodes, ntensors: int, nsubgraphs: int) -> Operator:
@@ -676,8 +752,10 @@ class _OpCheck:
     def io(self, n_in: int) -> tuple[list[Tensor], Tensor]:
         """The first ``n_in`` inputs (all present) and the first output."""
         ins, outs = self.ins, self.outs
-        self.need(len(ins) >= n_in and all(t is not None for t in ins[:n_in]) and len(outs) >= 1,
-                  f"needs {n_in} input(s) and an output, has {len(ins)} and {len(outs)}")
+        self.need(
+            len(ins) >= n_in and all(t is not None for t in ins[:n_in]) and len(outs) >= 1,
+            f"needs {n_in} input(s) and an output, has {len(ins)} and {len(outs)}",
+        )
         return [t for t in ins[:n_in] if t is not None], outs[0]
 
     def optional_input(self, k: int) -> Tensor | None:
@@ -690,16 +768,19 @@ class _OpCheck:
         if len(set(dtypes)) == 1:
             return
         sizes = {_BITS.get(d, 0) for d in dtypes}
-        self.need(len(sizes) == 1 or (self.op.op not in _COPY_OPS and set(dtypes) <= _INTEGER_QUANTIZED),
-                  f"mixes tensor types {dtypes} of different sizes: a kernel indexing one by the other's type "
-                  "would read or write past its end")
+        self.need(
+            len(sizes) == 1 or (self.op.op not in _COPY_OPS and set(dtypes) <= _INTEGER_QUANTIZED),
+            f"mixes tensor types {dtypes} of different sizes: a kernel indexing one by the other's type "
+            "would read or write past its end",
+        )
         self.note("mixed_dtypes", f"mixes tensor types {dtypes}")
 
     def bias_fits(self, channels: int) -> None:
         bias = self.optional_input(2)
         if bias is not None:
-            self.need(_prod(bias.shape) == channels,
-                      f"has bias shape {list(bias.shape)} for {channels} output channels")
+            self.need(
+                _prod(bias.shape) == channels, f"has bias shape {list(bias.shape)} for {channels} output channels"
+            )
 
     def constant_ints(self, t: Tensor) -> tuple[int, ...] | None:
         return _constant_ints(self.r, t, self.buffers)
@@ -712,10 +793,16 @@ def _check_quantized(c: _OpCheck) -> None:
     for t in (*c.ins, *c.outs):
         if t is not None and t.dtype in _ZERO_POINT_RANGE and not t.scale and t.index not in seen:
             seen.add(t.index)
-            why = ("a custom op may take raw integers" if c.op.op.startswith("CUSTOM:")
-                   else "builtin quantized kernels need a scale and zero point")
-            c.note("no_quantization", f"uses {t.dtype} tensor {t.index} '{t.name}' without quantization "
-                   f"parameters ({why})", t.index)
+            why = (
+                "a custom op may take raw integers"
+                if c.op.op.startswith("CUSTOM:")
+                else "builtin quantized kernels need a scale and zero point"
+            )
+            c.note(
+                "no_quantization",
+                f"uses {t.dtype} tensor {t.index} '{t.name}' without quantization parameters ({why})",
+                t.index,
+            )
 
 
 def _check_same_shape(c: _OpCheck) -> None:
@@ -742,19 +829,24 @@ def _check_reshape(c: _OpCheck) -> None:
     target = c.optional_input(1)
     if target is not None:
         if not (target.dtype == "int32" and len(target.shape) == 1 and target.shape[0] == len(y.shape)):
-            c.note("reshape_shape", f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a "
-                   f"rank-{len(y.shape)} output", target.index)
+            c.note(
+                "reshape_shape",
+                f"has a {target.dtype} shape tensor of shape {list(target.shape)} for a rank-{len(y.shape)} output",
+                target.index,
+            )
             return
         values = c.constant_ints(target)
-        if values is not None and not (values.count(-1) <= 1 and
-                                       all(v in (d, -1) for v, d in zip(values, y.shape, strict=False))):
+        if values is not None and not (
+            values.count(-1) <= 1 and all(v in (d, -1) for v, d in zip(values, y.shape, strict=False))
+        ):
             c.note("reshape_shape", f"has new shape {list(values)} but output shape {list(y.shape)}", target.index)
 
 
 def _check_reduce(c: _OpCheck) -> None:
     (x, axes), y = c.io(2)
-    c.need(axes.dtype == "int32" and len(axes.shape) <= 1,
-           f"has a {axes.dtype} axis tensor of shape {list(axes.shape)}")
+    c.need(
+        axes.dtype == "int32" and len(axes.shape) <= 1, f"has a {axes.dtype} axis tensor of shape {list(axes.shape)}"
+    )
     rank = len(x.shape)
     values = c.constant_ints(axes)
     c.need(values is None or all(-rank <= v < rank for v in values), f"reduces axes {values} of a rank-{rank} input")
@@ -765,20 +857,27 @@ def _check_reduce(c: _OpCheck) -> None:
             expected = tuple(1 if i in reduced else d for i, d in enumerate(x.shape))
         else:
             expected = tuple(d for i, d in enumerate(x.shape) if i not in reduced)
-        c.need(y.shape == expected, f"reduces {list(x.shape)} over axes {list(values)} "
-               f"{'keeping' if keep else 'dropping'} them, but declares output {list(y.shape)}")
+        c.need(
+            y.shape == expected,
+            f"reduces {list(x.shape)} over axes {list(values)} "
+            f"{'keeping' if keep else 'dropping'} them, but declares output {list(y.shape)}",
+        )
     c.same_dtype(x, y)
 
 
 def _check_pad(c: _OpCheck) -> None:
     (x, pads), y = c.io(2)
-    c.need(len(x.shape) == len(y.shape) and pads.shape == (len(x.shape), 2),
-           f"pads input {list(x.shape)} to {list(y.shape)} with paddings of shape {list(pads.shape)}")
+    c.need(
+        len(x.shape) == len(y.shape) and pads.shape == (len(x.shape), 2),
+        f"pads input {list(x.shape)} to {list(y.shape)} with paddings of shape {list(pads.shape)}",
+    )
     values = c.constant_ints(pads)
     if values is not None:
-        c.need(all(v >= 0 for v in values) and
-               all(y.shape[i] == x.shape[i] + values[2 * i] + values[2 * i + 1] for i in range(len(x.shape))),
-               f"pads input {list(x.shape)} by {list(values)} but declares output {list(y.shape)}")
+        c.need(
+            all(v >= 0 for v in values)
+            and all(y.shape[i] == x.shape[i] + values[2 * i] + values[2 * i + 1] for i in range(len(x.shape))),
+            f"pads input {list(x.shape)} by {list(values)} but declares output {list(y.shape)}",
+        )
     c.same_dtype(x, y)
 
 
@@ -789,11 +888,15 @@ def _check_concatenation(c: _OpCheck) -> None:
     given = c.op.param("axis")
     axis = given + len(y) if given < 0 else given
     shapes = [list(t.shape) for t in ins]
-    c.need(0 <= axis < len(y) and all(len(t.shape) == len(y) for t in ins),
-           f"concatenates along axis {given} tensors of shapes {shapes} into {list(y)}")
-    c.need(sum(t.shape[axis] for t in ins) == y[axis] and
-           all(t.shape[:axis] + t.shape[axis + 1:] == y[:axis] + y[axis + 1:] for t in ins),
-           f"concatenates {shapes} along axis {given} into {list(y)}: the shapes do not fit")
+    c.need(
+        0 <= axis < len(y) and all(len(t.shape) == len(y) for t in ins),
+        f"concatenates along axis {given} tensors of shapes {shapes} into {list(y)}",
+    )
+    c.need(
+        sum(t.shape[axis] for t in ins) == y[axis]
+        and all(t.shape[:axis] + t.shape[axis + 1 :] == y[:axis] + y[axis + 1 :] for t in ins),
+        f"concatenates {shapes} along axis {given} into {list(y)}: the shapes do not fit",
+    )
     c.same_dtype(*ins, c.outs[0])
 
 
@@ -803,15 +906,19 @@ def _check_conv(c: _OpCheck) -> None:
     c.need(len(x) == len(w) == len(y) == 4, f"needs 4-D input, filter and output, got {list(x)}, {list(w)}, {list(y)}")
     c.need(x[0] == y[0], f"changes the batch from {x[0]} to {y[0]}")
     if c.op.op == "CONV_2D":
-        c.need(w[3] > 0 and x[3] % w[3] == 0 and w[0] % max(x[3] // w[3], 1) == 0,
-               f"has {x[3]} input channels for a filter of shape {list(w)}")
+        c.need(
+            w[3] > 0 and x[3] % w[3] == 0 and w[0] % max(x[3] // w[3], 1) == 0,
+            f"has {x[3]} input channels for a filter of shape {list(w)}",
+        )
         c.need(y[3] == w[0], f"has {y[3]} output channels for a filter of shape {list(w)}")
     else:
         c.need(w[0] == 1 and y[3] == w[3], f"has output shape {list(y)} for a depthwise filter of shape {list(w)}")
         c.need(x[3] > 0 and y[3] % x[3] == 0, f"has {x[3]} input channels for {y[3]} output channels")
         multiplier = c.op.param("depth_multiplier")
-        c.need(multiplier in (0, y[3] // x[3]),
-               f"has depth multiplier {multiplier} for {x[3]} input and {y[3]} output channels")
+        c.need(
+            multiplier in (0, y[3] // x[3]),
+            f"has depth multiplier {multiplier} for {x[3]} input and {y[3]} output channels",
+        )
     c.bias_fits(y[3])
     c.same_dtype(inp, out)
 
@@ -820,8 +927,10 @@ def _check_fully_connected(c: _OpCheck) -> None:
     (inp, weights), out = c.io(2)
     x, w, y = inp.shape, weights.shape, out.shape
     c.need(len(w) == 2 and w[1] > 0 and len(y) >= 1, f"needs 2-D weights, got {list(w)} (output {list(y)})")
-    c.need(_prod(x) % w[1] == 0 and y[-1] == w[0] and _prod(y) == _prod(x) // w[1] * w[0],
-           f"maps input {list(x)} with weights {list(w)} to output {list(y)}: the shapes do not fit")
+    c.need(
+        _prod(x) % w[1] == 0 and y[-1] == w[0] and _prod(y) == _prod(x) // w[1] * w[0],
+        f"maps input {list(x)} with weights {list(w)} to output {list(y)}: the shapes do not fit",
+    )
     c.bias_fits(w[0])
     c.same_dtype(inp, out)
 
@@ -829,8 +938,10 @@ def _check_fully_connected(c: _OpCheck) -> None:
 def _check_pool(c: _OpCheck) -> None:
     (inp,), out = c.io(1)
     x, y = inp.shape, out.shape
-    c.need(len(x) == len(y) == 4 and x[0] == y[0] and x[3] == y[3],
-           f"pools input {list(x)} into output {list(y)}: needs 4-D, same batch and channels")
+    c.need(
+        len(x) == len(y) == 4 and x[0] == y[0] and x[3] == y[3],
+        f"pools input {list(x)} into output {list(y)}: needs 4-D, same batch and channels",
+    )
     c.same_dtype(inp, out)
 
 
@@ -902,11 +1013,15 @@ def parse(content: bytes, source: str = "model", layout: bool = False) -> Model:
             "pass a smaller model (or raise tfedge.files.MAX_FILE_BYTES if you trust it)"
         )
     if n < 24:
-        raise InputError(f"{source} is not a TFLite model: only {n} bytes (a .tflite file is far larger); "
-                         "the file is empty or truncated")
+        raise InputError(
+            f"{source} is not a TFLite model: only {n} bytes (a .tflite file is far larger); "
+            "the file is empty or truncated"
+        )
     if content[4:8] != IDENTIFIER:
-        raise InputError(f"{source} is not a TFLite model: its file identifier is {content[4:8]!r}, expected "
-                         f"{IDENTIFIER!r}; pass a .tflite file made by the TFLite converter")
+        raise InputError(
+            f"{source} is not a TFLite model: its file identifier is {content[4:8]!r}, expected "
+            f"{IDENTIFIER!r}; pass a .tflite file made by the TFLite converter"
+        )
     r = _Reader(content, source, layout)
     r.span(0, 8, "header")
     root = r.table(r.unpack("<I", 0, "root offset"), "model table")
@@ -945,11 +1060,38 @@ def parse(content: bytes, source: str = "model", layout: bool = False) -> Model:
             maps.append(tuple(entries))
         key = t.string(SIGNATURE["SignatureKey"], f"signature {k} key") or ""
         signatures.append(Signature(key, sub, maps[0], maps[1]))
-    return Model(n, version, description, opcodes, subgraphs, buffers, tuple(metadata),
-                 tuple(sig.key for sig in signatures), content, tuple(r.notes), tuple(signatures),
-                 tuple(r.spans or ()))
+    return Model(
+        n,
+        version,
+        description,
+        opcodes,
+        subgraphs,
+        buffers,
+        tuple(metadata),
+        tuple(sig.key for sig in signatures),
+        content,
+        tuple(r.notes),
+        tuple(signatures),
+        tuple(r.spans or ()),
+    )
 
 
-__all__ = ["parse", "Model", "Subgraph", "Tensor", "Operator", "OpCode", "Note", "Signature", "Field", "schema_field",
-           "option_vectors", "OP_CHECKERS", "TENSOR_TYPES", "OP_NAMES", "IDENTIFIER", "MAX_TENSOR_BYTES",
-           "DEGENERATE_SCALE"]
+__all__ = [
+    "parse",
+    "Model",
+    "Subgraph",
+    "Tensor",
+    "Operator",
+    "OpCode",
+    "Note",
+    "Signature",
+    "Field",
+    "schema_field",
+    "option_vectors",
+    "OP_CHECKERS",
+    "TENSOR_TYPES",
+    "OP_NAMES",
+    "IDENTIFIER",
+    "MAX_TENSOR_BYTES",
+    "DEGENERATE_SCALE",
+]

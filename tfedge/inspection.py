@@ -39,7 +39,8 @@ from tfedge.tflite import (
 
 #: Builtin ops with a kernel in the stock TFLite Micro op resolver (the kernels registered in the
 #: ``tflite_micro`` Python package's runtime; tests/test_inspection.py checks this against it).
-TFLM_BUILTIN_OPS = frozenset("""
+TFLM_BUILTIN_OPS = frozenset(
+    """
 ABS ADD ADD_N ARG_MAX ARG_MIN ASSIGN_VARIABLE AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND
 BROADCAST_ARGS BROADCAST_TO CALL_ONCE CAST CEIL CONCATENATION CONV_2D COS CUMSUM DEPTH_TO_SPACE
 DEPTHWISE_CONV_2D DEQUANTIZE DIV DYNAMIC_UPDATE_SLICE ELU EMBEDDING_LOOKUP EQUAL EXP EXPAND_DIMS FILL
@@ -50,23 +51,47 @@ READ_VARIABLE REDUCE_ALL REDUCE_MAX REDUCE_MIN RELU RELU6 RESHAPE RESIZE_BILINEA
 REVERSE_V2 ROUND RSQRT SELECT_V2 SHAPE SIN SLICE SOFTMAX SPACE_TO_BATCH_ND SPACE_TO_DEPTH SPLIT SPLIT_V
 SQRT SQUARE SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM SVDF TANH TRANSPOSE TRANSPOSE_CONV
 UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE
-""".split())
+""".split()
+)
 #: Custom ops the ``tflite_micro`` Python package's op resolver registers: the signal ops of its audio
 #: front end, LUT decompression (``tflite_micro.compression``) and SSD post-processing. Measured once by
 #: loading a one-op model per name in the pinned wheel (``ethos-u`` is not registered: no NPU driver).
-TFLM_CUSTOM_OPS = frozenset("""
+TFLM_CUSTOM_OPS = frozenset(
+    """
 SignalDelay SignalEnergy SignalFftAutoScale SignalFilterBank SignalFilterBankLog
 SignalFilterBankSpectralSubtraction SignalFilterBankSquareRoot SignalFramer SignalIrfft SignalOverlapAdd
 SignalPCAN SignalRfft SignalStacker SignalWindow TFLM_DECODE TFLite_Detection_PostProcess
-""".split())
+""".split()
+)
 #: Dtypes no stock TFLite Micro kernel reads (it has no float16 / bfloat16 / float64 math).
 TFLM_UNSUPPORTED_DTYPES = frozenset({"float16", "bfloat16", "float64", "complex64", "complex128"})
 #: Builtin ops whose TFLite Micro kernels also take uint8 (elsewhere it dropped uint8 for int8).
 TFLM_UINT8_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 #: Builtin ops that take raw integers: an integer tensor without quantization parameters is normal there.
-RAW_INTEGER_OPS = frozenset({"CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "GATHER", "GATHER_ND", "SHAPE", "FILL",
-                             "ARG_MAX", "ARG_MIN", "CUMSUM", "EMBEDDING_LOOKUP", "SLICE", "STRIDED_SLICE",
-                             "BROADCAST_TO", "BROADCAST_ARGS", "ZEROS_LIKE", "SELECT_V2", "PACK", "UNPACK"})
+RAW_INTEGER_OPS = frozenset(
+    {
+        "CAST",
+        "RESHAPE",
+        "SQUEEZE",
+        "EXPAND_DIMS",
+        "GATHER",
+        "GATHER_ND",
+        "SHAPE",
+        "FILL",
+        "ARG_MAX",
+        "ARG_MIN",
+        "CUMSUM",
+        "EMBEDDING_LOOKUP",
+        "SLICE",
+        "STRIDED_SLICE",
+        "BROADCAST_TO",
+        "BROADCAST_ARGS",
+        "ZEROS_LIKE",
+        "SELECT_V2",
+        "PACK",
+        "UNPACK",
+    }
+)
 #: The LUT decompression op of ``tflite_micro.compression`` (inputs: packed indices, value tables, ...).
 LUT_DECODE_OP = "CUSTOM:TFLM_DECODE"
 
@@ -131,20 +156,37 @@ def _degenerate(model: Model, labels: list[list[str]]) -> list[dict]:
             for i in op.outputs:
                 writers.setdefault(i, _op_label(op))
         for t in sub.tensors:
-            bad = [v for v in t.scale if not (math.isfinite(v) and v > 0)
-                   or (not t.is_constant and v < DEGENERATE_SCALE)]
+            bad = [
+                v for v in t.scale if not (math.isfinite(v) and v > 0) or (not t.is_constant and v < DEGENERATE_SCALE)
+            ]
             if not bad:
                 continue
             name = labels[s][t.index]
             read_by = readers.get(t.index, [])
-            where = (f"read by {', '.join(read_by)}" if read_by else
-                     f"written by {writers[t.index]}" if t.index in writers else "used by no op")
-            message = (f"tensor '{name}' ({where}) has quantization scale {bad[0]:.3g}: degenerate; likely cause: "
-                       "the calibration data never exercised that layer, so its range collapsed: calibrate with "
-                       "representative data that reaches it (TFLite Micro and LiteRT's reference kernels abort on "
-                       "such scales)")
-            found.append({"subgraph": s, "tensor": t.index, "name": name, "scale": float(bad[0]),
-                          "read_by": read_by, "written_by": writers.get(t.index), "message": message})
+            where = (
+                f"read by {', '.join(read_by)}"
+                if read_by
+                else f"written by {writers[t.index]}"
+                if t.index in writers
+                else "used by no op"
+            )
+            message = (
+                f"tensor '{name}' ({where}) has quantization scale {bad[0]:.3g}: degenerate; likely cause: "
+                "the calibration data never exercised that layer, so its range collapsed: calibrate with "
+                "representative data that reaches it (TFLite Micro and LiteRT's reference kernels abort on "
+                "such scales)"
+            )
+            found.append(
+                {
+                    "subgraph": s,
+                    "tensor": t.index,
+                    "name": name,
+                    "scale": float(bad[0]),
+                    "read_by": read_by,
+                    "written_by": writers.get(t.index),
+                    "message": message,
+                }
+            )
     return found
 
 
@@ -175,8 +217,10 @@ def _tflm_prediction(model: Model, labels: list[list[str]], degenerate: list[dic
             elif custom is None and op.op not in RAW_INTEGER_OPS:
                 bare = [t for t in tensors if t.dtype in ("int8", "uint8", "int16") and not t.scale]
                 if bare:
-                    verdict, reason = "risk", (f"{bare[0].dtype} tensor '{labels[s][bare[0].index]}' has no "
-                                               "quantization parameters")
+                    verdict, reason = (
+                        "risk",
+                        (f"{bare[0].dtype} tensor '{labels[s][bare[0].index]}' has no quantization parameters"),
+                    )
             out.append({"subgraph": s, "index": op.index, "op": op.op, "tflm": verdict, "reason": reason})
     return out
 
@@ -224,16 +268,33 @@ BREAKDOWN_ROWS = {
     "other": "other (unread fields)",
 }
 _PART_ROWS = {
-    "header": "graph", "Model": "graph", "Model.Subgraphs": "graph", "SubGraph.Inputs": "graph",
-    "SubGraph.Outputs": "graph", "Model.Buffers": "graph", "Buffer.Data": "unused_buffers",
-    "SubGraph.Tensors": "tensors", "Tensor.Shape": "tensors", "Tensor.ShapeSignature": "tensors",
-    "Tensor.Sparsity": "tensors", "Tensor.Quantization": "quantization_tables",
-    "QuantizationParameters.Details": "quantization_tables", "QuantizationParameters.Scale": "scales",
-    "QuantizationParameters.ZeroPoint": "zero_points", "QuantizationParameters.Min": "min_max",
-    "QuantizationParameters.Max": "min_max", "Model.OperatorCodes": "operators", "OperatorCode.CustomCode": "operators",
-    "SubGraph.Operators": "operators", "Tensor.Name": "names", "SubGraph.Name": "names",
-    "Model.Description": "metadata", "Model.Metadata": "metadata", "Metadata.Name": "metadata",
-    "Model.MetadataBuffer": "metadata", "Model.SignatureDefs": "signatures",
+    "header": "graph",
+    "Model": "graph",
+    "Model.Subgraphs": "graph",
+    "SubGraph.Inputs": "graph",
+    "SubGraph.Outputs": "graph",
+    "Model.Buffers": "graph",
+    "Buffer.Data": "unused_buffers",
+    "SubGraph.Tensors": "tensors",
+    "Tensor.Shape": "tensors",
+    "Tensor.ShapeSignature": "tensors",
+    "Tensor.Sparsity": "tensors",
+    "Tensor.Quantization": "quantization_tables",
+    "QuantizationParameters.Details": "quantization_tables",
+    "QuantizationParameters.Scale": "scales",
+    "QuantizationParameters.ZeroPoint": "zero_points",
+    "QuantizationParameters.Min": "min_max",
+    "QuantizationParameters.Max": "min_max",
+    "Model.OperatorCodes": "operators",
+    "OperatorCode.CustomCode": "operators",
+    "SubGraph.Operators": "operators",
+    "Tensor.Name": "names",
+    "SubGraph.Name": "names",
+    "Model.Description": "metadata",
+    "Model.Metadata": "metadata",
+    "Metadata.Name": "metadata",
+    "Model.MetadataBuffer": "metadata",
+    "Model.SignatureDefs": "signatures",
 }
 # bias input position of the ops that have one
 _BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3, "CONV_3D": 2}
@@ -293,7 +354,7 @@ def bytes_breakdown(model: Model) -> dict[str, int]:
             row = buffer_rows.get(int(part[7:]), "unused_buffers")
         else:
             row = _part_row(part)
-        owner[start:start + size] = codes[row]
+        owner[start : start + size] = codes[row]
     content = np.frombuffer(model.content, np.uint8)
     unclaimed = owner == 0
     owner[unclaimed & (content == 0)] = codes["padding"]
@@ -380,28 +441,52 @@ class ModelInfo:
             f"sparsity     {self.sparsity:.1%} of weights are zero",
         ]
         if self.subgraphs > 1:
-            lines.append("subgraphs    " + ", ".join(f"{d['index']}: {d['name'] or '(unnamed)'} ({d['operators']} ops)"
-                                                   for d in self.subgraph_details))
+            lines.append(
+                "subgraphs    "
+                + ", ".join(
+                    f"{d['index']}: {d['name'] or '(unnamed)'} ({d['operators']} ops)" for d in self.subgraph_details
+                )
+            )
         if self.metadata_entries:
             lines.append("metadata     " + ", ".join(f"{m['name']} ({m['bytes']:,} B)" for m in self.metadata_entries))
         if self.signature_defs:
-            lines.append("signatures   " + ", ".join(
-                f"{d['key'] or '(no key)'}({', '.join(d['inputs'])}) -> {', '.join(d['outputs'])}"
-                for d in self.signature_defs))
+            lines.append(
+                "signatures   "
+                + ", ".join(
+                    f"{d['key'] or '(no key)'}({', '.join(d['inputs'])}) -> {', '.join(d['outputs'])}"
+                    for d in self.signature_defs
+                )
+            )
         lines += [
             "",
-            format_table([[role, t["name"] or "(unnamed)", t["dtype"], str(t["shape"]), _scale_cell(t),
-                           t["zero_point"] if t["scale"] else None]
-                          for role, tensors in (("input", self.inputs), ("output", self.outputs)) for t in tensors],
-                         ["tensor", "name", "dtype", "shape", "scale", "zero point"]),
+            format_table(
+                [
+                    [
+                        role,
+                        t["name"] or "(unnamed)",
+                        t["dtype"],
+                        str(t["shape"]),
+                        _scale_cell(t),
+                        t["zero_point"] if t["scale"] else None,
+                    ]
+                    for role, tensors in (("input", self.inputs), ("output", self.outputs))
+                    for t in tensors
+                ],
+                ["tensor", "name", "dtype", "shape", "scale", "zero point"],
+            ),
             "",
             format_table(self._op_rows(), ["op", "count", "TFLite Micro (predicted)"]),
             "",
             "tensor dtypes  " + ", ".join(f"{k}: {v}" for k, v in self.dtypes.items()),
         ]
         if self.weight_sparsity:
-            lines += ["", format_table([[name[:60], f"{frac:.1%}"] for name, frac in self.weight_sparsity.items()],
-                                       ["weight tensor", "zeros"])]
+            lines += [
+                "",
+                format_table(
+                    [[name[:60], f"{frac:.1%}"] for name, frac in self.weight_sparsity.items()],
+                    ["weight tensor", "zeros"],
+                ),
+            ]
         if self.non_int8_ops:
             rows = [[o["op"], o["index"], ", ".join(f"{n} ({d})" for n, d in o["tensors"])] for o in self.non_int8_ops]
             lines += ["", format_table(rows, ["not int8", "#", "tensors"])]
@@ -433,11 +518,19 @@ class ModelInfo:
 
 def _operators(model: Model, labels: list[list[str]], prediction: list[dict]) -> list[dict]:
     tflm = {(p["subgraph"], p["index"]): p for p in prediction}
-    return [{"subgraph": s, "index": op.index, "op": op.op,
-             "inputs": [labels[s][i] if i >= 0 else None for i in op.inputs],
-             "outputs": [labels[s][i] for i in op.outputs],
-             "tflm": tflm[(s, op.index)]["tflm"], "tflm_reason": tflm[(s, op.index)]["reason"]}
-            for s, sub in enumerate(model.subgraphs) for op in sub.operators]
+    return [
+        {
+            "subgraph": s,
+            "index": op.index,
+            "op": op.op,
+            "inputs": [labels[s][i] if i >= 0 else None for i in op.inputs],
+            "outputs": [labels[s][i] for i in op.outputs],
+            "tflm": tflm[(s, op.index)]["tflm"],
+            "tflm_reason": tflm[(s, op.index)]["reason"],
+        }
+        for s, sub in enumerate(model.subgraphs)
+        for op in sub.operators
+    ]
 
 
 def _count(values: list[str]) -> dict[str, int]:
@@ -452,13 +545,30 @@ def _custom_op_notes(model: Model) -> list[dict]:
     for code in model.opcodes:
         if code.custom_code is None:
             if code.name.startswith("UNKNOWN_OP_"):
-                notes.append({"kind": "unknown_op", "message": f"op code {code.builtin_code} is not a builtin op this "
-                              "schema knows (a newer converter's?)", "subgraph": -1, "operator": -1, "tensor": -1})
+                notes.append(
+                    {
+                        "kind": "unknown_op",
+                        "message": f"op code {code.builtin_code} is not a builtin op this "
+                        "schema knows (a newer converter's?)",
+                        "subgraph": -1,
+                        "operator": -1,
+                        "tensor": -1,
+                    }
+                )
             continue
-        known = ("TFLite Micro registers it" if code.custom_code in TFLM_CUSTOM_OPS
-                 else "TFLite Micro does not register it")
-        notes.append({"kind": "custom_op", "message": f"custom op '{code.custom_code}': {known}; LiteRT runs it only "
-                      "if the application registers it", "subgraph": -1, "operator": -1, "tensor": -1})
+        known = (
+            "TFLite Micro registers it" if code.custom_code in TFLM_CUSTOM_OPS else "TFLite Micro does not register it"
+        )
+        notes.append(
+            {
+                "kind": "custom_op",
+                "message": f"custom op '{code.custom_code}': {known}; LiteRT runs it only "
+                "if the application registers it",
+                "subgraph": -1,
+                "operator": -1,
+                "tensor": -1,
+            }
+        )
     return notes
 
 
@@ -480,8 +590,16 @@ def inspect(model_or_path: ModelSource) -> ModelInfo:
     prediction = _tflm_prediction(model, labels, degenerate)
     verdicts = {p["tflm"] for p in prediction}
     notes = [dataclasses.asdict(n) for n in model.notes] + _custom_op_notes(model)
-    notes += [{"kind": "degenerate_scale", "message": d["message"], "subgraph": d["subgraph"], "operator": -1,
-               "tensor": d["tensor"]} for d in degenerate]
+    notes += [
+        {
+            "kind": "degenerate_scale",
+            "message": d["message"],
+            "subgraph": d["subgraph"],
+            "operator": -1,
+            "tensor": d["tensor"],
+        }
+        for d in degenerate
+    ]
     only_tflm = tflm_only_reason(model, source)
     if only_tflm:
         notes.append({"kind": "tflm_only", "message": only_tflm, "subgraph": -1, "operator": -1, "tensor": -1})
@@ -493,9 +611,18 @@ def inspect(model_or_path: ModelSource) -> ModelInfo:
         quantization=guess_quantization(model),
         ops=_count([op.op for sub in model.subgraphs for op in sub.operators]),
         operators=_operators(model, labels, prediction),
-        tensors=[{"subgraph": s, "index": t.index, "name": labels[s][t.index], "dtype": t.dtype,
-                  "shape": list(t.shape), "constant": t.is_constant}
-                 for s, sub in enumerate(model.subgraphs) for t in sub.tensors],
+        tensors=[
+            {
+                "subgraph": s,
+                "index": t.index,
+                "name": labels[s][t.index],
+                "dtype": t.dtype,
+                "shape": list(t.shape),
+                "constant": t.is_constant,
+            }
+            for s, sub in enumerate(model.subgraphs)
+            for t in sub.tensors
+        ],
         dtypes=dtypes,
         fully_int8=not strict and "int8" in dtypes,
         non_int8_ops=strict,
@@ -509,19 +636,46 @@ def inspect(model_or_path: ModelSource) -> ModelInfo:
         signatures=list(model.signature_keys),
         notes=notes,
         custom_ops=[c.custom_code for c in model.opcodes if c.custom_code is not None],
-        tflm={"prediction": "cannot run" if "no" in verdicts else "at risk" if "risk" in verdicts else "runs",
-              "ops": prediction},
+        tflm={
+            "prediction": "cannot run" if "no" in verdicts else "at risk" if "risk" in verdicts else "runs",
+            "ops": prediction,
+        },
         degenerate_scales=degenerate,
         bytes_breakdown=bytes_breakdown(model),
         metadata_entries=[{"name": name, "buffer": b, "bytes": model.buffers[b][1]} for name, b in model.metadata],
-        signature_defs=[{"key": sig.key, "subgraph": sig.subgraph, "inputs": [n for n, _ in sig.inputs],
-                         "outputs": [n for n, _ in sig.outputs]} for sig in model.signatures],
-        subgraph_details=[{"index": s, "name": sub.name, "tensors": len(sub.tensors), "operators": len(sub.operators),
-                           "inputs": len(sub.inputs), "outputs": len(sub.outputs)}
-                          for s, sub in enumerate(model.subgraphs)],
+        signature_defs=[
+            {
+                "key": sig.key,
+                "subgraph": sig.subgraph,
+                "inputs": [n for n, _ in sig.inputs],
+                "outputs": [n for n, _ in sig.outputs],
+            }
+            for sig in model.signatures
+        ],
+        subgraph_details=[
+            {
+                "index": s,
+                "name": sub.name,
+                "tensors": len(sub.tensors),
+                "operators": len(sub.operators),
+                "inputs": len(sub.inputs),
+                "outputs": len(sub.outputs),
+            }
+            for s, sub in enumerate(model.subgraphs)
+        ],
     )
 
 
-__all__ = ["verify", "inspect", "ModelInfo", "bytes_breakdown", "non_int8_ops", "tensor_labels", "TFLM_BUILTIN_OPS",
-           "TFLM_CUSTOM_OPS", "BREAKDOWN_ROWS", "FLOAT_DTYPES",
-           "INT8_MODEL_DTYPES"]
+__all__ = [
+    "verify",
+    "inspect",
+    "ModelInfo",
+    "bytes_breakdown",
+    "non_int8_ops",
+    "tensor_labels",
+    "TFLM_BUILTIN_OPS",
+    "TFLM_CUSTOM_OPS",
+    "BREAKDOWN_ROWS",
+    "FLOAT_DTYPES",
+    "INT8_MODEL_DTYPES",
+]

@@ -34,24 +34,74 @@ from tfedge.files import PathLike, atomic_path, check_input_file
 from tfedge.graph import check_graph_model
 
 #: Layers ported in both directions: the same class name, config and weight order in both Keras.
-SUPPORTED_LAYERS = frozenset({
-    "InputLayer", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Dense",
-    "BatchNormalization", "Activation", "ReLU", "LeakyReLU", "Softmax",
-    "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "Flatten", "Reshape", "Permute",
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-    "ZeroPadding1D", "ZeroPadding2D", "UpSampling1D", "UpSampling2D", "Rescaling", "Normalization",
-})
+SUPPORTED_LAYERS = frozenset(
+    {
+        "InputLayer",
+        "Conv1D",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+        "Dense",
+        "BatchNormalization",
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "Softmax",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "Flatten",
+        "Reshape",
+        "Permute",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "UpSampling1D",
+        "UpSampling2D",
+        "Rescaling",
+        "Normalization",
+    }
+)
 # Activation names both Keras compute the same way. (hard_sigmoid is not one: Keras 2 uses 0.2x + 0.5,
 # Keras 3 x / 6 + 0.5.)
-_SAME_ACTIVATIONS = frozenset({"linear", "relu", "elu", "selu", "softmax", "softplus", "softsign", "swish",
-                               "gelu", "tanh", "sigmoid", "exponential", "mish"})
+_SAME_ACTIVATIONS = frozenset(
+    {
+        "linear",
+        "relu",
+        "elu",
+        "selu",
+        "softmax",
+        "softplus",
+        "softsign",
+        "swish",
+        "gelu",
+        "tanh",
+        "sigmoid",
+        "exponential",
+        "mish",
+    }
+)
 # Keras 3 activation names that tf_keras lacks: ported as an activation layer after the layer.
 _SPLIT_ACTIVATIONS = {"relu6": ("ReLU", {"max_value": 6.0}), "leaky_relu": ("LeakyReLU", {"alpha": 0.2})}
 # Keyword arguments every Keras layer takes (beyond its own __init__ parameters).
-_BASE_KWARGS = frozenset({"name", "trainable", "dtype", "activity_regularizer", "input_shape", "batch_size",
-                          "autocast"})
+_BASE_KWARGS = frozenset(
+    {"name", "trainable", "dtype", "activity_regularizer", "input_shape", "batch_size", "autocast"}
+)
 # Options one Keras has and the other lacks, at the value the other always uses (tf_keras' ZeroPadding1D is
 # channels_last only).
 _IMPLIED_OPTIONS = frozenset({("data_format", "channels_last")})
@@ -70,8 +120,10 @@ def keras3() -> ModuleType:
         raise ModelError(f"Keras 3 is not installed ({first_line(exc)}): pip install 'tfedge[keras3]'") from None
     version = str(getattr(k3, "__version__", "?"))
     if not version.startswith("3."):
-        raise ModelError(f"the installed 'keras' package is version {version}, not Keras 3: "
-                         "pip install 'tfedge[keras3]' (keras>=3.10)")
+        raise ModelError(
+            f"the installed 'keras' package is version {version}, not Keras 3: "
+            "pip install 'tfedge[keras3]' (keras>=3.10)"
+        )
     return k3
 
 
@@ -103,8 +155,11 @@ class _Port:
             sub = self.model(layer)
             return [sub] if sub is not None else []
         if cls not in SUPPORTED_LAYERS:
-            hint = " (strip pruning with tfedge.strip first; QAT models cannot be ported)" \
-                if cls.startswith(("Prune", "Quantize")) else ""
+            hint = (
+                " (strip pruning with tfedge.strip first; QAT models cannot be ported)"
+                if cls.startswith(("Prune", "Quantize"))
+                else ""
+            )
             self.problems.append(f"{what}: layer type not supported{hint}")
             return []
         config = self.config(_plain(layer.get_config()))
@@ -163,8 +218,9 @@ class _Port:
             return name
         if name in _SPLIT_ACTIVATIONS:
             return name if self.to_keras3 else _SPLIT_ACTIVATIONS[name]
-        self.problems.append(f"{what}: activation {activation!r} has no equivalent in "
-                             f"{'Keras 3' if self.to_keras3 else 'tf_keras'}")
+        self.problems.append(
+            f"{what}: activation {activation!r} has no equivalent in {'Keras 3' if self.to_keras3 else 'tf_keras'}"
+        )
         return None
 
     def known_options(self, source: type, target: type, config: dict, what: str) -> dict | None:
@@ -175,10 +231,14 @@ class _Port:
         for key, value in config.items():
             if key in params or key in _BASE_KWARGS:
                 out[key] = value
-            elif value not in (None, False) and not (key in defaults and defaults[key] == value) \
-                    and (key, value) not in _IMPLIED_OPTIONS:
-                self.problems.append(f"{what}: option {key}={value!r} has no equivalent in "
-                                     f"{'Keras 3' if self.to_keras3 else 'tf_keras'}")
+            elif (
+                value not in (None, False)
+                and not (key in defaults and defaults[key] == value)
+                and (key, value) not in _IMPLIED_OPTIONS
+            ):
+                self.problems.append(
+                    f"{what}: option {key}={value!r} has no equivalent in {'Keras 3' if self.to_keras3 else 'tf_keras'}"
+                )
                 return None
         return out
 
@@ -187,7 +247,8 @@ class _Port:
         if isinstance(model, self.src.Sequential):
             return self.sequential(model)
         functional = getattr(model, "_is_graph_network", False) or any(  # tf_keras / Keras 3
-            klass.__name__ == "Functional" for klass in type(model).__mro__)
+            klass.__name__ == "Functional" for klass in type(model).__mro__
+        )
         if not functional:
             raise ModelError(
                 f"model '{model.name}' is a subclassed model ({type(model).__name__}), which has no layer graph "
@@ -201,8 +262,10 @@ class _Port:
         except (AttributeError, ValueError):
             inputs = []
         if not inputs:
-            raise ModelError(f"model '{model.name}' is not built (its input shape is unknown): start it with "
-                             "keras.layers.Input(shape) or call model.build((None, *shape)) first")
+            raise ModelError(
+                f"model '{model.name}' is not built (its input shape is unknown): start it with "
+                "keras.layers.Input(shape) or call model.build((None, *shape)) first"
+            )
         return inputs
 
     def sequential(self, model: Any) -> Any:
@@ -231,8 +294,9 @@ class _Port:
                 continue
             ported = self.layer(model.get_layer(name))
             for node, (args, kwargs) in enumerate(_calls(entry.get("inbound_nodes", []))):
-                if not ported or any(isinstance(r, _Ref) and (r.layer, r.node, r.index) not in tensors
-                                     for r in _refs(args)):
+                if not ported or any(
+                    isinstance(r, _Ref) and (r.layer, r.node, r.index) not in tensors for r in _refs(args)
+                ):
                     break  # a problem upstream: keep collecting problems from the other layers
                 out = ported[0](*_resolve(args, tensors), **_resolve(kwargs, tensors))
                 for extra in ported[1:]:
@@ -256,15 +320,18 @@ class _Port:
             n = len(self.problems)
             raise ModelError(
                 f"{n} layer{'s' if n > 1 else ''} of model '{model.name}' cannot be ported to "
-                f"{'Keras 3' if self.to_keras3 else 'tf_keras'}: " + "; ".join(self.problems)
+                f"{'Keras 3' if self.to_keras3 else 'tf_keras'}: "
+                + "; ".join(self.problems)
                 + ": replace them with supported layers (tfedge.keras3.SUPPORTED_LAYERS) and port again"
             )
         for source, target in self.pairs:
             weights = [np.asarray(w) for w in source.get_weights()]
             shapes = [tuple(w.shape) for w in target.get_weights()]
             if [w.shape for w in weights] != shapes:
-                raise ModelError(f"layer '{source.name}' ({type(source).__name__}) has weights of shapes "
-                                 f"{[w.shape for w in weights]} but its port expects {shapes}: it cannot be ported")
+                raise ModelError(
+                    f"layer '{source.name}' ({type(source).__name__}) has weights of shapes "
+                    f"{[w.shape for w in weights]} but its port expects {shapes}: it cannot be ported"
+                )
             target.set_weights(weights)
         _check_same_predictions(model, ported)
         return ported
@@ -369,9 +436,11 @@ def _check_same_predictions(source: Any, ported: Any) -> None:
     for a, b in zip(expected, got):
         diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
         if a.shape != b.shape or diff > _PROBE_TOLERANCE * max(1.0, float(np.max(np.abs(a)))):
-            raise ModelError(f"the port of model '{source.name}' predicts differently from it (max abs diff "
-                             f"{diff:.3g}, shapes {a.shape} vs {b.shape}): please report it with the model's "
-                             "config; until then rebuild the model by hand")
+            raise ModelError(
+                f"the port of model '{source.name}' predicts differently from it (max abs diff "
+                f"{diff:.3g}, shapes {a.shape} vs {b.shape}): please report it with the model's "
+                "config; until then rebuild the model by hand"
+            )
 
 
 def from_keras3(model: Any) -> keras.Model:
@@ -390,8 +459,10 @@ def from_keras3(model: Any) -> keras.Model:
     """
     k3 = keras3()
     if isinstance(model, keras.Model):
-        raise InputError(f"model '{model.name}' is already a tf_keras model: use it as it is (from_keras3 ports "
-                         "models built with `import keras`)")
+        raise InputError(
+            f"model '{model.name}' is already a tf_keras model: use it as it is (from_keras3 ports "
+            "models built with `import keras`)"
+        )
     if not isinstance(model, k3.Model):
         raise InputError(f"from_keras3 takes a Keras 3 model (built with `import keras`), got {type(model).__name__}")
     return _Port(k3, keras, to_keras3=False).run(model)
@@ -413,8 +484,10 @@ def to_keras3(model: keras.Model, path: PathLike | None = None) -> Any:
     if path is not None and Path(path).suffix.lower() != ".keras":
         raise InputError(f"cannot save a Keras 3 model to '{path}': use a .keras file name")
     if isinstance(model, k3.Model):
-        raise InputError(f"model '{model.name}' is already a Keras 3 model: use it as it is (to_keras3 ports "
-                         "tf_keras models, e.g. tfedge's students)")
+        raise InputError(
+            f"model '{model.name}' is already a Keras 3 model: use it as it is (to_keras3 ports "
+            "tf_keras models, e.g. tfedge's students)"
+        )
     check_graph_model(model, f"model '{getattr(model, 'name', '?')}'", needs="to_keras3 ports layer graphs")
     ported = _Port(keras, k3, to_keras3=True).run(model)
     if path is not None:

@@ -89,16 +89,26 @@ class LutReport:
     samples: int
 
     def to_dict(self) -> dict:
-        return {"tensors": [t.to_dict() for t in self.tensors], "flash_before": self.flash_before,
-                "flash_after": self.flash_after, "arena_before": self.arena_before, "arena_after": self.arena_after,
-                "samples": self.samples}
+        return {
+            "tensors": [t.to_dict() for t in self.tensors],
+            "flash_before": self.flash_before,
+            "flash_after": self.flash_after,
+            "arena_before": self.arena_before,
+            "arena_after": self.arena_after,
+            "samples": self.samples,
+        }
 
 
 def _check_bits(bits: Any) -> int | str:
     if bits == "auto" and isinstance(bits, str):
         return "auto"
-    return check_int(bits, "bits", minimum=1, maximum=7,
-                     hint="TFLite Micro's LUT indices are 1 to 7 bits wide; e.g. 4 (16 values) or 'auto'")
+    return check_int(
+        bits,
+        "bits",
+        minimum=1,
+        maximum=7,
+        hint="TFLite Micro's LUT indices are 1 to 7 bits wide; e.g. 4 (16 values) or 'auto'",
+    )
 
 
 def _channels(data: np.ndarray, per_channel: bool, axis: int) -> list[np.ndarray]:
@@ -169,8 +179,9 @@ def _resolve(model, tensors: Any) -> tuple[list[int], bool]:
     try:
         items = list(tensors)
     except TypeError:
-        raise InputError(f"tensors must be 'auto', 'all' or a list of tensor names or indices, "
-                         f"got {tensors!r}") from None
+        raise InputError(
+            f"tensors must be 'auto', 'all' or a list of tensor names or indices, got {tensors!r}"
+        ) from None
     by_label = {label: i for i, (_, label) in cands.items()}
     chosen = []
     for item in items:
@@ -180,8 +191,10 @@ def _resolve(model, tensors: Any) -> tuple[list[int], bool]:
             chosen.append(by_label[item])
         else:
             known = ", ".join(f"{i} ({label})" for i, (_, label) in sorted(cands.items()))
-            raise InputError(f"tensors names {item!r}, which is not a constant int8 weight tensor of this model "
-                             f"(those are: {known[:400] or 'none'}): pass one of them, or tensors='auto'")
+            raise InputError(
+                f"tensors names {item!r}, which is not a constant int8 weight tensor of this model "
+                f"(those are: {known[:400] or 'none'}): pass one of them, or tensors='auto'"
+            )
     return sorted(set(chosen)), True
 
 
@@ -216,8 +229,10 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
         axis = t.quantized_dimension
         if per_channel and axis not in (0, len(t.shape) - 1):
             if named:
-                raise InputError(f"tensor {label} is quantized along axis {axis}; TFLite Micro's LUT kernels "
-                                 "support axis 0 or the last axis only: leave it out of tensors=")
+                raise InputError(
+                    f"tensor {label} is quantized along axis {axis}; TFLite Micro's LUT kernels "
+                    "support axis 0 or the last axis only: leave it out of tensors="
+                )
             continue
         tables = _channels(data, per_channel, axis)
         distinct = max(len(np.unique(table)) for table in tables)
@@ -226,9 +241,19 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
         packed = math.ceil(data.size * width / 8)
         after = packed + 16 + len(tables) * distinct + OVERHEAD_BYTES + OVERHEAD_BYTES_PER_CHANNEL * len(t.scale)
         demand = data.size + max(live[o.index] for o in sub.operators if index in o.inputs)
-        entry = LutTensor(index, label, op, tuple(int(d) for d in t.shape),
-                          f"per-channel({axis})" if per_channel else "per-tensor", distinct, width, data.size, after,
-                          max(0, demand - peak) + ARENA_BYTES_PER_TENSOR, demand)
+        entry = LutTensor(
+            index,
+            label,
+            op,
+            tuple(int(d) for d in t.shape),
+            f"per-channel({axis})" if per_channel else "per-tensor",
+            distinct,
+            width,
+            data.size,
+            after,
+            max(0, demand - peak) + ARENA_BYTES_PER_TENSOR,
+            demand,
+        )
         if auto and entry.saved <= 0:
             continue  # too small to pay, whatever it holds
         if needed > 7 and bits == "auto":
@@ -243,10 +268,12 @@ def lut_plan(tflite_model: Any, bits: int | str = 4, tensors: Any = "auto") -> l
 
 def _too_many(t: LutTensor, bits: int) -> str:
     where = "in one channel" if t.mode.startswith("per-channel") else "in the tensor"
-    return (f"tensor {t.label} ({t.op} weights, shape {'x'.join(map(str, t.shape))}) holds {t.distinct} distinct "
-            f"values {where}, more than the {2 ** bits} that {bits}-bit indices address: cluster the model first "
-            f"(tfedge.cluster(model, clusters={2 ** bits}), then quantize_aware(..., preserve_clusters=True)), or "
-            "pass bits='auto'")
+    return (
+        f"tensor {t.label} ({t.op} weights, shape {'x'.join(map(str, t.shape))}) holds {t.distinct} distinct "
+        f"values {where}, more than the {2**bits} that {bits}-bit indices address: cluster the model first "
+        f"(tfedge.cluster(model, clusters={2**bits}), then quantize_aware(..., preserve_clusters=True)), or "
+        "pass bits='auto'"
+    )
 
 
 def _specs(plan: Sequence[LutTensor]):
@@ -255,7 +282,9 @@ def _specs(plan: Sequence[LutTensor]):
 
     builder = compression.SpecBuilder()
     for t in plan:
-        mode = spec.PerChannel(axis=int(t.mode[len("per-channel("):-1])) if t.mode != "per-tensor" else spec.PerTensor()
+        mode = (
+            spec.PerChannel(axis=int(t.mode[len("per-channel(") : -1])) if t.mode != "per-tensor" else spec.PerTensor()
+        )
         builder.add_tensor(subgraph=0, tensor=t.index).with_lut(index_bitwidth=t.bits, mode=mode)
     return builder.build()
 
@@ -269,8 +298,11 @@ def _compress(content: bytes, plan: Sequence[LutTensor]) -> bytes:
     """
     from tflite_micro import compression
 
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-            contextlib.redirect_stdout(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         try:
             raw = bytes(compression.compress(content, _specs(plan)))
@@ -335,9 +367,11 @@ def lut_report(
     content, source = model_bytes(tflite_model, what="model to compress")
     plan = lut_plan(content, bits, tensors)
     if not plan:
-        raise InputError(f"no weight tensor of {source} is worth LUT compression at bits={bits!r}: none saves more "
-                         "flash than the arena its decoded copy adds; keep the int8 file, or pass tensors='all' "
-                         "to trade arena for flash anyway")
+        raise InputError(
+            f"no weight tensor of {source} is worth LUT compression at bits={bits!r}: none saves more "
+            "flash than the arena its decoded copy adds; keep the int8 file, or pass tensors='all' "
+            "to trade arena for flash anyway"
+        )
     compressed = _compress(content, plan)
     x = sample_inputs(content, source, data, samples)
     before = TFLiteMicro(content, source=source).run(x)
@@ -347,20 +381,27 @@ def lut_report(
     if rows:
         raise ValidationError(
             f"the LUT-compressed model differs from {source} on TFLite Micro in {rows} of {len(diff)} samples "
-            f"(max difference {int(np.abs(diff).max())}): not returned; please report this model")
+            f"(max difference {int(np.abs(diff).max())}): not returned; please report this model"
+        )
     flash_saved = len(content) - len(compressed)
     if isinstance(tensors, str) and tensors == "auto" and flash_saved <= 0:
-        raise InputError(f"LUT compression of {source} does not pay: the file grows from {len(content):,} to "
-                         f"{len(compressed):,} bytes; keep the int8 file")
+        raise InputError(
+            f"LUT compression of {source} does not pay: the file grows from {len(content):,} to "
+            f"{len(compressed):,} bytes; keep the int8 file"
+        )
     arena_before, arena_after = int(before.arena_bytes or 0), int(after.arena_bytes or 0)  # measured: run() asks
     widths = sorted({t.bits for t in plan})
     names = ", ".join(f"{t.label} ({t.bits}-bit {t.mode}, {t.distinct} values)" for t in plan)
-    notes = [*getattr(tflite_model, "notes", ()),
-             "TFLite Micro only: LUT-compressed weights are expanded by TFLM_DECODE ops, which LiteRT cannot run",
-             f"LUT {'/'.join(map(str, widths))}-bit on {len(plan)} tensor{'s' if len(plan) > 1 else ''}: {names}",
-             (f"flash {len(content):,} -> {len(compressed):,} bytes ({-flash_saved:+,}); TFLite Micro arena "
-              f"{arena_before:,} -> {arena_after:,} bytes ({arena_after - arena_before:+,}); "
-              f"outputs bit-identical to the uncompressed model on TFLite Micro ({len(x)} samples)")]
+    notes = [
+        *getattr(tflite_model, "notes", ()),
+        "TFLite Micro only: LUT-compressed weights are expanded by TFLM_DECODE ops, which LiteRT cannot run",
+        f"LUT {'/'.join(map(str, widths))}-bit on {len(plan)} tensor{'s' if len(plan) > 1 else ''}: {names}",
+        (
+            f"flash {len(content):,} -> {len(compressed):,} bytes ({-flash_saved:+,}); TFLite Micro arena "
+            f"{arena_before:,} -> {arena_after:,} bytes ({arena_after - arena_before:+,}); "
+            f"outputs bit-identical to the uncompressed model on TFLite Micro ({len(x)} samples)"
+        ),
+    ]
     quantization = getattr(tflite_model, "quantization", None)
     model = TFLiteModel(compressed, quantization=quantization, notes=notes, source=f"{source} (LUT-compressed)")
     return LutReport(model, tuple(plan), len(content), len(compressed), arena_before, arena_after, len(x))

@@ -99,8 +99,10 @@ def _check_keras_archive(p: Path) -> str:
                 raise InputError(f"{where} has no config.json: not a Keras model archive")
             unpacked = sum(member.file_size for member in zf.infolist())
             if unpacked > files.MAX_FILE_BYTES:  # a small compressed file can unpack to gigabytes
-                raise InputError(f"{where} unpacks to {unpacked:,} bytes, over the {files.MAX_FILE_BYTES:,}-byte cap: "
-                                 "pass a smaller model (or raise tfedge.files.MAX_FILE_BYTES if you trust it)")
+                raise InputError(
+                    f"{where} unpacks to {unpacked:,} bytes, over the {files.MAX_FILE_BYTES:,}-byte cap: "
+                    "pass a smaller model (or raise tfedge.files.MAX_FILE_BYTES if you trust it)"
+                )
             info = zf.getinfo("config.json")
             if info.file_size > 64 * 1024 * 1024:
                 raise InputError(f"{where}: config.json is {info.file_size:,} bytes, refused as implausible")

@@ -46,7 +46,7 @@ def capture_fds(fds: tuple[int, ...] = (2,), *, keep: bool = True) -> Iterator[C
     sys.stderr.flush()
     saved = [os.dup(fd) for fd in fds]
     try:
-        with (tempfile.TemporaryFile() if keep else open(os.devnull, "wb")) as sink:
+        with tempfile.TemporaryFile() if keep else open(os.devnull, "wb") as sink:
             for fd in fds:
                 os.dup2(sink.fileno(), fd)
             try:

@@ -123,8 +123,9 @@ class PipelineConfig:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, parse_size(getattr(self, name), name))
         check_range(self.max_accuracy_drop, "max_accuracy_drop", 0.0, 100.0, hint="points of accuracy, e.g. 1.0")
-        ratios = tuple(check_fraction(r, "channel_ratios", high_open=True, hint="e.g. (0.25, 0.5)")
-                       for r in self.channel_ratios)
+        ratios = tuple(
+            check_fraction(r, "channel_ratios", high_open=True, hint="e.g. (0.25, 0.5)") for r in self.channel_ratios
+        )
         object.__setattr__(self, "channel_ratios", ratios)
         widths = tuple(check_int(w, "student_widths", minimum=1, hint="e.g. (4, 8)") for w in self.student_widths)
         object.__setattr__(self, "student_widths", widths)
@@ -147,8 +148,12 @@ class PipelineConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> PipelineConfig:
         """A short run (under a minute on 2 cores) for tests and notebooks; lower accuracy."""
-        return cls(**{**dict(teacher_epochs=4, distill_epochs=5, prune_epochs=3, qat_epochs=2,
-                             calibration_samples=200), **overrides})
+        return cls(
+            **{
+                **dict(teacher_epochs=4, distill_epochs=5, prune_epochs=3, qat_epochs=2, calibration_samples=200),
+                **overrides,
+            }
+        )
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, *, quick: bool = False, **overrides: Any) -> PipelineConfig:
@@ -209,8 +214,10 @@ class StageRecord:
     def summary(self) -> str:
         """One progress line: accuracy per runtime, bytes, sparsity, seconds."""
         acc = ", ".join(f"{k} {100 * v:.1f} %" for k, v in self.accuracy.items())
-        return (f"{self.stage}: {acc}; {self.bytes or 0:,} bytes; sparsity {100 * (self.sparsity or 0):.0f} % "
-                f"({self.seconds} s)")
+        return (
+            f"{self.stage}: {acc}; {self.bytes or 0:,} bytes; sparsity {100 * (self.sparsity or 0):.0f} % "
+            f"({self.seconds} s)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,8 +240,9 @@ class RunContext:
     write: bool = True
 
     @classmethod
-    def prepare(cls, config: PipelineConfig, data: Any, *, strategy: Any = None, recipe: Recipe = DIGITS,
-                write: bool = True) -> RunContext:
+    def prepare(
+        cls, config: PipelineConfig, data: Any, *, strategy: Any = None, recipe: Recipe = DIGITS, write: bool = True
+    ) -> RunContext:
         """Read ``data`` (``x_train, y_train, x_test, y_test``), augment it, create ``config.out_dir``, seed."""
         x_train, y_train, x_test, y_test = (getattr(data, k) for k in ("x_train", "y_train", "x_test", "y_test"))
         x_fit, y_fit = x_train, y_train
@@ -245,8 +253,18 @@ class RunContext:
         if write:
             Path(config.out_dir).mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(config.seed)
-        return cls(config=config, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, x_fit=x_fit,
-                   y_fit=y_fit, strategy=strategy or tf.distribute.get_strategy(), recipe=recipe, write=write)
+        return cls(
+            config=config,
+            x_train=x_train,
+            y_train=y_train,
+            x_test=x_test,
+            y_test=y_test,
+            x_fit=x_fit,
+            y_fit=y_fit,
+            strategy=strategy or tf.distribute.get_strategy(),
+            recipe=recipe,
+            write=write,
+        )
 
     @property
     def out(self) -> Path:
@@ -289,8 +307,9 @@ class RunContext:
         per_epoch = int(np.ceil(len(self.x_fit) / self.config.batch_size))
         return max(epochs, int(np.ceil(min_steps / per_epoch)))
 
-    def distill(self, student: keras.Model, teacher: keras.Model, epochs: int, learning_rate: float,
-                callbacks: tuple = ()) -> keras.Model:
+    def distill(
+        self, student: keras.Model, teacher: keras.Model, epochs: int, learning_rate: float, callbacks: tuple = ()
+    ) -> keras.Model:
         """Train ``student`` with a :class:`tfedge.Distiller` (cosine-decayed Adam) for ``epochs``; return it."""
         config = self.config
         per_epoch = int(np.ceil(len(self.x_fit) / config.batch_size))
@@ -301,8 +320,12 @@ class RunContext:
             distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
         if config.verbose and epochs > 30:  # tiny epochs of a small data set: a progress bar over them, not a line each
             callbacks = (*callbacks, _EpochBar(epochs))
-        distiller.fit(self.dataset(config.batch_size), epochs=epochs, callbacks=list(callbacks),
-                      verbose=(config.verbose and 2) if epochs <= 30 else 0)
+        distiller.fit(
+            self.dataset(config.batch_size),
+            epochs=epochs,
+            callbacks=list(callbacks),
+            verbose=(config.verbose and 2) if epochs <= 30 else 0,
+        )
         return distiller.student
 
     @property
@@ -324,14 +347,23 @@ class RunContext:
             f"rate ({config.learning_rate:g}; try {config.learning_rate / 3:.0e} or {config.learning_rate * 3:.0e}), a "
             f"softmax head on the student (end it with Dense(num_classes) and no activation: logits), or a student "
             f"too small for the task ({count_params(model):,} parameters: try a wider one, or leave --student out to "
-            f"search the built-in candidates)")
+            f"search the built-in candidates)"
+        )
 
     def float_record(self, stage: str, model: keras.Model, started: float, **figures: Any) -> StageRecord:
         """The record of a float Keras model: its float32 .tflite bytes and its accuracy."""
         tfl = tfedge.convert(model, quantization="float32")
-        return StageRecord(stage, count_params(model), bytes=tfl.size, gzip_bytes=tfl.gzip_size,
-                           accuracy={"keras": self.accuracy(model)}, seconds=_since(started), model=model,
-                           tflite=tfl, **figures)
+        return StageRecord(
+            stage,
+            count_params(model),
+            bytes=tfl.size,
+            gzip_bytes=tfl.gzip_size,
+            accuracy={"keras": self.accuracy(model)},
+            seconds=_since(started),
+            model=model,
+            tflite=tfl,
+            **figures,
+        )
 
 
 class _EpochBar(keras.callbacks.Callback):
@@ -365,15 +397,27 @@ def train_teacher(run: RunContext, teacher: keras.Model | None = None) -> StageR
             run.log(f"training the teacher ({config.teacher_epochs} epochs on {len(run.x_fit):,} samples)")
             with run.strategy.scope():
                 teacher = run.recipe.teacher(run.input_shape, run.num_classes)
-                teacher.compile(optimizer=keras.optimizers.Adam(config.teacher_learning_rate),
-                                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                metrics=["accuracy"])
-            teacher.fit(run.dataset(config.teacher_batch_size), epochs=config.teacher_epochs,
-                        verbose=config.verbose and 2)
+                teacher.compile(
+                    optimizer=keras.optimizers.Adam(config.teacher_learning_rate),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=["accuracy"],
+                )
+            teacher.fit(
+                run.dataset(config.teacher_batch_size), epochs=config.teacher_epochs, verbose=config.verbose and 2
+            )
         tfl = tfedge.convert(teacher, quantization="float32")
-        return StageRecord("teacher float32", count_params(teacher), sparsity=0.0, bytes=tfl.size,
-                           gzip_bytes=tfl.gzip_size, accuracy={"keras": run.accuracy(teacher)}, compression=1.0,
-                           seconds=_since(started), model=teacher, tflite=tfl)
+        return StageRecord(
+            "teacher float32",
+            count_params(teacher),
+            sparsity=0.0,
+            bytes=tfl.size,
+            gzip_bytes=tfl.gzip_size,
+            accuracy={"keras": run.accuracy(teacher)},
+            compression=1.0,
+            seconds=_since(started),
+            model=teacher,
+            tflite=tfl,
+        )
 
 
 def ptq_baseline(run: RunContext, teacher: keras.Model) -> StageRecord:
@@ -383,8 +427,12 @@ def ptq_baseline(run: RunContext, teacher: keras.Model) -> StageRecord:
     """
     started = time.perf_counter()
     with run.stage("baseline (teacher, post-training int8)"):
-        tfl = tfedge.convert(teacher, representative_data=run.x_train, quantization="int8",
-                             calibration_samples=run.config.calibration_samples)
+        tfl = tfedge.convert(
+            teacher,
+            representative_data=run.x_train,
+            quantization="int8",
+            calibration_samples=run.config.calibration_samples,
+        )
         result = tfedge.validate(tfl, run.x_test, run.y_test, runtimes=run.config.runtimes, verbose=0)
         accuracy = min(result.accuracy.values())
         chance = run.chance
@@ -392,15 +440,26 @@ def ptq_baseline(run: RunContext, teacher: keras.Model) -> StageRecord:
             raise CheckFailed(
                 f"the teacher's plain int8 model scores {100 * accuracy:.1f} % on the validation data, no better than "
                 f"chance ({100 * chance:.1f} %): check that the teacher is trained and that the labels of the data "
-                f"match its outputs")
-        return StageRecord("teacher int8 (PTQ baseline)", count_params(teacher), bytes=tfl.size,
-                           gzip_bytes=tfl.gzip_size, accuracy=dict(result.accuracy), arena_bytes=result.arena_bytes,
-                           seconds=_since(started), model=teacher, tflite=tfl, validation=result,
-                           inspection=tfedge.inspect(tfl))
+                f"match its outputs"
+            )
+        return StageRecord(
+            "teacher int8 (PTQ baseline)",
+            count_params(teacher),
+            bytes=tfl.size,
+            gzip_bytes=tfl.gzip_size,
+            accuracy=dict(result.accuracy),
+            arena_bytes=result.arena_bytes,
+            seconds=_since(started),
+            model=teacher,
+            tflite=tfl,
+            validation=result,
+            inspection=tfedge.inspect(tfl),
+        )
 
 
-def distill_student(run: RunContext, student: Any, teacher: keras.Model, *, reference: float | None = None
-                    ) -> StageRecord:
+def distill_student(
+    run: RunContext, student: Any, teacher: keras.Model, *, reference: float | None = None
+) -> StageRecord:
     """Stage 'distillation': build the student if needed and distill it from ``teacher`` (``distill_epochs``).
 
     ``student``: a Keras model, a function of no arguments that builds one, or None for the recipe's
@@ -416,8 +475,10 @@ def distill_student(run: RunContext, student: Any, teacher: keras.Model, *, refe
                 student = student()
         if config.distill_epochs:
             epochs = run.epochs_for(config.distill_epochs, config.min_steps)
-            run.log(f"distilling '{student.name}' ({count_params(student):,} parameters; {epochs} "
-                    f"epochs, T={config.temperature}, alpha={config.alpha})")
+            run.log(
+                f"distilling '{student.name}' ({count_params(student):,} parameters; {epochs} "
+                f"epochs, T={config.temperature}, alpha={config.alpha})"
+            )
             student = run.distill(student, teacher, epochs, config.learning_rate)
         label = "student float32" + (" (distilled)" if config.distill_epochs else "")
         record = run.float_record(label, student, started, sparsity=0.0)
@@ -426,8 +487,9 @@ def distill_student(run: RunContext, student: Any, teacher: keras.Model, *, refe
         return record
 
 
-def prune_student(run: RunContext, student: keras.Model, teacher: keras.Model, *, sparsity: float | None = None
-                  ) -> StageRecord:
+def prune_student(
+    run: RunContext, student: keras.Model, teacher: keras.Model, *, sparsity: float | None = None
+) -> StageRecord:
     """Stage 'pruning': prune ``student`` to ``sparsity`` (default ``config.sparsity``) while distilling it
     (``prune_epochs``), strip it."""
     config, started = run.config, time.perf_counter()
@@ -436,19 +498,32 @@ def prune_student(run: RunContext, student: keras.Model, teacher: keras.Model, *
         run.log(f"pruning to {sparsity:.0%} while distilling ({config.prune_epochs} epochs)")
         with run.strategy.scope():
             pruned = tfedge.prune(student, sparsity, epochs=config.prune_epochs, end=0.7)
-        pruned = run.distill(pruned, teacher, config.prune_epochs, config.learning_rate / 2,
-                             callbacks=(tfedge.PruningCallback(strict=True),))
+        pruned = run.distill(
+            pruned,
+            teacher,
+            config.prune_epochs,
+            config.learning_rate / 2,
+            callbacks=(tfedge.PruningCallback(strict=True),),
+        )
         with run.strategy.scope():
             stripped = tfedge.strip(pruned)
         tfl = tfedge.convert(stripped, quantization="float32")
-        return StageRecord("pruned float32", count_params(stripped),
-                           sparsity=tfedge.sparsity_report(stripped)["overall"], bytes=tfl.size,
-                           gzip_bytes=tfl.gzip_size, accuracy={"keras": run.accuracy(stripped)},
-                           seconds=_since(started), model=stripped, tflite=tfl)
+        return StageRecord(
+            "pruned float32",
+            count_params(stripped),
+            sparsity=tfedge.sparsity_report(stripped)["overall"],
+            bytes=tfl.size,
+            gzip_bytes=tfl.gzip_size,
+            accuracy={"keras": run.accuracy(stripped)},
+            seconds=_since(started),
+            model=stripped,
+            tflite=tfl,
+        )
 
 
-def prune_within_floor(run: RunContext, student: keras.Model, teacher: keras.Model, floor: float, *,
-                       reference: float | None = None) -> StageRecord:
+def prune_within_floor(
+    run: RunContext, student: keras.Model, teacher: keras.Model, floor: float, *, reference: float | None = None
+) -> StageRecord:
     """Stage 'pruning' with the sparsity searched downwards: ``config.sparsity``, then lower levels, until the
     pruned student stays at or above ``floor``. Magnitude sparsity never shrinks a plain int8 file, so a
     level that costs the floor is not worth imposing. The last level tried is returned if none holds."""
@@ -457,8 +532,10 @@ def prune_within_floor(run: RunContext, student: keras.Model, teacher: keras.Mod
         record = prune_student(run, student, teacher, sparsity=level)
         if record.accuracy["keras"] >= floor:
             return record
-        run.log(f"sparsity {level:.0%} costs too much ({100 * record.accuracy['keras']:.1f} % < floor "
-                f"{100 * floor:.1f} %): trying a lower sparsity")
+        run.log(
+            f"sparsity {level:.0%} costs too much ({100 * record.accuracy['keras']:.1f} % < floor "
+            f"{100 * floor:.1f} %): trying a lower sparsity"
+        )
         level = round(level - 0.2, 2)
     assert record is not None
     if reference is not None:
@@ -467,8 +544,9 @@ def prune_within_floor(run: RunContext, student: keras.Model, teacher: keras.Mod
     return record
 
 
-def quantize_student(run: RunContext, student: keras.Model, teacher: keras.Model, *, qat: bool = True,
-                     reference: float | None = None) -> StageRecord:
+def quantize_student(
+    run: RunContext, student: keras.Model, teacher: keras.Model, *, qat: bool = True, reference: float | None = None
+) -> StageRecord:
     """Stage 'quantization-aware training': QAT (zeros kept when pruned) while distilling (``qat_epochs``).
 
     The record's ``params`` are the float student's; its ``model`` is the QAT model. With ``qat=False`` (a
@@ -484,9 +562,14 @@ def quantize_student(run: RunContext, student: keras.Model, teacher: keras.Model
         with run.strategy.scope():
             wrapped = tfedge.quantize_aware(student, preserve_sparsity=sparse, strict=True)
         wrapped = run.distill(wrapped, teacher, epochs, config.qat_learning_rate)
-        record = StageRecord("QAT (fake-quant Keras)", count_params(student),
-                             sparsity=tfedge.sparsity_report(wrapped)["overall"],
-                             accuracy={"keras": run.accuracy(wrapped)}, seconds=_since(started), model=wrapped)
+        record = StageRecord(
+            "QAT (fake-quant Keras)",
+            count_params(student),
+            sparsity=tfedge.sparsity_report(wrapped)["overall"],
+            accuracy={"keras": run.accuracy(wrapped)},
+            seconds=_since(started),
+            model=wrapped,
+        )
         if reference is not None:
             run.check_collapse("quantization-aware training", record.accuracy["keras"], student, reference)
         return record
@@ -495,8 +578,12 @@ def quantize_student(run: RunContext, student: keras.Model, teacher: keras.Model
 def convert_student(run: RunContext, qat: keras.Model) -> Any:
     """Stage 'int8 conversion': the fully-int8 :class:`tfedge.TFLiteModel`, calibrated on ``x_train``."""
     with run.stage("int8 conversion"):
-        return tfedge.convert(qat, representative_data=run.x_train, quantization="int8",
-                              calibration_samples=run.config.calibration_samples)
+        return tfedge.convert(
+            qat,
+            representative_data=run.x_train,
+            quantization="int8",
+            calibration_samples=run.config.calibration_samples,
+        )
 
 
 def validate_student(run: RunContext, tfl: Any, qat: StageRecord, *, started: float | None = None) -> StageRecord:
@@ -507,14 +594,26 @@ def validate_student(run: RunContext, tfl: Any, qat: StageRecord, *, started: fl
     started = time.perf_counter() if started is None else started
     with run.stage("validation"):
         info = tfedge.inspect(tfl)
-        result = tfedge.validate(tfl, run.x_test, run.y_test, reference=qat.model, runtimes=run.config.runtimes,
-                                 verbose=0)
+        result = tfedge.validate(
+            tfl, run.x_test, run.y_test, reference=qat.model, runtimes=run.config.runtimes, verbose=0
+        )
         figures = result.to_dict()
-        return StageRecord("deployed int8", qat.params, sparsity=info.sparsity, bytes=tfl.size,
-                           gzip_bytes=tfl.gzip_size, accuracy=dict(result.accuracy),
-                           agreement=figures.get("agreement"), arena_bytes=result.arena_bytes,
-                           latency_us=figures.get("latency_us"), seconds=_since(started), model=qat.model,
-                           tflite=tfl, validation=result, inspection=info)
+        return StageRecord(
+            "deployed int8",
+            qat.params,
+            sparsity=info.sparsity,
+            bytes=tfl.size,
+            gzip_bytes=tfl.gzip_size,
+            accuracy=dict(result.accuracy),
+            agreement=figures.get("agreement"),
+            arena_bytes=result.arena_bytes,
+            latency_us=figures.get("latency_us"),
+            seconds=_since(started),
+            model=qat.model,
+            tflite=tfl,
+            validation=result,
+            inspection=info,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,10 +622,12 @@ def validate_student(run: RunContext, tfl: Any, qat: StageRecord, *, started: fl
 
 def _builder(model: keras.Model) -> Callable[[], keras.Model]:
     """Build a fresh copy of ``model`` with its weights (a candidate is trained on a copy, never the original)."""
+
     def build() -> keras.Model:
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
         return copy
+
     return build
 
 
@@ -547,8 +648,9 @@ def default_candidates(run: RunContext, teacher: keras.Model, student: Any = Non
             run.log(f"no channel-pruned candidate at {ratio:.0%}: {exc}")
             continue
         if count_params(narrow) < count_params(head):
-            found.append(Candidate(f"{teacher.name} -{ratio:.0%} channels", "channels", _builder(narrow),
-                                   count_params(narrow)))
+            found.append(
+                Candidate(f"{teacher.name} -{ratio:.0%} channels", "channels", _builder(narrow), count_params(narrow))
+            )
     if student is not None:
         with run.strategy.scope():
             built = student() if callable(student) and not isinstance(student, keras.Model) else student
@@ -558,9 +660,14 @@ def default_candidates(run: RunContext, teacher: keras.Model, student: Any = Non
             model = small_student(run.input_shape, run.num_classes, width=width)
         except InputError:
             break
-        found.append(Candidate(f"built-in {model.name}", "built-in",
-                               functools.partial(small_student, run.input_shape, run.num_classes, width=width),
-                               count_params(model)))
+        found.append(
+            Candidate(
+                f"built-in {model.name}",
+                "built-in",
+                functools.partial(small_student, run.input_shape, run.num_classes, width=width),
+                count_params(model),
+            )
+        )
     return found
 
 
@@ -570,8 +677,9 @@ def recipe_candidates(run: RunContext) -> list[Candidate]:
     out = []
     for name, build in builders.items():
         model = build(run.input_shape, run.num_classes)
-        out.append(Candidate(name, "built-in", functools.partial(build, run.input_shape, run.num_classes),
-                             count_params(model)))
+        out.append(
+            Candidate(name, "built-in", functools.partial(build, run.input_shape, run.num_classes), count_params(model))
+        )
     return out
 
 
@@ -595,21 +703,32 @@ def measure_candidates(run: RunContext, candidates: list[Candidate]) -> list[Can
                 if not c.qat:
                     c.status = "measured (TF-MOT cannot wrap it: post-training int8)"
             c.seconds = round(time.perf_counter() - t0, 1)
-        run.log(f"measured {len(candidates)} candidates before training ({_since(started)} s); budget: "
-                f"{budget_text(run.config.flash_bytes, run.config.ram_bytes)}\n"
-                + candidate_table(candidates, flash=run.config.flash_bytes, ram=run.config.ram_bytes))
+        run.log(
+            f"measured {len(candidates)} candidates before training ({_since(started)} s); budget: "
+            f"{budget_text(run.config.flash_bytes, run.config.ram_bytes)}\n"
+            + candidate_table(candidates, flash=run.config.flash_bytes, ram=run.config.ram_bytes)
+        )
     return candidates
 
 
-def train_candidate(run: RunContext, c: Candidate, teacher: keras.Model, *, reference: float, floor: float,
-                    ) -> list[StageRecord]:
+def train_candidate(
+    run: RunContext,
+    c: Candidate,
+    teacher: keras.Model,
+    *,
+    reference: float,
+    floor: float,
+) -> list[StageRecord]:
     """Train one candidate: distill -> [prune] -> QAT (or post-training int8) -> int8 -> validate. Its stages."""
     config = run.config
     assert c.build is not None
     with run.strategy.scope():
         model = c.build()
-    distilled = distill_student(run, model, teacher, reference=reference) if c.distill else \
-        run.float_record("student float32", model, time.perf_counter(), sparsity=0.0)
+    distilled = (
+        distill_student(run, model, teacher, reference=reference)
+        if c.distill
+        else run.float_record("student float32", model, time.perf_counter(), sparsity=0.0)
+    )
     stages = [distilled]
     current = distilled
     if config.sparsity > 0:
@@ -636,14 +755,31 @@ def train_candidate(run: RunContext, c: Candidate, teacher: keras.Model, *, refe
 
 def baseline_candidate(baseline: StageRecord) -> Candidate:
     """The teacher's plain int8 model as a candidate: measured, validated, needs no training."""
-    return Candidate("teacher int8 (PTQ)", "teacher", None, baseline.params, distill=False, qat=False,
-                     bytes=baseline.bytes, arena_bytes=baseline.arena_bytes,
-                     accuracy=min(baseline.accuracy.values()), accuracies=dict(baseline.accuracy),
-                     status="baseline (no training)", result=[baseline])
+    return Candidate(
+        "teacher int8 (PTQ)",
+        "teacher",
+        None,
+        baseline.params,
+        distill=False,
+        qat=False,
+        bytes=baseline.bytes,
+        arena_bytes=baseline.arena_bytes,
+        accuracy=min(baseline.accuracy.values()),
+        accuracies=dict(baseline.accuracy),
+        status="baseline (no training)",
+        result=[baseline],
+    )
 
 
-def search(run: RunContext, everything: list[Candidate], teacher: keras.Model, *, floor: float, reference: float,
-           user_student: bool = False) -> Candidate:
+def search(
+    run: RunContext,
+    everything: list[Candidate],
+    teacher: keras.Model,
+    *,
+    floor: float,
+    reference: float,
+    user_student: bool = False,
+) -> Candidate:
     """Train the candidates that fit and choose one (``tfedge.budget.select``); ``everything[0]`` is the baseline.
 
     The baseline (the teacher's plain int8 model) is a candidate too: it needs no training. Without a
@@ -657,10 +793,11 @@ def search(run: RunContext, everything: list[Candidate], teacher: keras.Model, *
     if not fitting:
         raise CheckFailed(nothing_fits_message(everything, flash=config.flash_bytes, ram=config.ram_bytes))
     budget = config.flash_bytes is not None or config.ram_bytes is not None
-    order = sorted((c for c in fitting if c is not base), key=lambda c: (c.bytes or 0, c.arena_bytes or 0),
-                   reverse=budget)
+    order = sorted(
+        (c for c in fitting if c is not base), key=lambda c: (c.bytes or 0, c.arena_bytes or 0), reverse=budget
+    )
     if config.max_trained is not None:
-        order = order[:config.max_trained]
+        order = order[: config.max_trained]
     for c in everything:
         if c is not base and c not in order:
             c.status = "does not fit" if c not in fitting else "not trained"
@@ -683,9 +820,11 @@ def search(run: RunContext, everything: list[Candidate], teacher: keras.Model, *
         c.seconds = _since(started)
         over = not c.fits(config.flash_bytes, config.ram_bytes)
         c.status = "trained" + (" (over the budget after training)" if over else "")
-        run.log(f"{c.name}: {format_size(c.bytes)}, arena {format_size(c.arena_bytes)}, accuracy "
-                + ", ".join(f"{r} {100 * a:.1f} %" for r, a in c.accuracies.items())
-                + (" (below the floor)" if (c.accuracy or 0) < floor else ""))
+        run.log(
+            f"{c.name}: {format_size(c.bytes)}, arena {format_size(c.arena_bytes)}, accuracy "
+            + ", ".join(f"{r} {100 * a:.1f} %" for r, a in c.accuracies.items())
+            + (" (below the floor)" if (c.accuracy or 0) < floor else "")
+        )
         if not budget and (c.accuracy or 0) >= floor:
             break  # smallest first: the first that reaches the floor is the smallest that does
     for c in order:
@@ -712,8 +851,9 @@ class Outputs:
             self.add(self.out / filename)
 
 
-def search_summary(run: RunContext, candidates: list[Candidate], chosen: Candidate | None, baseline: StageRecord,
-                   teacher: StageRecord) -> dict[str, Any]:
+def search_summary(
+    run: RunContext, candidates: list[Candidate], chosen: Candidate | None, baseline: StageRecord, teacher: StageRecord
+) -> dict[str, Any]:
     """The report's ``search``: budget, floor, baseline, every candidate (Pareto front marked), the choice, target."""
     from tfedge.budget import pareto
 
@@ -742,8 +882,14 @@ def search_summary(run: RunContext, candidates: list[Candidate], chosen: Candida
     return out
 
 
-def write_outputs(run: RunContext, outputs: Outputs, stages: list[StageRecord], *, seconds: float,
-                  search: Mapping[str, Any] | None = None) -> dict:
+def write_outputs(
+    run: RunContext,
+    outputs: Outputs,
+    stages: list[StageRecord],
+    *,
+    seconds: float,
+    search: Mapping[str, Any] | None = None,
+) -> dict:
     """Stage 'writing outputs': the C array of the deployed model, the report and the manifest; returns the report."""
     config, deployed = run.config, stages[-1]
     with run.stage("writing outputs"):
@@ -753,15 +899,22 @@ def write_outputs(run: RunContext, outputs: Outputs, stages: list[StageRecord], 
             for path in paths:
                 outputs.add(Path(path))
         report = build_report(
-            title=f"tfedge: {config.name}", config=dataclasses.asdict(config), stages=[s.to_dict() for s in stages],
+            title=f"tfedge: {config.name}",
+            config=dataclasses.asdict(config),
+            stages=[s.to_dict() for s in stages],
             deployed={**deployed.validation.to_dict(), "claim": deployed.validation.claim()},
             fully_int8=bool(deployed.inspection.fully_int8),
-            student_weights_sha256=weights_sha256(deployed.model), files=outputs.files,
-            data={"train": len(run.x_train), "test": len(run.x_test)}, seconds=seconds, search=search)
+            student_weights_sha256=weights_sha256(deployed.model),
+            files=outputs.files,
+            data={"train": len(run.x_train), "test": len(run.x_test)},
+            seconds=seconds,
+            search=search,
+        )
         if run.write:
             write_report(report, run.out)
-            write_manifest(run.out, outputs.files, dataset=run.recipe.dataset, scored=f"{stem}.tflite",
-                           accuracy=deployed.accuracy)
+            write_manifest(
+                run.out, outputs.files, dataset=run.recipe.dataset, scored=f"{stem}.tflite", accuracy=deployed.accuracy
+            )
         return report
 
 
@@ -802,11 +955,15 @@ def run_pipeline(
     teacher, teacher_bytes = trained.model, trained.bytes
     baseline = ptq_baseline(run, teacher).relative_to(teacher_bytes)
     floor = min(baseline.accuracy.values()) - config.max_accuracy_drop / 100
-    run.log(f"[2/4] {baseline.summary()}; arena {format_size(baseline.arena_bytes)}; accuracy floor "
-            f"{100 * floor:.1f} % (baseline - {config.max_accuracy_drop:g} pt)")
+    run.log(
+        f"[2/4] {baseline.summary()}; arena {format_size(baseline.arena_bytes)}; accuracy floor "
+        f"{100 * floor:.1f} % (baseline - {config.max_accuracy_drop:g} pt)"
+    )
     if 100 / len(run.y_test) > config.max_accuracy_drop / 2:
-        run.log(f"note: {len(run.y_test)} validation samples: one sample is {100 / len(run.y_test):.1f} pt, so the "
-                f"floor holds on them but may not on new data; more validation data makes the choice safer")
+        run.log(
+            f"note: {len(run.y_test)} validation samples: one sample is {100 / len(run.y_test):.1f} pt, so the "
+            f"floor holds on them but may not on new data; more validation data makes the choice safer"
+        )
     if candidates is None:
         if search_candidates:
             candidates = default_candidates(run, teacher, student)
@@ -820,24 +977,39 @@ def run_pipeline(
     measure_candidates(run, candidates)
     run.log(f"[3/4] training the candidates that fit ({budget_text(config.flash_bytes, config.ram_bytes)})")
     try:
-        chosen = search(run, everything, teacher, floor=floor, reference=trained.accuracy["keras"],
-                        user_student=student is not None)
+        chosen = search(
+            run, everything, teacher, floor=floor, reference=trained.accuracy["keras"], user_student=student is not None
+        )
     except CheckFailed as exc:
         if write:  # what was tried, for the person who reads the error; no deployed model
             report = build_report(
-                title=f"tfedge: {config.name} (nothing shipped)", config=dataclasses.asdict(config),
-                stages=[trained.to_dict(), baseline.to_dict()], deployed={}, fully_int8=False,
-                student_weights_sha256="", files=outputs.files, seconds=time.perf_counter() - t_start,
+                title=f"tfedge: {config.name} (nothing shipped)",
+                config=dataclasses.asdict(config),
+                stages=[trained.to_dict(), baseline.to_dict()],
+                deployed={},
+                fully_int8=False,
+                student_weights_sha256="",
+                files=outputs.files,
+                seconds=time.perf_counter() - t_start,
                 data={"train": len(run.x_train), "test": len(run.x_test)},
-                search=search_summary(run, everything, None, baseline, trained), summary=first_line(exc))
+                search=search_summary(run, everything, None, baseline, trained),
+                summary=first_line(exc),
+            )
             write_report(report, run.out)
         raise
     stages = [trained, baseline] + [s.relative_to(teacher_bytes) for s in chosen.result if s is not baseline]
-    run.log(f"[4/4] chosen: {chosen.name}\n"
-            + candidate_table(everything, flash=config.flash_bytes, ram=config.ram_bytes, chosen=chosen))
+    run.log(
+        f"[4/4] chosen: {chosen.name}\n"
+        + candidate_table(everything, flash=config.flash_bytes, ram=config.ram_bytes, chosen=chosen)
+    )
     outputs.save(f"{config.name}_student_int8.tflite", stages[-1].tflite)
-    report = write_outputs(run, outputs, stages, seconds=time.perf_counter() - t_start,
-                           search=search_summary(run, everything, chosen, baseline, trained))
+    report = write_outputs(
+        run,
+        outputs,
+        stages,
+        seconds=time.perf_counter() - t_start,
+        search=search_summary(run, everything, chosen, baseline, trained),
+    )
     run.log(report["summary"])
     run.log(f"kernel sets: {report['deployed']['claim']}")
     return report
@@ -858,8 +1030,9 @@ def _pair(value: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float = 0.2, seed: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_validation(
+    x: np.ndarray, y: np.ndarray, fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``x_train, y_train, x_val, y_val``: ``fraction`` held out, stratified by label (when every class has two
     samples or more), with a fixed seed.
 
@@ -938,22 +1111,48 @@ def compress(
     else:
         x_train, y_train, x_val, y_val = split_validation(x, y)
         if verbose:
-            print(f"tfedge: no validation data given: {len(x_val):,} samples (20 %) of the training data are held out "
-                  "for the checks and the choice. If the teacher was trained on them, its accuracy there (and that of "
-                  "its narrower copies) is overstated: give validation data it never saw (--val / val=)", flush=True)
+            print(
+                f"tfedge: no validation data given: {len(x_val):,} samples (20 %) of the training data are held out "
+                "for the checks and the choice. If the teacher was trained on them, its accuracy there (and that of "
+                "its narrower copies) is overstated: give validation data it never saw (--val / val=)",
+                flush=True,
+            )
     ratios = settings.pop("channel_ratios", (0.25, 0.5, 0.75))
     if channels is not None:
         ratios = tuple(channels) if isinstance(channels, (tuple, list)) else (channels,)
     strategy = strategy or tf.distribute.get_strategy()
     distill_epochs = epochs or 10
     prune_epochs = epochs or 5
-    config = PipelineConfig(**{**dict(
-        out_dir=str(out_dir), name=name or teacher.name, sparsity=sparsity, teacher_epochs=0,
-        distill_epochs=distill_epochs, prune_epochs=prune_epochs, qat_epochs=max(1, prune_epochs // 2 + 1),
-        augment=False, verbose=verbose, flash=flash, ram=ram, max_accuracy_drop=max_accuracy_drop,
-        channel_ratios=ratios, min_steps=0 if epochs else 1500), **settings})
-    return run_pipeline(config, Split(x_train, y_train, x_val, y_val), teacher=teacher, student=student,
-                        strategy=strategy, write=write, search_candidates=True)
+    config = PipelineConfig(
+        **{
+            **dict(
+                out_dir=str(out_dir),
+                name=name or teacher.name,
+                sparsity=sparsity,
+                teacher_epochs=0,
+                distill_epochs=distill_epochs,
+                prune_epochs=prune_epochs,
+                qat_epochs=max(1, prune_epochs // 2 + 1),
+                augment=False,
+                verbose=verbose,
+                flash=flash,
+                ram=ram,
+                max_accuracy_drop=max_accuracy_drop,
+                channel_ratios=ratios,
+                min_steps=0 if epochs else 1500,
+            ),
+            **settings,
+        }
+    )
+    return run_pipeline(
+        config,
+        Split(x_train, y_train, x_val, y_val),
+        teacher=teacher,
+        student=student,
+        strategy=strategy,
+        write=write,
+        search_candidates=True,
+    )
 
 
 __all__ = [

@@ -128,8 +128,9 @@ class AdaptiveSchedule(tfmot.sparsity.keras.PruningSchedule):
         self.power = int(power)
         self.m_by_n = tuple(m_by_n) if m_by_n else None
         with tf.init_scope():  # plain eager variables even if built inside a tf.function
-            self._steps = tf.Variable([begin_step, end_step, frequency], dtype=tf.int64, trainable=False,
-                                      name="tfedge_pruning_schedule")
+            self._steps = tf.Variable(
+                [begin_step, end_step, frequency], dtype=tf.int64, trainable=False, name="tfedge_pruning_schedule"
+            )
         if begin_step < 0 and epochs and steps_per_epoch:
             self.configure(epochs * steps_per_epoch)
 
@@ -256,8 +257,11 @@ def _registry_weights(layer: keras.layers.Layer, extra: Sequence = ()) -> list:
     if hasattr(layer, "get_prunable_weights"):
         return list(layer.get_prunable_weights())
     registry = prune_registry.PruneRegistry
-    names = _EXTRA_PRUNABLE[type(layer)][0] if type(layer) in _EXTRA_PRUNABLE else \
-        registry._LAYERS_WEIGHTS_MAP.get(type(layer))
+    names = (
+        _EXTRA_PRUNABLE[type(layer)][0]
+        if type(layer) in _EXTRA_PRUNABLE
+        else registry._LAYERS_WEIGHTS_MAP.get(type(layer))
+    )
     if names is not None:
         return [w for w in (_variable(layer, name, extra) for name in names) if w is not None]
     if type(layer) in registry._RNN_LAYERS and registry.supports(layer):
@@ -312,9 +316,7 @@ def _matches(entry: Any, layer: keras.layers.Layer) -> bool:
         return entry == layer.name or entry == type(layer).__name__
     if isinstance(entry, type):
         return isinstance(layer, entry)
-    raise InputError(
-        f"layers= and skip= take layer names or layer classes, got {entry!r} ({type(entry).__name__})"
-    )
+    raise InputError(f"layers= and skip= take layer names or layer classes, got {entry!r} ({type(entry).__name__})")
 
 
 def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) -> set[int]:
@@ -322,8 +324,9 @@ def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) ->
     all_layers = [layer for _, layer in walk_layers(model)]
     names = ", ".join(layer.name for layer in all_layers)
     prunable = [layer for layer in all_layers if _is_prunable(layer, m_by_n)]
-    kinds = ("Conv1D/2D/3D, Dense, DepthwiseConv2D, SeparableConv pointwise kernels, Embedding, RNN and "
-             "attention kernels")
+    kinds = (
+        "Conv1D/2D/3D, Dense, DepthwiseConv2D, SeparableConv pointwise kernels, Embedding, RNN and attention kernels"
+    )
     if not prunable:
         raise ModelError(
             f"model '{model.name}' has no layer TF-MOT can prune (layers: {names}); prunable layers "
@@ -341,8 +344,11 @@ def _select(model: keras.Model, layers: Any, skip: Any, m_by_n: tuple | None) ->
             ok = [layer for layer in matched if layer in prunable]
             if not ok:
                 what = type(matched[0]).__name__
-                why = ("which TF-MOT cannot prune m-by-n (Dense and Conv2D-like kernels only, not depthwise)"
-                       if m_by_n and _registry_weights(matched[0]) else "which has no weights TF-MOT can prune")
+                why = (
+                    "which TF-MOT cannot prune m-by-n (Dense and Conv2D-like kernels only, not depthwise)"
+                    if m_by_n and _registry_weights(matched[0])
+                    else "which has no weights TF-MOT can prune"
+                )
                 raise InputError(f"layers= names '{label}' ({what}), {why}; prunable layers: {prunable_names}")
             chosen += [layer for layer in ok if layer not in chosen]
     for entry in _as_list(skip):
@@ -425,8 +431,9 @@ def prune(
             "train it as it is, or tfedge.strip() it first"
         )
     chosen = _select(model, layers, skip, pair)
-    sched = AdaptiveSchedule(target, kind=schedule, begin=begin, end=end, epochs=epochs,
-                             steps_per_epoch=steps_per_epoch, m_by_n=pair)
+    sched = AdaptiveSchedule(
+        target, kind=schedule, begin=begin, end=end, epochs=epochs, steps_per_epoch=steps_per_epoch, m_by_n=pair
+    )
     copies: list[tuple[keras.layers.Layer, list]] = []
 
     def clone(layer):
@@ -517,8 +524,14 @@ class SparsityReport(dict):
 
     def format_table(self) -> str:
         rows: list[list[Any]] = [
-            [name, info["class"], f"{info['weights']:,}", f"{info['zeros']:,}", f"{info['sparsity']:.3f}",
-             None if info["target"] is None else f"{info['target']:.2f}"]
+            [
+                name,
+                info["class"],
+                f"{info['weights']:,}",
+                f"{info['zeros']:,}",
+                f"{info['sparsity']:.3f}",
+                None if info["target"] is None else f"{info['target']:.2f}",
+            ]
             for name, info in self["layers"].items()
         ]
         rows.append(["overall", "", f"{self['weights']:,}", f"{self['zeros']:,}", f"{self['overall']:.3f}", None])
@@ -577,8 +590,13 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
             continue
         size = int(sum(w.size for w in weights))
         nz = int(sum(w.size - np.count_nonzero(w) for w in weights))
-        layers[name] = {"class": cls, "weights": size, "zeros": nz, "sparsity": nz / size if size else 0.0,
-                        "target": target}
+        layers[name] = {
+            "class": cls,
+            "weights": size,
+            "zeros": nz,
+            "sparsity": nz / size if size else 0.0,
+            "target": target,
+        }
         total += size
         zeros += nz
     return SparsityReport(overall=zeros / total if total else 0.0, zeros=zeros, weights=total, layers=layers)
@@ -722,8 +740,9 @@ class PruningCallback(keras.callbacks.Callback):
         # needing the tensorboard package installed.
         with self._writer.as_default():
             for name, value in values.items():
-                tf.summary.write(f"sparsity/{name}", tf.constant(value, tf.float32), step=step,
-                                 metadata=_SCALAR_METADATA)
+                tf.summary.write(
+                    f"sparsity/{name}", tf.constant(value, tf.float32), step=step, metadata=_SCALAR_METADATA
+                )
         self._writer.flush()
 
     def on_train_end(self, logs=None):
@@ -758,8 +777,10 @@ class PruningCallback(keras.callbacks.Callback):
                 below.append((name, reached, target))
                 targets.add(round(target, 4))
         if broken:
-            return (f"pruned layers break their m-by-n pattern: {', '.join(broken)}; train with "
-                    "tfedge.PruningCallback from the first step (the 2:4 masks are set at step 1)")
+            return (
+                f"pruned layers break their m-by-n pattern: {', '.join(broken)}; train with "
+                "tfedge.PruningCallback from the first step (the 2:4 masks are set at step 1)"
+            )
         if not below:
             return None
         if len(targets) == 1:
@@ -768,18 +789,24 @@ class PruningCallback(keras.callbacks.Callback):
             head = "pruned layers below target: " + ", ".join(f"{n} ({r:.2f} < {t:.2f})" for n, r, t in below)
         step = max(self._steps())
         ends = [s.end_step for s in self._adaptive_schedules() if s.configured]
-        ends += [int(w.pruning_schedule.end_step) for _, w in self._layers
-                 if not isinstance(w.pruning_schedule, AdaptiveSchedule)
-                 and getattr(w.pruning_schedule, "end_step", -1) >= 0]
+        ends += [
+            int(w.pruning_schedule.end_step)
+            for _, w in self._layers
+            if not isinstance(w.pruning_schedule, AdaptiveSchedule) and getattr(w.pruning_schedule, "end_step", -1) >= 0
+        ]
         if ends and step < max(ends):
-            return (f"{head}; training stopped at pruning step {step}, before the schedule ends at step "
-                    f"{max(ends)}: keep training (a saved model resumes from its step) or lower end= in tfedge.prune")
+            return (
+                f"{head}; training stopped at pruning step {step}, before the schedule ends at step "
+                f"{max(ends)}: keep training (a saved model resumes from its step) or lower end= in tfedge.prune"
+            )
         raw = [w.pruning_schedule for _, w in self._layers if not isinstance(w.pruning_schedule, AdaptiveSchedule)]
         if raw:
             sched = raw[0]
-            return (f"{head}; the TF-MOT {type(sched).__name__} schedule prunes every "
-                    f"{getattr(sched, 'frequency', '?')} steps from step {getattr(sched, 'begin_step', '?')} and "
-                    f"training stopped at step {step}: use tfedge.prune, which sizes the schedule to the run")
+            return (
+                f"{head}; the TF-MOT {type(sched).__name__} schedule prunes every "
+                f"{getattr(sched, 'frequency', '?')} steps from step {getattr(sched, 'begin_step', '?')} and "
+                f"training stopped at step {step}: use tfedge.prune, which sizes the schedule to the run"
+            )
         return f"{head}; train longer or lower end= in tfedge.prune"
 
 

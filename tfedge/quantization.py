@@ -134,8 +134,10 @@ def quantize_aware(
     check_bool(per_channel, "per_channel")
     check_bool(strict, "strict")
     if not per_channel and (preserve_sparsity or preserve_clusters):
-        raise InputError("per_channel=False works with TF-MOT's default 8-bit scheme only, not with "
-                         "preserve_sparsity or preserve_clusters: keep per_channel=True for those")
+        raise InputError(
+            "per_channel=False works with TF-MOT's default 8-bit scheme only, not with "
+            "preserve_sparsity or preserve_clusters: keep per_channel=True for those"
+        )
     check_graph_model(model, "model to quantize")
     _refuse_already_quantized(model)
 
@@ -146,20 +148,28 @@ def quantize_aware(
             base = clustering.strip_clustering(base)
         skipped = _resolve_skip(base, skip)
         base = _qconfigs.lowered(base, skipped)
-        scheme = clustering.cqat_scheme(preserve_sparsity) if preserve_clusters else _scheme(preserve_sparsity,
-                                                                                             per_channel)
-        candidates = [layer.name for layer in base.layers
-                      if not isinstance(layer, keras.layers.InputLayer) and layer.name not in skipped]
+        scheme = (
+            clustering.cqat_scheme(preserve_sparsity) if preserve_clusters else _scheme(preserve_sparsity, per_channel)
+        )
+        candidates = [
+            layer.name
+            for layer in base.layers
+            if not isinstance(layer, keras.layers.InputLayer) and layer.name not in skipped
+        ]
         configs = _qconfigs.quantize_configs(base, set(candidates), preserve_sparsity)
         unsupported = _find_unsupported(base, candidates, scheme, preserve_sparsity, configs)
         problem = ""
         if unsupported:
             names = [u.name for u in unsupported]
-            problem = (f"{len(names)} layer{'s' if len(names) > 1 else ''} of model '{model.name}' cannot be "
-                       f"quantized by TF-MOT {_tfmot_version()}: {', '.join(map(str, unsupported))}; {_COST}")
+            problem = (
+                f"{len(names)} layer{'s' if len(names) > 1 else ''} of model '{model.name}' cannot be "
+                f"quantized by TF-MOT {_tfmot_version()}: {', '.join(map(str, unsupported))}; {_COST}"
+            )
             if strict:
-                raise ModelError(f"strict=True and {problem}: replace them with supported layers, or pass "
-                                 f"skip={names!r} (or strict=False) to keep them float")
+                raise ModelError(
+                    f"strict=True and {problem}: replace them with supported layers, or pass "
+                    f"skip={names!r} (or strict=False) to keep them float"
+                )
         annotate = set(candidates) - {u.name for u in unsupported}
         if not annotate:
             raise ModelError(
@@ -167,9 +177,13 @@ def quantize_aware(
                 f"unsupported: {len(unsupported)}): skip fewer layers, or quantize a model with Dense / Conv2D layers"
             )
         if problem:
-            warnings.warn(QuantizationWarning(
-                f"{problem}. They stay float: pass skip={names!r} to do so without this warning, or "
-                "strict=True to make it an error"), stacklevel=2)
+            warnings.warn(
+                QuantizationWarning(
+                    f"{problem}. They stay float: pass skip={names!r} to do so without this warning, or "
+                    "strict=True to make it an error"
+                ),
+                stacklevel=2,
+            )
         return _rebuilt(_apply(base, annotate, scheme, preserve_sparsity, configs))
 
 
@@ -185,10 +199,16 @@ def _scope(model: keras.Model) -> Iterator[None]:
     code is the caller's own); nothing is read from a file here.
     """
     layers = [inner for _, outer in walk_layers(model, models=True) for inner in (outer, unwrap(outer))]
-    classes = {type(layer).__name__: type(layer) for layer in layers
-               if not type(layer).__module__.startswith(("tf_keras.", "tensorflow_model_optimization."))}
-    with quantize_scope(), keras.utils.custom_object_scope(classes), \
-            keras.src.saving.serialization_lib.SafeModeScope(False):
+    classes = {
+        type(layer).__name__: type(layer)
+        for layer in layers
+        if not type(layer).__module__.startswith(("tf_keras.", "tensorflow_model_optimization."))
+    }
+    with (
+        quantize_scope(),
+        keras.utils.custom_object_scope(classes),
+        keras.src.saving.serialization_lib.SafeModeScope(False),
+    ):
         yield
 
 
@@ -226,15 +246,19 @@ def _resolve_skip(model: keras.Model, skip: Iterable[str | type] | None) -> set[
         if isinstance(item, str):
             if item not in names:
                 known = ", ".join(sorted(names))
-                raise InputError(f"skip names layer '{item}', which model '{model.name}' does not have "
-                                 f"(its layers: {known[:400]}): check the name")
+                raise InputError(
+                    f"skip names layer '{item}', which model '{model.name}' does not have "
+                    f"(its layers: {known[:400]}): check the name"
+                )
             chosen.add(item)
         elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
             layer_class: Any = item
             found = {layer.name for layer in model.layers if isinstance(layer, layer_class)}
             if not found:
-                raise InputError(f"skip names layer class {item.__name__}, but model '{model.name}' has "
-                                 "no such layer: check the class")
+                raise InputError(
+                    f"skip names layer class {item.__name__}, but model '{model.name}' has "
+                    "no such layer: check the class"
+                )
             chosen |= found
         else:
             raise InputError(f"skip must hold layer names (str) or keras layer classes, got {item!r}")
@@ -252,8 +276,9 @@ def _function_name(fn: object) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
-def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserve_sparsity: bool,
-                      configs: dict) -> list[_Unsupported]:
+def _find_unsupported(
+    model: keras.Model, candidates: list[str], scheme, preserve_sparsity: bool, configs: dict
+) -> list[_Unsupported]:
     """Layers among ``candidates`` that TF-MOT would refuse, found with TF-MOT's own transforms and registry
     (``configs``: tfedge's QuantizeConfigs by layer name, as :func:`_apply` will annotate them)."""
     by_name = {layer.name: layer for layer in model.layers}
@@ -266,15 +291,20 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
     for name in candidates:
         layer = by_name[name]
         if isinstance(layer, keras.Model):
-            refuse(layer, "a model nested in the model; TF-MOT quantizes only flat models, so build "
-                          "one model from its layers")
+            refuse(
+                layer,
+                "a model nested in the model; TF-MOT quantizes only flat models, so build one model from its layers",
+            )
         elif isinstance(layer, keras.layers.Lambda):
             refuse(layer, "TF-MOT cannot see the code inside a Lambda")
         elif not isinstance(layer, keras.layers.Activation) and callable(getattr(layer, "activation", None)):
             act = _function_name(layer.activation)
             if act not in _FUSED_ACTIVATIONS:
-                refuse(layer, f"fused activation '{act}' has no quantization-aware version; use a separate "
-                              f"activation layer (e.g. keras.layers.ReLU(6.0) for relu6)")
+                refuse(
+                    layer,
+                    f"fused activation '{act}' has no quantization-aware version; use a separate "
+                    f"activation layer (e.g. keras.layers.ReLU(6.0) for relu6)",
+                )
 
     # The rest: run TF-MOT's layout transforms (BatchNorm folding, ...) and ask its registry.
     layer_map = {name: {"quantize_config": configs.get(name)} for name in candidates if name not in found}
@@ -284,8 +314,10 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
     try:
         transformed, layer_map = scheme.get_layout_transformer().apply(model, layer_map)
     except Exception as exc:  # TF-MOT raises many types; report them as ours
-        raise ModelError(f"TF-MOT could not analyse model '{model.name}' for quantization: "
-                         f"{first_line(exc)}; pass the offending layers in skip=[...]") from None
+        raise ModelError(
+            f"TF-MOT could not analyse model '{model.name}' for quantization: "
+            f"{first_line(exc)}; pass the offending layers in skip=[...]"
+        ) from None
     registry = _RegistryView(scheme.get_quantize_registry(), set(), preserve_sparsity)
     for layer in transformed.layers:
         if layer.name not in layer_map or isinstance(layer, (keras.layers.InputLayer, _qlayer.QuantizeLayer)):
@@ -316,10 +348,14 @@ def _find_unsupported(model: keras.Model, candidates: list[str], scheme, preserv
 
 def _registry_reason(layer: keras.layers.Layer, preserve_sparsity: bool) -> str:
     if isinstance(layer, keras.layers.BatchNormalization):
-        return ("tfedge quantizes a BatchNormalization that normalizes the last axis of a 2-D to 4-D input "
-                "(or one right after a conv / dense with a linear activation)")
-    if preserve_sparsity and tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme() \
-            .get_quantize_registry().supports(layer):
+        return (
+            "tfedge quantizes a BatchNormalization that normalizes the last axis of a 2-D to 4-D input "
+            "(or one right after a conv / dense with a linear activation)"
+        )
+    if (
+        preserve_sparsity
+        and tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme().get_quantize_registry().supports(layer)
+    ):
         return "TF-MOT's sparsity-preserving scheme (preserve_sparsity=True) does not support it"
     if not type(layer).__module__.startswith("tf_keras"):
         return "a custom layer; TF-MOT has no quantize config for it"
@@ -415,8 +451,12 @@ def load_objects() -> dict:
     >>> sorted(load_objects())[:3]
     ['ClusterWeights', 'ClusterWeightsMHA', 'ClusterWeightsRNN']
     """
-    return {"QuantizeLayer": QuantizeLayer, "QuantizeWrapperV2": QuantizeWrapperV2,
-            "tfedge>PrunePreserveQuantizeConfig": PrunePreserveQuantizeConfig, **clustering.load_objects()}
+    return {
+        "QuantizeLayer": QuantizeLayer,
+        "QuantizeWrapperV2": QuantizeWrapperV2,
+        "tfedge>PrunePreserveQuantizeConfig": PrunePreserveQuantizeConfig,
+        **clustering.load_objects(),
+    }
 
 
 @contextlib.contextmanager
@@ -487,11 +527,12 @@ def _apply(model: keras.Model, annotate: set[str], scheme, preserve_sparsity: bo
     keep_float = {layer.name for layer in model.layers} - annotate
     try:
         annotated = keras.models.clone_model(model, clone_function=wrap)
-        return tfmot.quantization.keras.quantize_apply(
-            annotated, _AnnotatedOnly(scheme, keep_float, preserve_sparsity))
+        return tfmot.quantization.keras.quantize_apply(annotated, _AnnotatedOnly(scheme, keep_float, preserve_sparsity))
     except Exception as exc:  # never hand TF-MOT's bare error to the user
-        raise ModelError(f"TF-MOT could not quantize model '{model.name}': {first_line(exc)}; "
-                         "pass the layer it names in skip=[...] to keep it float") from None
+        raise ModelError(
+            f"TF-MOT could not quantize model '{model.name}': {first_line(exc)}; "
+            "pass the layer it names in skip=[...] to keep it float"
+        ) from None
 
 
 def _rebuilt(qat: keras.Model) -> keras.Model:
@@ -507,8 +548,10 @@ def _rebuilt(qat: keras.Model) -> keras.Model:
     fresh = keras.models.clone_model(qat, clone_function=clone)
     before, after = [tuple(w.shape) for w in qat.weights], [tuple(w.shape) for w in fresh.weights]
     if before != after:  # never seen; refuse rather than mix up weights
-        raise ModelError(f"quantization-aware model '{qat.name}' did not rebuild with the same weights "
-                         f"({len(before)} vs {len(after)}): please report this model")
+        raise ModelError(
+            f"quantization-aware model '{qat.name}' did not rebuild with the same weights "
+            f"({len(before)} vs {len(after)}): please report this model"
+        )
     fresh.set_weights(qat.get_weights())
     return fresh
 

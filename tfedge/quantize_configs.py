@@ -53,7 +53,8 @@ _register = keras.utils.register_keras_serializable(package="tfedge")
 def _activation_quantizer():
     """TF-MOT's 8-bit activation quantizer: asymmetric, per tensor, range by moving average."""
     return tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
-        num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+        num_bits=8, per_axis=False, symmetric=False, narrow_range=False
+    )
 
 
 class _Conv1DWeightsQuantizer(_d8q.Default8BitConvWeightsQuantizer):
@@ -93,8 +94,13 @@ class Conv1DAsConv2D(L.Conv1D):
         if kernel.shape.rank == 3:
             kernel = tf.expand_dims(kernel, 0)
         padding = "VALID" if self.padding == "causal" else self.padding.upper()  # causal: padded by call()
-        outputs = tf.nn.conv2d(tf.expand_dims(inputs, 1), kernel, strides=(1, 1, self.strides[0], 1),
-                               padding=padding, dilations=(1, 1, self.dilation_rate[0], 1))
+        outputs = tf.nn.conv2d(
+            tf.expand_dims(inputs, 1),
+            kernel,
+            strides=(1, 1, self.strides[0], 1),
+            padding=padding,
+            dilations=(1, 1, self.dilation_rate[0], 1),
+        )
         return tf.squeeze(outputs, 1)
 
 
@@ -202,8 +208,9 @@ def _affine_as_depthwise(inputs, scale, offset):
     elif rank == 3:
         x = tf.expand_dims(x, 1)
     kernel = tf.reshape(tf.cast(scale, x.dtype), (1, 1, -1, 1))
-    y = tf.nn.bias_add(tf.nn.depthwise_conv2d(x, kernel, strides=(1, 1, 1, 1), padding="VALID"),
-                       tf.cast(offset, x.dtype))
+    y = tf.nn.bias_add(
+        tf.nn.depthwise_conv2d(x, kernel, strides=(1, 1, 1, 1), padding="VALID"), tf.cast(offset, x.dtype)
+    )
     if rank == 2:
         return tf.squeeze(y, (1, 2))
     if rank == 3:
@@ -278,8 +285,15 @@ def _per_last_axis(layer: keras.layers.Layer) -> bool:
 
 
 #: Layer classes TF-MOT folds a following BatchNormalization into (with a linear activation), and ours.
-_FOLDS_BATCHNORM = (L.Conv2D, L.DepthwiseConv2D, L.Dense, L.SeparableConv2D, L.SeparableConv1D, L.Conv1D,
-                    Conv1DAsConv2D)
+_FOLDS_BATCHNORM = (
+    L.Conv2D,
+    L.DepthwiseConv2D,
+    L.Dense,
+    L.SeparableConv2D,
+    L.SeparableConv1D,
+    L.Conv1D,
+    Conv1DAsConv2D,
+)
 _FUSED_RELU = ("relu", "relu6")
 
 
@@ -314,7 +328,7 @@ def _is_relu(layer: keras.layers.Layer | None) -> bool:
 def _folded_batchnorm(layer: keras.layers.Layer) -> bool:
     """A BatchNormalization right after a conv / dense with a linear activation, whose only consumer it is."""
     before = _producer(layer)
-    return (type(before) in _FOLDS_BATCHNORM and _is_linear(before) and _only_consumer(before) is layer)
+    return type(before) in _FOLDS_BATCHNORM and _is_linear(before) and _only_consumer(before) is layer
 
 
 def lowered(model: keras.Model, skip: set[str]) -> keras.Model:
@@ -378,11 +392,20 @@ def quantize_configs(model: keras.Model, names: set[str], preserve_sparsity: boo
             continue
         after, before = _only_consumer(layer), _producer(layer)
         if type(layer) is Conv1DAsConv2D:
-            fused = _is_linear(layer) and after is not None and after.name in names and (
-                _is_relu(after) or (type(after) is L.BatchNormalization and _folded_batchnorm(after)))
+            fused = (
+                _is_linear(layer)
+                and after is not None
+                and after.name in names
+                and (_is_relu(after) or (type(after) is L.BatchNormalization and _folded_batchnorm(after)))
+            )
             configs[layer.name] = Conv1DQuantizeConfig(quantize_output=not fused, keep_zeros=preserve_sparsity)
-        elif type(layer) is L.BatchNormalization and type(before) is Conv1DAsConv2D and before is not None \
-                and before.name in names and _folded_batchnorm(layer):
+        elif (
+            type(layer) is L.BatchNormalization
+            and type(before) is Conv1DAsConv2D
+            and before is not None
+            and before.name in names
+            and _folded_batchnorm(layer)
+        ):
             relu_next = after is not None and _is_relu(after) and after.name in names
             configs[layer.name] = PassThroughQuantizeConfig() if relu_next else OutputQuantizeConfig()
         elif type(layer) in (L.MaxPooling1D, L.AveragePooling1D) or _bilinear_upsampling(layer):
@@ -398,8 +421,15 @@ def load_objects() -> dict:
     >>> sorted(load_objects())[:2]
     ['tfedge>AffineBatchNormalization', 'tfedge>AffineNormalization']
     """
-    classes = (Conv1DQuantizeConfig, Conv1DAsConv2D, OutputQuantizeConfig, PassThroughQuantizeConfig,
-               AffineBatchNormalization, AffineRescaling, AffineNormalization)
+    classes = (
+        Conv1DQuantizeConfig,
+        Conv1DAsConv2D,
+        OutputQuantizeConfig,
+        PassThroughQuantizeConfig,
+        AffineBatchNormalization,
+        AffineRescaling,
+        AffineNormalization,
+    )
     return {f"tfedge>{cls.__name__}": cls for cls in classes}
 
 

@@ -93,8 +93,9 @@ def digits_student(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 
     )
 
 
-def digits_budget_student(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10, filters: int = 8
-                          ) -> keras.Model:
+def digits_budget_student(
+    input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10, filters: int = 8
+) -> keras.Model:
     """The demo's candidates within its 3,500-byte flash budget: one Conv2D(filters, 3), 2x2 max pooling and a Dense
     on the flattened map (1,370 parameters at 8 filters: 3,104 bytes as full int8).
 
@@ -129,8 +130,9 @@ def small_student(input_shape: tuple[int, ...], num_classes: int, width: int = 8
     rank = len(input_shape)
     body: list[Any] = []
     if rank in (2, 3):
-        conv, pool, limit = ((layers.Conv2D, layers.MaxPooling2D, 8) if rank == 3 else
-                             (layers.Conv1D, layers.MaxPooling1D, 16))
+        conv, pool, limit = (
+            (layers.Conv2D, layers.MaxPooling2D, 8) if rank == 3 else (layers.Conv1D, layers.MaxPooling1D, 16)
+        )
         size = min(input_shape[:-1])
         stride = 2 if (rank == 3 and size > 16) or (rank == 2 and size > 64) else 1
         body.append(conv(width, 3, strides=stride, padding="same", activation="relu"))
@@ -148,10 +150,13 @@ def small_student(input_shape: tuple[int, ...], num_classes: int, width: int = 8
     elif rank == 1:
         body = [layers.Dense(2 * width, activation="relu")]
     else:
-        raise InputError(f"built-in students take inputs of rank 1, 2 or 3 (after the batch), got shape "
-                         f"{tuple(input_shape)}: give your own --student")
-    return keras.Sequential([layers.Input(input_shape), *body, layers.Dense(num_classes, name="logits")],
-                            name=f"student_w{width}")
+        raise InputError(
+            f"built-in students take inputs of rank 1, 2 or 3 (after the batch), got shape "
+            f"{tuple(input_shape)}: give your own --student"
+        )
+    return keras.Sequential(
+        [layers.Input(input_shape), *body, layers.Dense(num_classes, name="logits")], name=f"student_w{width}"
+    )
 
 
 def shifted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,18 +215,46 @@ DIGITS = Recipe(
     student=digits_student,
     augment=shifted,
     dataset="digits (sklearn load_digits / 16, test_size=0.25, random_state=0, stratified)",
-    candidates={"digits_student": digits_student,
-                "digits_budget_c10": functools.partial(digits_budget_student, filters=10),
-                "digits_budget_c9": functools.partial(digits_budget_student, filters=9),
-                "digits_budget_c8": digits_budget_student},
-    settings=dict(name="digits", sparsity=0.0, teacher_epochs=15, distill_epochs=30, prune_epochs=8, qat_epochs=5,
-                  learning_rate=3e-3, qat_learning_rate=5e-4, augment=True, calibration_samples=500,
-                  flash=3500, ram=4096, max_accuracy_drop=2.5,
-                  target={"bytes": 3500, "accuracy": 0.979, "arena_bytes": 4096}),
-    quick_settings=dict(teacher_epochs=4, distill_epochs=5, prune_epochs=3, qat_epochs=2, calibration_samples=200,
-                        max_accuracy_drop=15.0),
+    candidates={
+        "digits_student": digits_student,
+        "digits_budget_c10": functools.partial(digits_budget_student, filters=10),
+        "digits_budget_c9": functools.partial(digits_budget_student, filters=9),
+        "digits_budget_c8": digits_budget_student,
+    },
+    settings=dict(
+        name="digits",
+        sparsity=0.0,
+        teacher_epochs=15,
+        distill_epochs=30,
+        prune_epochs=8,
+        qat_epochs=5,
+        learning_rate=3e-3,
+        qat_learning_rate=5e-4,
+        augment=True,
+        calibration_samples=500,
+        flash=3500,
+        ram=4096,
+        max_accuracy_drop=2.5,
+        target={"bytes": 3500, "accuracy": 0.979, "arena_bytes": 4096},
+    ),
+    quick_settings=dict(
+        teacher_epochs=4,
+        distill_epochs=5,
+        prune_epochs=3,
+        qat_epochs=2,
+        calibration_samples=200,
+        max_accuracy_drop=15.0,
+    ),
 )
 
 
-__all__ = ["DIGITS", "Recipe", "copy_with_softmax_layer", "digits_budget_student", "digits_student", "digits_teacher",
-           "shifted", "small_student"]
+__all__ = [
+    "DIGITS",
+    "Recipe",
+    "copy_with_softmax_layer",
+    "digits_budget_student",
+    "digits_student",
+    "digits_teacher",
+    "shifted",
+    "small_student",
+]

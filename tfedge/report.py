@@ -36,8 +36,10 @@ def summary_line(final: Mapping[str, Any], test_samples: int, seconds: float) ->
     """
     accuracy = ", ".join(f"{k} {100 * v:.1f} %" for k, v in final["accuracy"].items())
     arena = f", TFLite Micro arena {final['arena_bytes']:,} bytes" if final.get("arena_bytes") else ""
-    return (f"Deployed fully-int8 student: {final['bytes']:,} bytes ({final['compression']:.1f}x smaller than the "
-            f"float32 teacher), accuracy {accuracy}{arena}; {test_samples} test samples, total {seconds:.0f} s.")
+    return (
+        f"Deployed fully-int8 student: {final['bytes']:,} bytes ({final['compression']:.1f}x smaller than the "
+        f"float32 teacher), accuracy {accuracy}{arena}; {test_samples} test samples, total {seconds:.0f} s."
+    )
 
 
 def build_report(
@@ -84,14 +86,18 @@ def target_line(target: Mapping[str, Any]) -> str:
     >>> target_line({"bytes": 3500, "accuracy": 0.979, "met": False, "bytes_over": 120, "accuracy_short": 0.0})
     'Target (<= 3,500 B, >= 97.9 %): not met: 120 B over.'
     """
-    goal = ", ".join(([f"<= {target['bytes']:,} B"] if "bytes" in target else [])
-                     + ([f">= {100 * target['accuracy']:.1f} %"] if "accuracy" in target else [])
-                     + ([f"arena <= {target['arena_bytes']:,} B"] if "arena_bytes" in target else []))
+    goal = ", ".join(
+        ([f"<= {target['bytes']:,} B"] if "bytes" in target else [])
+        + ([f">= {100 * target['accuracy']:.1f} %"] if "accuracy" in target else [])
+        + ([f"arena <= {target['arena_bytes']:,} B"] if "arena_bytes" in target else [])
+    )
     if target.get("met"):
         return f"Target ({goal}): met."
-    gaps = ([f"{target['bytes_over']:,} B over"] if target.get("bytes_over") else []) + (
-        [f"{100 * target['accuracy_short']:.1f} pt short"] if target.get("accuracy_short") else []) + (
-        [f"arena {target['arena_over']:,} B over"] if target.get("arena_over") else [])
+    gaps = (
+        ([f"{target['bytes_over']:,} B over"] if target.get("bytes_over") else [])
+        + ([f"{100 * target['accuracy_short']:.1f} pt short"] if target.get("accuracy_short") else [])
+        + ([f"arena {target['arena_over']:,} B over"] if target.get("arena_over") else [])
+    )
     return f"Target ({goal}): not met: {', '.join(gaps)}."
 
 
@@ -131,15 +137,26 @@ def render_markdown(report: dict) -> str:
     if search:
         budget = search.get("budget", {})
         limits = ", ".join(f"{k} <= {v:,} B" for k, v in budget.items() if v is not None) or "none"
-        intro = (f"Budget: {limits}. Accuracy floor {_pct(search.get('floor'))} (the teacher's plain int8 model "
-                 f"{_pct(search['baseline'].get('accuracy'))} less {search.get('max_accuracy_drop')} pt). "
-                 f"Chosen: {search.get('chosen') or 'none'}. Pareto front: marked *.")
-        lines += ["", "## Candidates (budget search)", "", intro, "",
-                  "| candidate | params | int8 bytes | arena bytes | accuracy | status |", "|---|---|---|---|---|---|"]
-        for c in sorted(search.get("candidates", []), key=lambda c: (c.get("bytes") or 0)):
-            lines.append(f"| {c['name']}{' *' if c.get('pareto') else ''} | {_num(c.get('params'))} | "
-                         f"{_num(c.get('bytes'))} | {_num(c.get('arena_bytes'))} | {_pct(c.get('accuracy'))} | "
-                         f"{c.get('status', '')} |")
+        intro = (
+            f"Budget: {limits}. Accuracy floor {_pct(search.get('floor'))} (the teacher's plain int8 model "
+            f"{_pct(search['baseline'].get('accuracy'))} less {search.get('max_accuracy_drop')} pt). "
+            f"Chosen: {search.get('chosen') or 'none'}. Pareto front: marked *."
+        )
+        lines += [
+            "",
+            "## Candidates (budget search)",
+            "",
+            intro,
+            "",
+            "| candidate | params | int8 bytes | arena bytes | accuracy | status |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in sorted(search.get("candidates", []), key=lambda c: c.get("bytes") or 0):
+            lines.append(
+                f"| {c['name']}{' *' if c.get('pareto') else ''} | {_num(c.get('params'))} | "
+                f"{_num(c.get('bytes'))} | {_num(c.get('arena_bytes'))} | {_pct(c.get('accuracy'))} | "
+                f"{c.get('status', '')} |"
+            )
         if search.get("target"):
             lines += ["", target_line(search["target"])]
     deployed = report.get("deployed")
@@ -152,8 +169,10 @@ def render_markdown(report: dict) -> str:
             if key in _DEPLOYED_DETAIL or isinstance(value, list):
                 continue  # the matrix gets its own table; per-runtime status and I/O lists live in report.json
             if isinstance(value, dict):
-                value = ", ".join(f"{k}: {_fmt(v['status'] if isinstance(v, dict) and 'status' in v else v)}"
-                                  for k, v in value.items())
+                value = ", ".join(
+                    f"{k}: {_fmt(v['status'] if isinstance(v, dict) and 'status' in v else v)}"
+                    for k, v in value.items()
+                )
             else:
                 value = _fmt(value)
             lines.append(f"| {key.replace('_', ' ')} | {value} |")
@@ -173,13 +192,19 @@ def _matrix_table(matrix: list[dict]) -> list[str]:
     """The pairwise kernel-set matrix of the validation (:attr:`tfedge.validation.ValidationResult.matrix`)."""
     if not matrix:
         return []
-    lines = ["", "### Kernel sets, pair by pair", "",
-             "| pair | output | top-1 agreement | identical rows | max raw diff | mean raw diff |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "### Kernel sets, pair by pair",
+        "",
+        "| pair | output | top-1 agreement | identical rows | max raw diff | mean raw diff |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in matrix:
-        lines.append(f"| {m['a']} vs {m['b']} | {m.get('output', '')} | {_pct(m.get('top1_agreement'))} | "
-                     f"{_pct(m.get('bit_identical'))} | {_fmt(m.get('max_raw_diff'))} | "
-                     f"{_fmt(m.get('mean_raw_diff'))} |")
+        lines.append(
+            f"| {m['a']} vs {m['b']} | {m.get('output', '')} | {_pct(m.get('top1_agreement'))} | "
+            f"{_pct(m.get('bit_identical'))} | {_fmt(m.get('max_raw_diff'))} | "
+            f"{_fmt(m.get('mean_raw_diff'))} |"
+        )
     return lines
 
 
@@ -216,8 +241,15 @@ def plot(report: dict, path: PathLike) -> None:
             ax.scatter(stage["bytes"], 100 * acc, s=60, zorder=3)
             label = f"{stage['stage']}\n{stage['bytes']:,} B, {100 * acc:.1f} %"
             right = stage["bytes"] == largest  # keep the largest model's label inside the axes
-            ax.annotate(label, (stage["bytes"], 100 * acc), textcoords="offset points",
-                        xytext=(-8 if right else 8, -4), ha="right" if right else "left", va="top", fontsize=8)
+            ax.annotate(
+                label,
+                (stage["bytes"], 100 * acc),
+                textcoords="offset points",
+                xytext=(-8 if right else 8, -4),
+                ha="right" if right else "left",
+                va="top",
+                fontsize=8,
+            )
     ax.set_xscale("log")
     ax.set_xlabel("model size (bytes, .tflite; log scale)")
     ax.set_ylabel("accuracy (%; lowest runtime)")
@@ -240,24 +272,53 @@ def _plot_search(ax: Any, search: Mapping[str, Any]) -> None:
 
     for c in trained:
         ax.scatter(c["bytes"], 100 * c["accuracy"], s=area(c), alpha=0.5, color="tab:blue", zorder=3)
-        ax.annotate(c["name"], (c["bytes"], 100 * c["accuracy"]), textcoords="offset points", xytext=(6, -10),
-                    fontsize=7)
+        ax.annotate(
+            c["name"], (c["bytes"], 100 * c["accuracy"]), textcoords="offset points", xytext=(6, -10), fontsize=7
+        )
     front = sorted((c for c in trained if c.get("pareto")), key=lambda c: c["bytes"])
     if front:
-        ax.plot([c["bytes"] for c in front], [100 * c["accuracy"] for c in front], "--", color="tab:blue",
-                alpha=0.6, label="Pareto front (marker area: TFLite Micro arena)")
+        ax.plot(
+            [c["bytes"] for c in front],
+            [100 * c["accuracy"] for c in front],
+            "--",
+            color="tab:blue",
+            alpha=0.6,
+            label="Pareto front (marker area: TFLite Micro arena)",
+        )
     chosen = next((c for c in trained if c["name"] == search.get("chosen")), None)
     if chosen:
-        ax.scatter(chosen["bytes"], 100 * chosen["accuracy"], s=area(chosen), facecolors="none",
-                   edgecolors="tab:red", linewidths=2, zorder=4, label=f"chosen: {chosen['bytes']:,} B")
+        ax.scatter(
+            chosen["bytes"],
+            100 * chosen["accuracy"],
+            s=area(chosen),
+            facecolors="none",
+            edgecolors="tab:red",
+            linewidths=2,
+            zorder=4,
+            label=f"chosen: {chosen['bytes']:,} B",
+        )
     base = search.get("baseline", {})
     if base.get("bytes"):
-        ax.scatter(base["bytes"], 100 * base["accuracy"], marker="s", color="tab:orange", s=60, zorder=4,
-                   label=f"teacher, plain int8 (baseline): {base['bytes']:,} B")
+        ax.scatter(
+            base["bytes"],
+            100 * base["accuracy"],
+            marker="s",
+            color="tab:orange",
+            s=60,
+            zorder=4,
+            label=f"teacher, plain int8 (baseline): {base['bytes']:,} B",
+        )
     teacher = search.get("teacher", {})
     if teacher.get("bytes") and teacher.get("accuracy") is not None:
-        ax.scatter(teacher["bytes"], 100 * teacher["accuracy"], marker="^", color="tab:green", s=60, zorder=4,
-                   label=f"teacher, float32: {teacher['bytes']:,} B")
+        ax.scatter(
+            teacher["bytes"],
+            100 * teacher["accuracy"],
+            marker="^",
+            color="tab:green",
+            s=60,
+            zorder=4,
+            label=f"teacher, float32: {teacher['bytes']:,} B",
+        )
     if search.get("floor") is not None:
         ax.axhline(100 * search["floor"], color="gray", linestyle=":", label="accuracy floor")
     flash = search.get("budget", {}).get("flash")
@@ -276,14 +337,24 @@ def write_report(report: dict, out_dir: PathLike, stem: str = "report") -> dict[
     return paths
 
 
-def write_manifest(out_dir: PathLike, files: Mapping[str, Mapping[str, Any]], *, dataset: str, scored: str,
-                   accuracy: Mapping[str, float]) -> Path:
+def write_manifest(
+    out_dir: PathLike,
+    files: Mapping[str, Mapping[str, Any]],
+    *,
+    dataset: str,
+    scored: str,
+    accuracy: Mapping[str, float],
+) -> Path:
     """Write ``MANIFEST.json`` (atomically): each file's SHA-256 and bytes, and the accuracy of the ``scored`` one."""
     manifest = {
         "dataset": dataset,
         "files": [
-            {"file": name, "sha256": meta["sha256"], "bytes": meta["bytes"],
-             **({"accuracy": dict(accuracy)} if name == scored else {})}
+            {
+                "file": name,
+                "sha256": meta["sha256"],
+                "bytes": meta["bytes"],
+                **({"accuracy": dict(accuracy)} if name == scored else {}),
+            }
             for name, meta in files.items()
         ],
     }

@@ -133,8 +133,10 @@ def model_signature(content: bytes, source: str = "model") -> tuple[tuple[Tensor
     """
     sub = parse(content, source).subgraphs[0]
     if not sub.inputs or not sub.outputs:
-        raise ModelError(f"{source} has {len(sub.inputs)} inputs and {len(sub.outputs)} outputs; tfedge runs "
-                         "models with at least one of each")
+        raise ModelError(
+            f"{source} has {len(sub.inputs)} inputs and {len(sub.outputs)} outputs; tfedge runs "
+            "models with at least one of each"
+        )
     found: list[tuple[TensorInfo, ...]] = []
     for what, indices in (("input", sub.inputs), ("output", sub.outputs)):
         infos = []
@@ -157,8 +159,10 @@ def model_io(content: bytes, source: str = "model") -> tuple[TensorInfo, TensorI
     """
     ins, outs = model_signature(content, source)
     if len(ins) != 1 or len(outs) != 1:
-        raise ModelError(f"{source} has {len(ins)} inputs and {len(outs)} outputs; this step takes models with "
-                         "one input and one output (tfedge.validate takes any number)")
+        raise ModelError(
+            f"{source} has {len(ins)} inputs and {len(outs)} outputs; this step takes models with "
+            "one input and one output (tfedge.validate takes any number)"
+        )
     return ins[0], outs[0]
 
 
@@ -196,8 +200,10 @@ def split_inputs(x: Any, inputs: Sequence[TensorInfo], source: str) -> list[np.n
             names = [info.name, f"x{k}"] + (["x"] if n == 1 else [])
             key = next((name for name in names if name in keys), None)
             if key is None:
-                raise InputError(f"data for {source} has no array for input {k} ('{info.name}'): name it "
-                                 f"'{info.name}' or 'x{k}', got keys {keys}")
+                raise InputError(
+                    f"data for {source} has no array for input {k} ('{info.name}'): name it "
+                    f"'{info.name}' or 'x{k}', got keys {keys}"
+                )
             arrays.append(x[key])
     elif n == 1:
         arrays = [x]
@@ -205,8 +211,10 @@ def split_inputs(x: Any, inputs: Sequence[TensorInfo], source: str) -> list[np.n
         arrays = list(x)
     else:
         listed = ", ".join(f"'{t.name}'" for t in inputs)
-        raise InputError(f"{source} has {n} inputs ({listed}): pass a list of {n} arrays or a dict keyed by input "
-                         f"name or x0..x{n - 1}, got {type(x).__name__}")
+        raise InputError(
+            f"{source} has {n} inputs ({listed}): pass a list of {n} arrays or a dict keyed by input "
+            f"name or x0..x{n - 1}, got {type(x).__name__}"
+        )
     checked = [check_samples(a, info, f"{source} input '{info.name}'") for a, info in zip(arrays, inputs)]
     counts = {len(a) for a in checked}
     if len(counts) > 1:
@@ -242,8 +250,9 @@ class IsolatedRuntime:
         """Run each sample of ``x`` (floats, one ``(N, ...)`` array per input); all samples in one child."""
         return self.run_raw(self.quantize_inputs(x), progress=progress)
 
-    def run_raw(self, raw: Sequence[np.ndarray] | None, *, progress: ProgressFn | None = None,
-                **options: Any) -> RunResult:
+    def run_raw(
+        self, raw: Sequence[np.ndarray] | None, *, progress: ProgressFn | None = None, **options: Any
+    ) -> RunResult:
         """Run raw input values (``None``: one all-zero sample, a smoke run) and return every output."""
         return self._run_child(raw, options, progress)
 
@@ -287,8 +296,9 @@ class IsolatedRuntime:
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         return {"kernels": self.name, "num_inputs": len(self.inputs), "num_outputs": len(self.outputs), **options}
 
-    def _run_child(self, raw: Sequence[np.ndarray] | None, options: dict[str, Any],
-                   progress: ProgressFn | None) -> RunResult:
+    def _run_child(
+        self, raw: Sequence[np.ndarray] | None, options: dict[str, Any], progress: ProgressFn | None
+    ) -> RunResult:
         with tempfile.TemporaryDirectory(prefix=f"tfedge-{self.name}-") as tmp:
             folder = Path(tmp)
             (folder / "model.tflite").write_bytes(self._content)
@@ -299,8 +309,9 @@ class IsolatedRuntime:
             stage = self._supervise(folder, progress)
             result_path = folder / "result.json"
             if not result_path.exists():
-                raise ValidationError(f"{self.label} ended without a result on {self.source} while {stage}; "
-                                      f"its log: {_log_tail(folder)}")
+                raise ValidationError(
+                    f"{self.label} ended without a result on {self.source} while {stage}; its log: {_log_tail(folder)}"
+                )
             result = json.loads(result_path.read_text())
             if result.get("kind") == "input":
                 raise InputError(result["error"])
@@ -320,9 +331,17 @@ class IsolatedRuntime:
             times = np.load(times_path, allow_pickle=False) if times_path.exists() else None
         self.inputs, self.outputs = ins, outs
         self.input, self.output = ins[0], outs[0]
-        return RunResult(self.name, arrays[0], ins[0], outs[0], invoke_us=times,
-                         arena_bytes=result.get("arena_bytes"), all_outputs=arrays, input_infos=ins,
-                         output_infos=outs)
+        return RunResult(
+            self.name,
+            arrays[0],
+            ins[0],
+            outs[0],
+            invoke_us=times,
+            arena_bytes=result.get("arena_bytes"),
+            all_outputs=arrays,
+            input_infos=ins,
+            output_infos=outs,
+        )
 
     def _supervise(self, folder: Path, progress: ProgressFn | None) -> str:
         """Start the child, follow its progress pipe, enforce the timeout; return the last stage."""
@@ -336,8 +355,12 @@ class IsolatedRuntime:
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "tfedge._tflm_worker", str(folder), str(write_fd)],
-                    pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd=folder, env=env,
+                    pass_fds=(write_fd,),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=folder,
+                    env=env,
                 )
             finally:
                 os.close(write_fd)
@@ -358,13 +381,17 @@ class IsolatedRuntime:
             if arena_size is not None and arena_size < ARENA_LOWER_BOUND:
                 fix = f"arenas under {ARENA_LOWER_BOUND} bytes crash it: leave arena_size unset or give more"
             else:
-                fix = ("the file may be corrupted, or a tensor's quantization is degenerate (see tfedge inspect); "
-                       "another runtime may still run it")
-            raise RuntimeCrashed(f"{self.label} crashed (signal {-code}, {name})",
-                                 f" on {self.source} while {stage}; {fix}", name, stage)
+                fix = (
+                    "the file may be corrupted, or a tensor's quantization is degenerate (see tfedge inspect); "
+                    "another runtime may still run it"
+                )
+            raise RuntimeCrashed(
+                f"{self.label} crashed (signal {-code}, {name})", f" on {self.source} while {stage}; {fix}", name, stage
+            )
         if code != 0 and not (folder / "result.json").exists():
             raise ValidationError(
-                f"{self.label} failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}")
+                f"{self.label} failed (exit {code}) on {self.source} while {stage}: {_log_tail(folder)}"
+            )
         return stage
 
     def _follow(self, proc: subprocess.Popen, read_fd: int, progress: ProgressFn | None) -> str:
@@ -374,9 +401,12 @@ class IsolatedRuntime:
             if not ready:
                 proc.kill()
                 raise RuntimeCrashed(
-                    f"{self.label} stopped responding", f" on {self.source} while {stage} (no progress for "
+                    f"{self.label} stopped responding",
+                    f" on {self.source} while {stage} (no progress for "
                     f"{self.timeout:g} s) and was stopped; the file may be corrupted, or raise the timeout",
-                    "hung", stage)
+                    "hung",
+                    stage,
+                )
             chunk = os.read(read_fd, 65536)
             if not chunk:
                 return stage
@@ -409,8 +439,14 @@ class LiteRT(IsolatedRuntime):
     name = "litert"
     label = "LiteRT"
 
-    def __init__(self, model_or_path: ModelSource, source: str | None = None, *, threads: int = 1,
-                 timeout: float = TFLM_TIMEOUT_S):
+    def __init__(
+        self,
+        model_or_path: ModelSource,
+        source: str | None = None,
+        *,
+        threads: int = 1,
+        timeout: float = TFLM_TIMEOUT_S,
+    ):
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
         super().__init__(model_or_path, source, timeout=timeout)
@@ -429,9 +465,11 @@ class LiteRT(IsolatedRuntime):
         if kind == "refused":
             return f"{self.label} cannot prepare {self.source}: {error}"
         if "got" in result:
-            return (f"{self.label} produced an output of shape {tuple(result['got'])} from {self.source}, which "
-                    f"declares {tuple(result['declared'])}: the file is corrupted or unsupported; "
-                    "re-create it with tfedge.convert")
+            return (
+                f"{self.label} produced an output of shape {tuple(result['got'])} from {self.source}, which "
+                f"declares {tuple(result['declared'])}: the file is corrupted or unsupported; "
+                "re-create it with tfedge.convert"
+            )
         return f"{self.label} failed to run {self.source}: {error}"
 
     def run(self, x: Any, *, warmup: int = WARMUP_INVOKES, progress: ProgressFn | None = None) -> RunResult:
@@ -467,10 +505,17 @@ class TFLiteMicro(IsolatedRuntime):
     name = "tflm"
     label = "TFLite Micro"
 
-    def __init__(self, model_or_path: ModelSource, source: str | None = None, *, arena_size: int | None = None,
-                 timeout: float = TFLM_TIMEOUT_S):
-        if arena_size is not None and (not isinstance(arena_size, int) or isinstance(arena_size, bool)
-                                       or arena_size < 1):
+    def __init__(
+        self,
+        model_or_path: ModelSource,
+        source: str | None = None,
+        *,
+        arena_size: int | None = None,
+        timeout: float = TFLM_TIMEOUT_S,
+    ):
+        if arena_size is not None and (
+            not isinstance(arena_size, int) or isinstance(arena_size, bool) or arena_size < 1
+        ):
             raise InputError(f"arena_size must be a positive number of bytes, got {arena_size!r}")
         super().__init__(model_or_path, source, timeout=timeout)
         self.arena_size = arena_size
@@ -499,8 +544,9 @@ def _log_tail(folder: Path, lines: int = 3) -> str:
     return " | ".join(tail)[:400] or "(empty log)"
 
 
-def open_runtime(name: str, model_or_path: ModelSource, source: str | None = None, *, threads: int = 1,
-                 timeout: float | None = None) -> IsolatedRuntime:
+def open_runtime(
+    name: str, model_or_path: ModelSource, source: str | None = None, *, threads: int = 1, timeout: float | None = None
+) -> IsolatedRuntime:
     """Open ``model_or_path`` on the runtime called ``name`` (one of :data:`RUNTIMES`).
 
     ``threads`` applies to LiteRT, ``timeout`` (seconds without progress; default

@@ -74,8 +74,14 @@ def _ops(model: Any) -> list[GraphOp]:
         if name == "CUSTOM":
             custom = code.customCode
             name = custom.decode("utf-8", "replace") if isinstance(custom, bytes) else str(custom or "CUSTOM")
-        found.append(GraphOp(k, name, tuple(int(i) for i in (op.inputs if op.inputs is not None else [])),
-                             tuple(int(i) for i in (op.outputs if op.outputs is not None else []))))
+        found.append(
+            GraphOp(
+                k,
+                name,
+                tuple(int(i) for i in (op.inputs if op.inputs is not None else [])),
+                tuple(int(i) for i in (op.outputs if op.outputs is not None else [])),
+            )
+        )
     return found
 
 
@@ -133,13 +139,17 @@ def isolated(content: bytes) -> tuple[bytes, list[int], list[tuple[GraphOp, int]
         buffers = model.buffers or []
 
         def constant(t: Any) -> bool:
-            return bool(t.buffer and t.buffer < len(buffers) and buffers[t.buffer].data is not None
-                        and len(buffers[t.buffer].data))
+            return bool(
+                t.buffer
+                and t.buffer < len(buffers)
+                and buffers[t.buffer].data is not None
+                and len(buffers[t.buffer].data)
+            )
 
         inputs: list[int] = []
         for op in sub.operators or []:
             wired = []
-            for i in (op.inputs if op.inputs is not None else []):
+            for i in op.inputs if op.inputs is not None else []:
                 tensor = sub.tensors[i] if i >= 0 else None
                 if tensor is None or constant(tensor) or tensor.isVariable:
                     wired.append(int(i))

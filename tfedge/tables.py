@@ -21,8 +21,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, title: str | None = None,
-                 indent: str = "") -> str:
+def format_table(
+    rows: Sequence[Sequence[Any]], headers: Sequence[str], *, title: str | None = None, indent: str = ""
+) -> str:
     """Columns sized to their widest cell; text columns left-aligned, numeric ones right-aligned.
 
     A column is numeric when every non-empty cell in it is a number or ends in ``%``/``B``/``x``
@@ -37,8 +38,11 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, title
     def numeric(j: int) -> bool:
         values = [row[j] for row in rows if j < len(row) and row[j] is not None]
         return bool(values) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool)
-            or isinstance(v, str) and v[:1].lstrip("-+").isdigit() and v[-1:] in "%Bx0123456789"
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            or isinstance(v, str)
+            and v[:1].lstrip("-+").isdigit()
+            and v[-1:] in "%Bx0123456789"
             for v in values
         )
 

@@ -32,8 +32,10 @@ TFLM_MARKER = "tfedge:tflm"
 DECODE_OP = "CUSTOM:TFLM_DECODE"
 #: A failed operator in a runtime's log: LiteRT's "Node number 3 (REDUCE_MAX) failed to prepare",
 #: TFLite Micro's "Node REDUCE_MAX (number 3) failed to invoke".
-_NODE = re.compile(r"Node (?:number (?P<n1>\d+) \((?P<op1>[A-Z0-9_:]+)\)|(?P<op2>[A-Z0-9_:]+) \(number (?P<n2>\w+)\))"
-                   r" failed to (?P<stage>prepare|invoke|allocate)")
+_NODE = re.compile(
+    r"Node (?:number (?P<n1>\d+) \((?P<op1>[A-Z0-9_:]+)\)|(?P<op2>[A-Z0-9_:]+) \(number (?P<n2>\w+)\))"
+    r" failed to (?P<stage>prepare|invoke|allocate)"
+)
 #: Operators TFLite Micro has no int16 (16x8) kernel for, measured on the pinned wheel: of CONV_2D,
 #: DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, MAX_POOL_2D, AVERAGE_POOL_2D, MEAN, REDUCE_MAX, ADD, MUL,
 #: CONCATENATION, PAD, RESHAPE, RESIZE_NEAREST_NEIGHBOR, RELU, RELU6, LEAKY_RELU, LOGISTIC, TANH and SOFTMAX
@@ -48,8 +50,10 @@ _FIX = "run it on TFLite Micro (runtimes=('tflm',)), or give LiteRT a file conve
 def check_target(target: object) -> str:
     """``target`` when it is one of :data:`TARGETS`, else a one-line :class:`~tfedge.errors.InputError`."""
     if not isinstance(target, str) or target not in TARGETS:
-        raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}: 'both' runs on LiteRT and "
-                         "TFLite Micro, 'tflm' is smaller but TFLite Micro only, 'litert' keeps the signature")
+        raise InputError(
+            f"target must be one of {', '.join(TARGETS)}, got {target!r}: 'both' runs on LiteRT and "
+            "TFLite Micro, 'tflm' is smaller but TFLite Micro only, 'litert' keeps the signature"
+        )
     return target
 
 
@@ -75,13 +79,17 @@ def tflm_only_reason(content: bytes | Model, source: str = "model") -> str | Non
     """
     model = content if isinstance(content, Model) else parse(content, source)
     if DECODE_OP in {c.name for c in model.opcodes}:
-        return (f"{source} holds LUT-compressed weights (TFLM_DECODE ops, from tfedge.lut_compress), which only "
-                "TFLite Micro can run: use runtimes=('tflm',), or give LiteRT the uncompressed model")
+        return (
+            f"{source} holds LUT-compressed weights (TFLM_DECODE ops, from tfedge.lut_compress), which only "
+            "TFLite Micro can run: use runtimes=('tflm',), or give LiteRT the uncompressed model"
+        )
     found = _one_zero_point(model)
     if found is not None:
         index, scales = found
-        return (f"{source} is slimmed for TFLite Micro: tensor {index} has 1 zero point for {scales} per-channel "
-                f"scales, which LiteRT refuses; {_FIX}")
+        return (
+            f"{source} is slimmed for TFLite Micro: tensor {index} has 1 zero point for {scales} per-channel "
+            f"scales, which LiteRT refuses; {_FIX}"
+        )
     if model.description == TFLM_MARKER:
         return f"{source} was converted for TFLite Micro only (target='tflm', marked {TFLM_MARKER!r}); {_FIX}"
     return None
@@ -91,8 +99,11 @@ def int16_gaps(content: bytes | Model) -> list[tuple[int, str]]:
     """(index, op) of the main subgraph's operators with int16 inputs in :data:`TFLM_NO_INT16_KERNEL`."""
     model = content if isinstance(content, Model) else parse(content)
     sub = model.subgraphs[0]
-    return [(op.index, op.op) for op in sub.operators if op.op in TFLM_NO_INT16_KERNEL
-            and any(i >= 0 and sub.tensors[i].dtype == "int16" for i in op.inputs)]
+    return [
+        (op.index, op.op)
+        for op in sub.operators
+        if op.op in TFLM_NO_INT16_KERNEL and any(i >= 0 and sub.tensors[i].dtype == "int16" for i in op.inputs)
+    ]
 
 
 def missing_kernel(runtime: str, message: str, quantization: str, content: bytes | Model | None = None) -> str | None:
@@ -120,5 +131,13 @@ def missing_kernel(runtime: str, message: str, quantization: str, content: bytes
     return f"{runtime} has no {kind + ' ' if kind else ''}kernel for {op} (operator {number}): {fix}"
 
 
-__all__ = ["TARGETS", "TFLM_MARKER", "DECODE_OP", "TFLM_NO_INT16_KERNEL", "check_target", "tflm_only_reason",
-           "missing_kernel", "int16_gaps"]
+__all__ = [
+    "TARGETS",
+    "TFLM_MARKER",
+    "DECODE_OP",
+    "TFLM_NO_INT16_KERNEL",
+    "check_target",
+    "tflm_only_reason",
+    "missing_kernel",
+    "int16_gaps",
+]

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 #: float16 weights, dynamic-range (int8 weights, float math) and plain float32.
 QUANTIZATION_MODES = ("int8", "int16x8", "int4", "float16", "dynamic", "float32")
 #: Tensor dtypes that make a model not integer-only.
-FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16", "complex64", "complex128",
-                          "float8_e4m3fn", "float8_e5m2"})
+FLOAT_DTYPES = frozenset(
+    {"float32", "float16", "float64", "bfloat16", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2"}
+)
 #: Dtypes allowed anywhere in a fully int8 model: int8 data, int32 biases / shapes, int64 / bool indices.
 INT8_MODEL_DTYPES = frozenset({"int8", "int32", "int64", "bool"})
 
@@ -139,20 +140,37 @@ class TensorInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict: shape as a list, dtype as its name."""
-        return {"name": self.name, "index": self.index, "shape": list(self.shape), "dtype": self.dtype,
-                "scale": self.scale, "zero_point": self.zero_point}
+        return {
+            "name": self.name,
+            "index": self.index,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+        }
 
     def details(self) -> dict[str, Any]:
         """The same fields in LiteRT's ``get_input_details`` style: a numpy dtype and a tuple shape."""
-        return {"name": self.name, "index": self.index, "shape": self.shape, "dtype": np.dtype(self.dtype),
-                "scale": self.scale, "zero_point": self.zero_point}
+        return {
+            "name": self.name,
+            "index": self.index,
+            "shape": self.shape,
+            "dtype": np.dtype(self.dtype),
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+        }
 
     @classmethod
     def from_tensor(cls, t: Tensor, name: str | None = None) -> TensorInfo:
         """From a tensor of the parsed flatbuffer; ``name`` replaces an empty tensor name."""
-        return cls(name=t.name or (name or ""), index=t.index, shape=tuple(int(d) for d in t.shape), dtype=t.dtype,
-                   scale=float(t.scale[0]) if len(t.scale) == 1 else 0.0,
-                   zero_point=int(t.zero_point[0]) if len(t.zero_point) == 1 else 0)
+        return cls(
+            name=t.name or (name or ""),
+            index=t.index,
+            shape=tuple(int(d) for d in t.shape),
+            dtype=t.dtype,
+            scale=float(t.scale[0]) if len(t.scale) == 1 else 0.0,
+            zero_point=int(t.zero_point[0]) if len(t.zero_point) == 1 else 0,
+        )
 
     @classmethod
     def from_details(cls, d: dict, source: str, what: str) -> TensorInfo:
@@ -184,8 +202,10 @@ def sample_shape(shape: Sequence[int]) -> tuple[int, ...]:
 
 def per_axis_error(source: str, what: str, scales: int) -> ModelError:
     """The one message for a model input / output quantized per axis, which tfedge cannot feed."""
-    return ModelError(f"{source}: the model {what} is quantized per axis ({scales} scales); tfedge handles "
-                      "per-tensor quantized inputs and outputs only: convert with tfedge.convert")
+    return ModelError(
+        f"{source}: the model {what} is quantized per axis ({scales} scales); tfedge handles "
+        "per-tensor quantized inputs and outputs only: convert with tfedge.convert"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,13 +248,25 @@ def non_int8_ops(model: Model, allow_float_io: bool = False) -> list[dict]:
                 continue
             bad = [sub.tensors[i] for i in dict.fromkeys(used) if sub.tensors[i].dtype not in INT8_MODEL_DTYPES]
             if bad:
-                found.append({"subgraph": s, "index": op.index, "op": op.op,
-                              "tensors": [[labels[t.index], t.dtype] for t in bad]})
+                found.append(
+                    {
+                        "subgraph": s,
+                        "index": op.index,
+                        "op": op.op,
+                        "tensors": [[labels[t.index], t.dtype] for t in bad],
+                    }
+                )
         allowed = seen | boundary_in | boundary_out
         stray = [t for t in sub.tensors if t.index not in allowed and t.dtype not in INT8_MODEL_DTYPES]
         if stray:
-            found.append({"subgraph": s, "index": -1, "op": "(no operator)",
-                          "tensors": [[labels[t.index], t.dtype] for t in stray]})
+            found.append(
+                {
+                    "subgraph": s,
+                    "index": -1,
+                    "op": "(no operator)",
+                    "tensors": [[labels[t.index], t.dtype] for t in stray],
+                }
+            )
     return found
 
 
@@ -319,8 +351,14 @@ class TFLiteModel:
     upload is not a TFLite model: only 5 bytes (a .tflite file is far larger); the file is empty or truncated
     """
 
-    def __init__(self, content: bytes, *, quantization: str | None = None, notes: Iterable[str] = (),
-                 source: str = "TFLite model"):
+    def __init__(
+        self,
+        content: bytes,
+        *,
+        quantization: str | None = None,
+        notes: Iterable[str] = (),
+        source: str = "TFLite model",
+    ):
         parsed = parse(content, source)
         self._content = parsed.content
         self.source = source
@@ -383,8 +421,10 @@ class TFLiteModel:
         def fmt(tensors: Sequence[TensorInfo]) -> str:
             return ", ".join(f"{t.dtype}{list(t.shape)}" for t in tensors)
 
-        return (f"TFLiteModel({self.quantization}, {self.size:,} bytes, inputs=[{fmt(self.inputs)}], "
-                f"outputs=[{fmt(self.outputs)}])")
+        return (
+            f"TFLiteModel({self.quantization}, {self.size:,} bytes, inputs=[{fmt(self.inputs)}], "
+            f"outputs=[{fmt(self.outputs)}])"
+        )
 
 
 #: What every step that reads a TFLite model accepts: a ``.tflite`` path, its bytes, or a ``TFLiteModel``.
@@ -430,10 +470,12 @@ def tiny_int8_model() -> bytes:
     bias = np.array([12, -7], np.int32)  # scale in_scale * w_scale
     types = schema.TensorType
     sub = schema.SubGraphT()
-    sub.tensors = [tensor("input", [1, 4], types.INT8, 0, in_scale, -1),
-                   tensor("weights", [2, 4], types.INT8, 1, w_scale, 0),
-                   tensor("bias", [2], types.INT32, 2, in_scale * w_scale, 0),
-                   tensor("output", [1, 2], types.INT8, 0, out_scale, 0)]
+    sub.tensors = [
+        tensor("input", [1, 4], types.INT8, 0, in_scale, -1),
+        tensor("weights", [2, 4], types.INT8, 1, w_scale, 0),
+        tensor("bias", [2], types.INT32, 2, in_scale * w_scale, 0),
+        tensor("output", [1, 2], types.INT8, 0, out_scale, 0),
+    ]
     sub.inputs, sub.outputs = [0], [3]
     op = schema.OperatorT()
     op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]

@@ -155,8 +155,13 @@ class ValidationResult:
         k = self.output_index if output is None else output
         return next((m for m in self.matrix if {m["a"], m["b"]} == {a, b} and m["output_index"] == k), None)
 
-    def failed_checks(self, min_accuracy: float | None = None, *, min_agreement: float = DEFAULT_MIN_AGREEMENT,
-                      min_reference_agreement: float = DEFAULT_MIN_REFERENCE_AGREEMENT) -> list[str]:
+    def failed_checks(
+        self,
+        min_accuracy: float | None = None,
+        *,
+        min_agreement: float = DEFAULT_MIN_AGREEMENT,
+        min_reference_agreement: float = DEFAULT_MIN_REFERENCE_AGREEMENT,
+    ) -> list[str]:
         """One line per failed rule of the pass rule (see the module docstring), naming the rule."""
         min_agreement = _fraction(min_agreement, "min_agreement")
         min_reference_agreement = _fraction(min_reference_agreement, "min_reference_agreement")
@@ -166,22 +171,34 @@ class ValidationResult:
             if {m["a"], m["b"]} <= set(REFERENCE_RUNTIMES):
                 rule = "reference kernels agree"
                 if m["top1_agreement"] is not None and m["top1_agreement"] < 1.0:
-                    failures.append(f"rule '{rule}' failed: {where}: top-1 agreement {_percent(m['top1_agreement'])}"
-                                    f" ({m['disagreements']} differ), the rule asks 100 %")
+                    failures.append(
+                        f"rule '{rule}' failed: {where}: top-1 agreement {_percent(m['top1_agreement'])}"
+                        f" ({m['disagreements']} differ), the rule asks 100 %"
+                    )
                 if m["integer"] and m["max_raw_diff"] > REFERENCE_MAX_STEPS:
-                    failures.append(f"rule '{rule}' failed: {where}: raw outputs up to {m['max_raw_diff']:g} steps "
-                                    f"apart, the rule allows {REFERENCE_MAX_STEPS}")
+                    failures.append(
+                        f"rule '{rule}' failed: {where}: raw outputs up to {m['max_raw_diff']:g} steps "
+                        f"apart, the rule allows {REFERENCE_MAX_STEPS}"
+                    )
                 if not m["integer"] and m["snr_db"] is not None and m["snr_db"] < REFERENCE_MIN_SNR_DB:
-                    failures.append(f"rule '{rule}' failed: {where}: SNR {m['snr_db']:.1f} dB, the rule asks "
-                                    f">= {REFERENCE_MIN_SNR_DB:g} dB")
+                    failures.append(
+                        f"rule '{rule}' failed: {where}: SNR {m['snr_db']:.1f} dB, the rule asks "
+                        f">= {REFERENCE_MIN_SNR_DB:g} dB"
+                    )
                 continue
             rule = "optimized kernels within tolerance"
             if m["kind"] == "classification" and m["top1_agreement"] < min_agreement:
-                failures.append(f"rule '{rule}' failed: {where}: top-1 agreement {_percent(m['top1_agreement'])} "
-                                f"({m['disagreements']} differ) is below {_percent(min_agreement)} "
-                                "(--min-agreement)")
-            if m["kind"] == "regression" and m["snr_db"] is not None and m["snr_db"] < MIN_SNR_DB \
-                    and not (m["integer"] and m["max_raw_diff"] <= REGRESSION_MAX_STEPS):
+                failures.append(
+                    f"rule '{rule}' failed: {where}: top-1 agreement {_percent(m['top1_agreement'])} "
+                    f"({m['disagreements']} differ) is below {_percent(min_agreement)} "
+                    "(--min-agreement)"
+                )
+            if (
+                m["kind"] == "regression"
+                and m["snr_db"] is not None
+                and m["snr_db"] < MIN_SNR_DB
+                and not (m["integer"] and m["max_raw_diff"] <= REGRESSION_MAX_STEPS)
+            ):
                 failures.append(f"rule '{rule}' failed: {where}: SNR {m['snr_db']:.1f} dB is below {MIN_SNR_DB:g} dB")
         if min_accuracy is not None:
             min_accuracy = _fraction(min_accuracy, "min_accuracy")
@@ -189,13 +206,17 @@ class ValidationResult:
                 raise InputError("min_accuracy needs labels: pass y (in a .npz, save y=... next to x)")
             for name, acc in self.accuracy.items():
                 if acc < min_accuracy:
-                    failures.append(f"rule 'accuracy' failed: {name} accuracy {acc:.4f} is below the minimum "
-                                    f"{min_accuracy:.4f} (--min-accuracy)")
+                    failures.append(
+                        f"rule 'accuracy' failed: {name} accuracy {acc:.4f} is below the minimum "
+                        f"{min_accuracy:.4f} (--min-accuracy)"
+                    )
         for name, agree in self.reference_agreement.items():
             if agree < min_reference_agreement:
-                failures.append(f"rule 'reference model' failed: {name} agrees with the Keras reference on "
-                                f"{_percent(agree)} of top-1 classes, below {_percent(min_reference_agreement)} "
-                                "(--min-reference-agreement)")
+                failures.append(
+                    f"rule 'reference model' failed: {name} agrees with the Keras reference on "
+                    f"{_percent(agree)} of top-1 classes, below {_percent(min_reference_agreement)} "
+                    "(--min-reference-agreement)"
+                )
         return failures
 
     def claim(self) -> str:
@@ -204,14 +225,25 @@ class ValidationResult:
         E.g. ``TFLite Micro and LiteRT reference kernels agree on 100.00 % of top-1 classes (max 1 step);
         LiteRT XNNPACK agrees with them on 99.33 % (max 2 steps)``.
         """
-        names = {"litert": "LiteRT XNNPACK kernels", "litert-ref": "LiteRT reference kernels",
-                 "tflm": "TFLite Micro reference kernels"}
+        names = {
+            "litert": "LiteRT XNNPACK kernels",
+            "litert-ref": "LiteRT reference kernels",
+            "tflm": "TFLite Micro reference kernels",
+        }
         parts = []
         for m in (m for m in self.matrix if m["output_index"] == self.output_index):
-            figure = (f"{_percent(m['top1_agreement'])} of top-1 classes" if m["top1_agreement"] is not None
-                      else f"SNR {m['snr_db']:.1f} dB" if m["snr_db"] is not None else "every value")
-            steps = f"max {m['max_raw_diff']:g} step{'s' * (m['max_raw_diff'] != 1)}" if m["integer"] else \
-                f"max abs diff {m['max_abs_diff']:.3g}"
+            figure = (
+                f"{_percent(m['top1_agreement'])} of top-1 classes"
+                if m["top1_agreement"] is not None
+                else f"SNR {m['snr_db']:.1f} dB"
+                if m["snr_db"] is not None
+                else "every value"
+            )
+            steps = (
+                f"max {m['max_raw_diff']:g} step{'s' * (m['max_raw_diff'] != 1)}"
+                if m["integer"]
+                else f"max abs diff {m['max_abs_diff']:.3g}"
+            )
             parts.append(f"{names[m['a']]} and {names[m['b']]} agree on {figure} ({steps})")
         skipped = [f"{n} {s['status']}" for n, s in self.status.items() if s["status"] != "ran"]
         if not parts:
@@ -229,30 +261,53 @@ class ValidationResult:
         rows: list[list[Any]] = []
         for name, st in self.status.items():
             state = st["status"] + (f": {st['reason']}" if st.get("reason") else "")
-            rows.append([name, _percent(self.accuracy.get(name)), _percent(self.reference_agreement.get(name)),
-                         state])
+            rows.append([name, _percent(self.accuracy.get(name)), _percent(self.reference_agreement.get(name)), state])
         if self.reference_accuracy is not None:
             rows.append(["keras", _percent(self.reference_accuracy), None, "reference"])
         lines.append(format_table(rows, ["runtime", "accuracy", "vs keras", "status"], indent="  "))
         if self.matrix:
-            mrows = [[f"{m['a']} vs {m['b']}", m["output"],
-                      _percent(m["top1_agreement"]), _percent(m["bit_identical"]),
-                      f"{m['max_raw_diff']:g}", f"{m['mean_raw_diff']:.3g}",
-                      None if m["snr_db"] is None else f"{m['snr_db']:.1f}"] for m in self.matrix]
-            lines.append(format_table(mrows, ["pair", "output", "top-1 agree", "identical rows", "max diff",
-                                              "mean diff", "SNR dB"], indent="  "))
+            mrows = [
+                [
+                    f"{m['a']} vs {m['b']}",
+                    m["output"],
+                    _percent(m["top1_agreement"]),
+                    _percent(m["bit_identical"]),
+                    f"{m['max_raw_diff']:g}",
+                    f"{m['mean_raw_diff']:.3g}",
+                    None if m["snr_db"] is None else f"{m['snr_db']:.1f}",
+                ]
+                for m in self.matrix
+            ]
+            lines.append(
+                format_table(
+                    mrows,
+                    ["pair", "output", "top-1 agree", "identical rows", "max diff", "mean diff", "SNR dB"],
+                    indent="  ",
+                )
+            )
         for t in self.trace:
             lines.append(f"  trace {t['a']} vs {t['b']}: {t['summary']}")
-            trows = [[op["op"], _percent(float(op["differ"])), f"{op['max_diff']:g}", _percent(op["local_differ"]),
-                      None if op["local_max_diff"] is None else f"{op['local_max_diff']:g}"] for op in t["ops"]]
+            trows = [
+                [
+                    op["op"],
+                    _percent(float(op["differ"])),
+                    f"{op['max_diff']:g}",
+                    _percent(op["local_differ"]),
+                    None if op["local_max_diff"] is None else f"{op['local_max_diff']:g}",
+                ]
+                for op in t["ops"]
+            ]
             if trows:
-                lines.append(format_table(trows, ["op", "elements differ", "max diff", "own: differ", "own: max"],
-                                          indent="    "))
+                lines.append(
+                    format_table(trows, ["op", "elements differ", "max diff", "own: differ", "own: max"], indent="    ")
+                )
         if self.arena_bytes is not None:
             lines.append(f"  TFLite Micro arena: {self.arena_bytes:,} bytes (smallest that allocates)")
         if self.latency_us is not None:
-            lines.append(f"  LiteRT latency per invoke ({self.threads} thread{'s' * (self.threads > 1)}): "
-                         f"median {self.latency_us['median']:.1f} us, p90 {self.latency_us['p90']:.1f} us")
+            lines.append(
+                f"  LiteRT latency per invoke ({self.threads} thread{'s' * (self.threads > 1)}): "
+                f"median {self.latency_us['median']:.1f} us, p90 {self.latency_us['p90']:.1f} us"
+            )
         return "\n".join(lines)
 
 
@@ -278,10 +333,13 @@ def _check_labels(y, n: int, num_classes: int, source: str) -> np.ndarray:
     labels = np.asarray(y)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels.reshape(-1)
-    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer)
-                                or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
+    if labels.ndim != 1 or not (
+        np.issubdtype(labels.dtype, np.integer)
+        or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))
+    ):
         raise InputError(
-            f"labels y must be one integer class id per sample, got dtype {labels.dtype} shape {labels.shape}")
+            f"labels y must be one integer class id per sample, got dtype {labels.dtype} shape {labels.shape}"
+        )
     if len(labels) != n:
         raise InputError(f"x has {n} samples but y has {len(labels)} labels; they must match")
     labels = labels.astype(np.int64)
@@ -308,8 +366,10 @@ def choose_output(output: int | str | None, outputs: Sequence[TensorInfo], sourc
         output = int(output)
     if isinstance(output, int) and not isinstance(output, bool) and 0 <= output < len(outputs):
         return output
-    raise InputError(f"output must name one of the outputs of {source} ({', '.join(repr(n) for n in names)}) or be "
-                     f"an index in [0, {len(outputs) - 1}], got {output!r}")
+    raise InputError(
+        f"output must name one of the outputs of {source} ({', '.join(repr(n) for n in names)}) or be "
+        f"an index in [0, {len(outputs) - 1}], got {output!r}"
+    )
 
 
 def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: int) -> np.ndarray:
@@ -333,8 +393,10 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
         if len(fits) == 1:
             k = fits[0]
         elif k >= len(predicted):
-            raise InputError(f"the reference model has {len(predicted)} outputs, the TFLite output chosen is {k}: "
-                             "pass the Keras model the file was converted from")
+            raise InputError(
+                f"the reference model has {len(predicted)} outputs, the TFLite output chosen is {k}: "
+                "pass the Keras model the file was converted from"
+            )
         predicted = predicted[k]
     out = np.asarray(predicted)
     if int(np.prod(out.shape[1:])) != int(np.prod(io_out.sample_shape)):
@@ -345,8 +407,9 @@ def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: i
     return out
 
 
-def _run_one(name: str, content: bytes, source: str, raw: list[np.ndarray], *, threads: int,
-             timeout: float | None, verbose: int) -> tuple[RunResult | None, dict[str, str]]:
+def _run_one(
+    name: str, content: bytes, source: str, raw: list[np.ndarray], *, threads: int, timeout: float | None, verbose: int
+) -> tuple[RunResult | None, dict[str, str]]:
     """One runtime's outputs and its status; a crash is located to an op by running graph prefixes."""
     try:
         runner = open_runtime(name, content, source, threads=threads, timeout=timeout)
@@ -366,8 +429,11 @@ def _run_one(name: str, content: bytes, source: str, raw: list[np.ndarray], *, t
             except (ValidationError, InputError):
                 op = None
         where = f"in {op}" if op else f"while {exc.stage}"
-        return None, {"status": "crashed", "reason": f"{exc.signal_name} {where}",
-                      "message": exc.in_op(op) if op else str(exc)}
+        return None, {
+            "status": "crashed",
+            "reason": f"{exc.signal_name} {where}",
+            "message": exc.in_op(op) if op else str(exc),
+        }
 
 
 def _pair_figures(a: RunResult, b: RunResult, k: int, classification: bool) -> dict[str, Any]:
@@ -380,10 +446,14 @@ def _pair_figures(a: RunResult, b: RunResult, k: int, classification: bool) -> d
     snr = None if noise == 0 else (max(-100.0, 10 * math.log10(signal / noise)) if signal > 0 else -100.0)
     size = int(np.prod(info.sample_shape))
     entry: dict[str, Any] = {
-        "a": a.runtime, "b": b.runtime, "output": info.name, "output_index": k,
+        "a": a.runtime,
+        "b": b.runtime,
+        "output": info.name,
+        "output_index": k,
         "kind": "classification" if classification else "regression",
         "integer": np.dtype(info.dtype).kind in "iu",
-        "top1_agreement": None, "disagreements": None,
+        "top1_agreement": None,
+        "disagreements": None,
         "bit_identical": float(np.mean(np.all(raw == 0, axis=1))) if raw.size else 1.0,
         "max_raw_diff": float(raw.max()) if raw.size else 0.0,
         "mean_raw_diff": float(raw.mean()) if raw.size else 0.0,
@@ -414,12 +484,21 @@ def _diff(va: np.ndarray, vb: np.ndarray) -> tuple[float, float]:
 
 def _describe(row: dict[str, Any], prefix: str = "") -> str:
     unit = (" step" + "s" * (row[prefix + "max_diff"] != 1)) if row["integer"] else ""
-    return (f"{row['op']}: {_percent(row[prefix + 'differ'])} of elements differ by up to "
-            f"{row[prefix + 'max_diff']:g}{unit}")
+    return (
+        f"{row['op']}: {_percent(row[prefix + 'differ'])} of elements differ by up to "
+        f"{row[prefix + 'max_diff']:g}{unit}"
+    )
 
 
-def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[np.ndarray], *, threads: int,
-           timeout: float | None) -> list[dict[str, Any]]:
+def _trace(
+    pairs: list[tuple[str, str]],
+    content: bytes,
+    source: str,
+    raw: list[np.ndarray],
+    *,
+    threads: int,
+    timeout: float | None,
+) -> list[dict[str, Any]]:
     """Per differing pair: each op's output compared (``differ`` / ``max_diff``: what reaches it, inherited
     differences included), and each op's own error (``local_differ`` / ``local_max_diff``: every op fed the
     same inputs, the values the most reference-like runtime computed); the first op that differs named."""
@@ -451,8 +530,15 @@ def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[
     for a, b in pairs:
         ra, rb = runs[a], runs[b]
         if isinstance(ra, str) or isinstance(rb, str):
-            found.append({"a": a, "b": b, "first_op": None, "ops": [],
-                          "summary": f"no trace: {ra if isinstance(ra, str) else rb}"})
+            found.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "first_op": None,
+                    "ops": [],
+                    "summary": f"no trace: {ra if isinstance(ra, str) else rb}",
+                }
+            )
             continue
         la, lb = local.get(a), local.get(b)
         has_local = isinstance(la, RunResult) and isinstance(lb, RunResult)
@@ -460,9 +546,16 @@ def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[
         for k, (op, _) in enumerate(op_tensors):
             va = ra.all_outputs[k]
             share, most = _diff(va, rb.all_outputs[k])
-            entry: dict[str, Any] = {"op": op.label(), "tensor": rb.output_infos[k].name, "dtype": str(va.dtype),
-                                     "integer": np.dtype(va.dtype).kind in "iu", "differ": share, "max_diff": most,
-                                     "local_differ": None, "local_max_diff": None}
+            entry: dict[str, Any] = {
+                "op": op.label(),
+                "tensor": rb.output_infos[k].name,
+                "dtype": str(va.dtype),
+                "integer": np.dtype(va.dtype).kind in "iu",
+                "differ": share,
+                "max_diff": most,
+                "local_differ": None,
+                "local_max_diff": None,
+            }
             if has_local:
                 assert isinstance(la, RunResult) and isinstance(lb, RunResult)
                 entry["local_differ"], entry["local_max_diff"] = _diff(la.all_outputs[k], lb.all_outputs[k])
@@ -476,8 +569,9 @@ def _trace(pairs: list[tuple[str, str]], content: bytes, source: str, raw: list[
             own = [e for e in ops if e["local_differ"]]
             if own:
                 worst = max(own, key=lambda e: (e["local_differ"], e["local_max_diff"]))
-                summary += (f"; {len(own)} of {len(ops)} ops differ on the same inputs, most "
-                            f"{_describe(worst, 'local_')}")
+                summary += (
+                    f"; {len(own)} of {len(ops)} ops differ on the same inputs, most {_describe(worst, 'local_')}"
+                )
         found.append({"a": a, "b": b, "first_op": first["op"] if first else None, "summary": summary, "ops": ops})
     return found
 
@@ -544,26 +638,35 @@ def validate(
     only_tflm = tflm_only_reason(content, source)
     for name in names:
         if only_tflm and name != "tflm":
-            status[name] = {"status": "skipped", "reason": only_tflm,
-                            "message": f"{KERNELS[name]} cannot run {source}: {only_tflm}"}
+            status[name] = {
+                "status": "skipped",
+                "reason": only_tflm,
+                "message": f"{KERNELS[name]} cannot run {source}: {only_tflm}",
+            }
             continue
-        result, status[name] = _run_one(name, content, source, raw, threads=threads, timeout=tflm_timeout,
-                                        verbose=verbose)
+        result, status[name] = _run_one(
+            name, content, source, raw, threads=threads, timeout=tflm_timeout, verbose=verbose
+        )
         if result is not None:
             results[name] = result
     if not results:
         if len(names) == 1:  # that runtime's own message, as one line
             st = status[names[0]]
             raise (InputError if st.get("kind") == "unloadable" else ValidationError)(st["message"])
-        raise ValidationError(f"no runtime ran {source}: " + "; ".join(
-            f"{name} {st['status']} ({st.get('reason', '')})" for name, st in status.items()))
+        raise ValidationError(
+            f"no runtime ran {source}: "
+            + "; ".join(f"{name} {st['status']} ({st.get('reason', '')})" for name, st in status.items())
+        )
 
     ran = tuple(name for name in names if name in results)
     first = results[ran[0]]
-    classification = [int(np.prod(t.sample_shape)) > 1 and (
-        (j == k and labels is not None) or first.output_infos[j].quantized) for j, t in enumerate(outs)]
-    matrix = [_pair_figures(results[a], results[b], j, classification[j])
-              for a, b in _pairs(ran) for j in range(len(outs))]
+    classification = [
+        int(np.prod(t.sample_shape)) > 1 and ((j == k and labels is not None) or first.output_infos[j].quantized)
+        for j, t in enumerate(outs)
+    ]
+    matrix = [
+        _pair_figures(results[a], results[b], j, classification[j]) for a, b in _pairs(ran) for j in range(len(outs))
+    ]
     figures: dict[str, Any] = {}
     top1 = {name: _top1(r.dequantized(k)) for name, r in results.items()}
     if labels is not None:
@@ -577,26 +680,57 @@ def validate(
         a, b = results[ran[0]], results[ran[1]]
         same = top1[ran[0]] == top1[ran[1]]
         diff = np.abs(a.all_outputs[k].astype(np.float64) - b.all_outputs[k].astype(np.float64))
-        figures.update(agreement=float(np.mean(same)), disagreements=int(len(same) - np.count_nonzero(same)),
-                       max_abs_diff=float(diff.max()) if diff.size else 0.0)
+        figures.update(
+            agreement=float(np.mean(same)),
+            disagreements=int(len(same) - np.count_nonzero(same)),
+            max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        )
     if "tflm" in results:
         figures["arena_bytes"] = results["tflm"].arena_bytes
     times = results["litert"].invoke_us if "litert" in results else None
     if times is not None and len(times):
-        figures["latency_us"] = {"median": round(float(np.median(times)), 2),
-                                 "p90": round(float(np.percentile(times, 90)), 2)}
+        figures["latency_us"] = {
+            "median": round(float(np.median(times)), 2),
+            "p90": round(float(np.percentile(times, 90)), 2),
+        }
     traces: list[dict[str, Any]] = []
     if trace:
-        differing = [(a, b) for a, b in _pairs(ran)
-                     if any(m["bit_identical"] < 1.0 for m in matrix if (m["a"], m["b"]) == (a, b))]
+        differing = [
+            (a, b)
+            for a, b in _pairs(ran)
+            if any(m["bit_identical"] < 1.0 for m in matrix if (m["a"], m["b"]) == (a, b))
+        ]
         traces = _trace(differing, content, source, raw, threads=threads, timeout=tflm_timeout)
-    return ValidationResult(source=source, num_samples=n, runtimes=ran, threads=threads,
-                            input=first.input_infos[0].to_dict(), output=first.output_infos[k].to_dict(),
-                            inputs=[t.to_dict() for t in first.input_infos],
-                            outputs=[t.to_dict() for t in first.output_infos], output_index=k,
-                            status=status, matrix=matrix, trace=traces, **figures)
+    return ValidationResult(
+        source=source,
+        num_samples=n,
+        runtimes=ran,
+        threads=threads,
+        input=first.input_infos[0].to_dict(),
+        output=first.output_infos[k].to_dict(),
+        inputs=[t.to_dict() for t in first.input_infos],
+        outputs=[t.to_dict() for t in first.output_infos],
+        output_index=k,
+        status=status,
+        matrix=matrix,
+        trace=traces,
+        **figures,
+    )
 
 
-__all__ = ["validate", "ValidationResult", "load_validation_data", "choose_output", "tflm_only_reason",
-           "PROGRESS_MIN_SAMPLES", "WARMUP_INVOKES", "DEFAULT_MIN_AGREEMENT", "DEFAULT_MIN_REFERENCE_AGREEMENT",
-           "REFERENCE_MAX_STEPS", "REFERENCE_MIN_SNR_DB", "MIN_SNR_DB", "REGRESSION_MAX_STEPS", "STATUSES"]
+__all__ = [
+    "validate",
+    "ValidationResult",
+    "load_validation_data",
+    "choose_output",
+    "tflm_only_reason",
+    "PROGRESS_MIN_SAMPLES",
+    "WARMUP_INVOKES",
+    "DEFAULT_MIN_AGREEMENT",
+    "DEFAULT_MIN_REFERENCE_AGREEMENT",
+    "REFERENCE_MAX_STEPS",
+    "REFERENCE_MIN_SNR_DB",
+    "MIN_SNR_DB",
+    "REGRESSION_MAX_STEPS",
+    "STATUSES",
+]
