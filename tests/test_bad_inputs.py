@@ -26,10 +26,9 @@ from pathlib import Path
 
 from tfedge._keras import tf
 
-import flatbuffers
 import numpy as np
 import pytest
-from ai_edge_litert import schema_py_generated as schema
+from tflite_builders import repack
 
 import tfedge
 from tfedge import cli, keras
@@ -87,15 +86,6 @@ def cli_error(argv: list, capsys, folders: tuple, match: str, code: int = 2) -> 
 def console_script() -> list[str]:
     exe = Path(sys.executable).with_name("tfedge")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tfedge"]
-
-
-def repacked(content: bytes, edit: Callable[[schema.ModelT], None]) -> bytes:
-    """The model rebuilt through the schema's object API after ``edit`` changed it."""
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    edit(model)
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def patch_int32(content: bytes, buffer_index: int, position: int, value: int) -> bytes:
@@ -342,8 +332,8 @@ def test_2_malformed_file(kind, ws, tmp_path, capsys, digits, tflite):
 @pytest.mark.parametrize("kind", BAD_FIELDS)
 def test_3_out_of_range_field(kind, ws, tmp_path, capsys, digits, tflite):
     edit, match = BAD_FIELDS[kind]
-    tfedge.inspect(repacked(tflite, lambda m: None))  # the repacking alone is harmless
-    _check_bad_tflite(repacked(tflite, edit), match, ws, tmp_path, capsys, digits)
+    tfedge.inspect(repack(tflite, lambda m: None))  # the repacking alone is harmless
+    _check_bad_tflite(repack(tflite, edit), match, ws, tmp_path, capsys, digits)
 
 
 @pytest.mark.parametrize("scale", [0.0, math.nan, 1e-40])
@@ -351,7 +341,7 @@ def test_3_degenerate_scale_is_read_and_flagged_not_called_corrupted(scale, tmp_
     """Not out of bounds: inspect reads it and names the tensor, the op that reads it and the likely cause."""
     path = tmp_path / "degenerate.tflite"
     path.write_bytes(
-        repacked(tflite, lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [scale]))
+        repack(tflite, lambda m: setattr(m.subgraphs[0].tensors[_first_op_tensor(m)].quantization, "scale", [scale]))
     )
     (d,) = tfedge.inspect(path).degenerate_scales
     assert d["read_by"] == ["CONV_2D#0"] and "calibration data never exercised that layer" in d["message"]

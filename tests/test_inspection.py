@@ -13,13 +13,18 @@ from pathlib import Path
 
 from tfedge._keras import tf
 
-import flatbuffers
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from hypothesis import HealthCheck, given, settings, strategies as st
-from tflite_builders import THIRD_PARTY, custom_op_int16_no_quantization, fc_lut_compressed, float_and_uint8_io
+from tflite_builders import (
+    THIRD_PARTY,
+    custom_op_int16_no_quantization,
+    fc_lut_compressed,
+    float_and_uint8_io,
+    repack,
+)
 
 from tfedge import cli, keras
 from tfedge.conversion import convert
@@ -180,15 +185,6 @@ def test_out_of_range_root_offset_raises(valid, value):
         verify(struct.pack("<I", value) + valid[4:], "bad.tflite")
 
 
-def _edit(content: bytes, change) -> bytes:
-    """Re-pack a model after ``change(model_t)``: a well-formed flatbuffer with planted bad values."""
-    m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    change(m)
-    builder = flatbuffers.Builder(len(content))
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _set_tensor(index, **fields):
     """index: a tensor index, or (op, "in"/"out", k) for the k-th input / output of operator op."""
 
@@ -258,7 +254,7 @@ def _set_scale(index, value):
     ],
 )
 def test_planted_bad_values_raise_input_error(valid, change, message):
-    bad = _edit(valid, change)
+    bad = repack(valid, change)
     with pytest.raises(InputError) as info:
         verify(bad, "planted.tflite")
     assert message in str(info.value) and "planted.tflite" in str(info.value) and "\n" not in str(info.value)
@@ -277,7 +273,7 @@ def test_planted_bad_values_raise_input_error(valid, change, message):
 )
 def test_planted_unusual_values_are_read_with_a_note(valid, change, kind, message):
     """Well-formed but unusual: not corrupted; inspect reads it, says so, and each runtime decides."""
-    info = inspect(_edit(valid, change))
+    info = inspect(repack(valid, change))
     assert any(n["kind"] == kind and message in n["message"] for n in info.notes), info.notes
     assert json.loads(json.dumps(info.to_dict(), allow_nan=False))["bytes"] == info.bytes  # strict JSON
     # TFLite Micro sizes a RESHAPE output from the output tensor alone; the other planted values put it at risk
@@ -285,7 +281,7 @@ def test_planted_unusual_values_are_read_with_a_note(valid, change, kind, messag
 
 
 def test_repacked_but_unchanged_model_still_verifies(valid):
-    assert parse(_edit(valid, lambda m: None)).subgraphs[0].operators == parse(valid).subgraphs[0].operators
+    assert parse(repack(valid, lambda m: None)).subgraphs[0].operators == parse(valid).subgraphs[0].operators
 
 
 def test_size_cap_and_non_bytes(valid, monkeypatch):

@@ -145,7 +145,7 @@ def test_result_serializes_and_reports_failed_checks(result):
     assert "3 steps apart, the rule allows 1" in failures[-1] and len(failures) == 3
     assert disagreeing.failed_checks(min_agreement=0.98) == failures[-1:]
     assert result.failed_checks(min_reference_agreement=1.0)[0].startswith("rule 'reference model' failed")
-    with pytest.raises(InputError, match="min_accuracy must be a fraction in \\[0, 1\\], got 95"):
+    with pytest.raises(InputError, match="min_accuracy must be in \\[0, 1\\], got 95"):
         result.failed_checks(min_accuracy=95)
 
 

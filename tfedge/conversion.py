@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tfedge.checks import check_bool, check_int
 from tfedge.errors import ConversionError, InputError, ModelError, first_line
 from tfedge.flatbuffer import Model, parse
 from tfedge.native import Captured, capture_fds
@@ -485,16 +486,8 @@ def _check_arguments(model: Any, quantization: str, int8_io: bool, calibration_s
 
     if quantization not in MODES:
         raise InputError(f"quantization must be one of {', '.join(MODES)}, got {quantization!r}")
-    if not isinstance(int8_io, bool):
-        raise InputError(f"int8_io must be True or False, got {int8_io!r}")
-    if (
-        isinstance(calibration_samples, bool)
-        or not isinstance(calibration_samples, (int, np.integer))
-        or calibration_samples < MIN_CALIBRATION_SAMPLES
-    ):
-        raise InputError(
-            f"calibration_samples must be an integer >= {MIN_CALIBRATION_SAMPLES}, got {calibration_samples!r}"
-        )
+    check_bool(int8_io, "int8_io")
+    check_int(calibration_samples, "calibration_samples", minimum=MIN_CALIBRATION_SAMPLES)
     ensure_keras2_model(model)
     if _has_layer(model, ("PruneLowMagnitude",)):
         raise ModelError("model still has TF-MOT pruning wrappers: call tfedge.strip(model) before converting")

@@ -297,28 +297,21 @@ def _plot_search(ax: Any, search: Mapping[str, Any]) -> None:
             zorder=4,
             label=f"chosen: {chosen['bytes']:,} B",
         )
-    base = search.get("baseline", {})
-    if base.get("bytes"):
-        ax.scatter(
-            base["bytes"],
-            100 * base["accuracy"],
-            marker="s",
-            color="tab:orange",
-            s=60,
-            zorder=4,
-            label=f"teacher, plain int8 (baseline): {base['bytes']:,} B",
-        )
-    teacher = search.get("teacher", {})
-    if teacher.get("bytes") and teacher.get("accuracy") is not None:
-        ax.scatter(
-            teacher["bytes"],
-            100 * teacher["accuracy"],
-            marker="^",
-            color="tab:green",
-            s=60,
-            zorder=4,
-            label=f"teacher, float32: {teacher['bytes']:,} B",
-        )
+    for key, marker, color, label in (
+        ("baseline", "s", "tab:orange", "teacher, plain int8 (baseline)"),
+        ("teacher", "^", "tab:green", "teacher, float32"),
+    ):
+        point = search.get(key, {})
+        if point.get("bytes") and point.get("accuracy") is not None:
+            ax.scatter(
+                point["bytes"],
+                100 * point["accuracy"],
+                marker=marker,
+                color=color,
+                s=60,
+                zorder=4,
+                label=f"{label}: {point['bytes']:,} B",
+            )
     if search.get("floor") is not None:
         ax.axhline(100 * search["floor"], color="gray", linestyle=":", label="accuracy floor")
     flash = search.get("budget", {}).get("flash")

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from tfedge.checks import check_int
 from tfedge.errors import InputError, ModelError, ValidationError
 from tfedge.flatbuffer import parse
 from tfedge.targets import tflm_only_reason
@@ -447,8 +448,7 @@ class LiteRT(IsolatedRuntime):
         threads: int = 1,
         timeout: float = TFLM_TIMEOUT_S,
     ):
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = check_int(threads, "threads", minimum=1)
         super().__init__(model_or_path, source, timeout=timeout)
         self.threads = threads
         reason = tflm_only_reason(self._content, self.source)

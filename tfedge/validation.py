@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfedge.checks import check_int
+from tfedge.checks import check_fraction, check_int
 from tfedge.errors import InputError, ValidationError
 from tfedge.runtimes import (
     KERNELS,
@@ -98,9 +98,7 @@ def _percent(value: float | None) -> str | None:
 
 
 def _fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InputError(f"{name} must be a fraction in [0, 1], got {value!r}: e.g. 0.99")
-    return float(value)
+    return check_fraction(value, name, hint="e.g. 0.99")
 
 
 @dataclasses.dataclass(frozen=True)
