@@ -25,9 +25,12 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tfedge._keras import keras
+
 import numpy as np
 
 from tfedge.errors import CheckFailed, InputError, ModelError
+from tfedge.runtimes import TFLiteMicro
 from tfedge.tables import format_table
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "k": 1000, "m": 1000**2}
@@ -133,8 +136,6 @@ def randomized_copy(model: Any, seed: int = 0) -> Any:
     >>> bool(np.all(randomized_copy(m).layers[-1].bias.numpy() != 0))
     True
     """
-    from tfedge._keras import keras
-
     copy = keras.models.clone_model(model)
     rng = np.random.default_rng(seed)
     values = []
@@ -163,7 +164,6 @@ def measure(model: Any, x_calibration: np.ndarray, *, qat: bool = True) -> tuple
     (True, True, True)
     """
     import tfedge
-    from tfedge.runtimes import TFLiteMicro
 
     copy = randomized_copy(model)
     wrapped = None

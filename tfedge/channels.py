@@ -31,8 +31,12 @@ import numpy as np
 
 from tfedge.channel_graph import ChannelGraph, Group, channel_axes, expand, names
 from tfedge.checks import check_bool, check_choice, check_fraction, check_int
+from tfedge.conversion import convert
+from tfedge.distillation import Distiller
 from tfedge.errors import InputError, ModelError
-from tfedge.models import check_graph_model
+from tfedge.graph import check_graph_model
+from tfedge.runtimes import TFLiteMicro
+from tfedge.tables import format_table
 
 #: Channel importance criteria. ``l2`` / ``l1``: norm of the producers' filters; ``bn_gamma``:
 #: ``|gamma|`` of the BatchNormalization after them (``l2`` for groups without one); ``taylor``:
@@ -409,8 +413,6 @@ class ChannelPruningCallback(keras.callbacks.Callback):
         self._masks: list[tuple[Any, tf.Tensor]] = []
 
     def _model(self) -> keras.Model:
-        from tfedge.distillation import Distiller
-
         return self.model.student if isinstance(self.model, Distiller) else self.model
 
     def on_train_begin(self, logs=None):
@@ -522,7 +524,6 @@ class ChannelReport:
 
     def format_table(self) -> str:
         """Per-layer table and whole-model totals, as plain text."""
-        from tfedge.tables import format_table
 
         def pair(a: Any, b: Any) -> str:
             return "-" if a is None else f"{a:,} -> {b:,}"
@@ -572,9 +573,6 @@ def _int8_weight_bytes(layer: keras.layers.Layer) -> int:
 
 
 def _int8_figures(model: keras.Model, data: Any, arena: bool, notes: list[str]) -> tuple[int | None, int | None]:
-    from tfedge.conversion import convert
-    from tfedge.runtimes import TFLiteMicro
-
     if data is None:
         shapes = [tuple(1 if d is None else d for d in t.shape) for t in model.inputs]
         rng = np.random.default_rng(0)

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from tfedge import __version__
 from tfedge.checks import check_fraction
-from tfedge.conversion import MODES as CONVERT_MODES  # TensorFlow is imported inside convert() only
 from tfedge.errors import CheckFailed, InputError, TfedgeError, first_line
 from tfedge.files import check_output_path
 from tfedge.native import quiet_tensorflow_import
 from tfedge.runtimes import RUNTIMES  # TensorFlow-free, like every import at the top of this module
 from tfedge.targets import TARGETS
+from tfedge.tflite import QUANTIZATION_MODES as CONVERT_MODES  # conversion.MODES, without TensorFlow
 from tfedge.validation import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_REFERENCE_AGREEMENT  # TensorFlow-free too
 
 

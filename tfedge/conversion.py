@@ -22,12 +22,17 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tfedge._keras import ensure_keras2_model, tf
+
 import numpy as np
 
 from tfedge.checks import check_bool, check_int
-from tfedge.errors import ConversionError, InputError, ModelError, first_line
+from tfedge.datasets import check_inputs_match
+from tfedge.errors import ConversionError, InputError, ModelError, ValidationError, first_line
 from tfedge.flatbuffer import Model, parse
+from tfedge.lut import sample_inputs
 from tfedge.native import Captured, capture_fds
+from tfedge.runtimes import LiteRT, TFLiteMicro
 from tfedge.targets import TARGETS, TFLM_MARKER, check_target, missing_kernel
 from tfedge.tflite import FLOAT_DTYPES, QUANTIZATION_MODES, TFLiteModel, non_int8_ops, tensor_labels
 
@@ -140,8 +145,6 @@ def _item_arrays(item: Any, inputs: list[_Input], where: str, single_ok: bool = 
 
 def _collect(data: Any, inputs: list[_Input], limit: int) -> list[np.ndarray]:
     """Read calibration data of any accepted kind into one array per input (at most ``limit`` from streams)."""
-    from tfedge._keras import tf
-
     where = "representative_data"
     if isinstance(data, tf.data.Dataset):
         stream: Iterable = data
@@ -189,8 +192,6 @@ def _check_calibration(
     arrays: list[np.ndarray], inputs: list[_Input], samples: int, notes: list[str]
 ) -> list[np.ndarray]:
     """Shape, dtype, finiteness, count and spread checks; returns up to ``samples`` evenly spaced samples."""
-    from tfedge.datasets import check_inputs_match
-
     counts = {len(a) for a in arrays}
     if len(counts) > 1:
         raise InputError(
@@ -482,8 +483,6 @@ def _same_on_litert(a: bytes, b: bytes) -> bool:
 
 def _check_arguments(model: Any, quantization: str, int8_io: bool, calibration_samples: int) -> None:
     """Argument and model checks that come before any work."""
-    from tfedge._keras import ensure_keras2_model
-
     if quantization not in MODES:
         raise InputError(f"quantization must be one of {', '.join(MODES)}, got {quantization!r}")
     check_bool(int8_io, "int8_io")
@@ -531,8 +530,6 @@ def _argument_names(inputs: list[_Input]) -> list[str]:
 
 def _trace(model: Any, inputs: list[_Input]) -> Any:
     """The model as a concrete function at the (batch-pinned) input shapes."""
-    from tfedge._keras import tf
-
     names = _argument_names(inputs)
     specs = [tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=n) for i, n in zip(inputs, names, strict=True)]
     single = len(inputs) == 1
@@ -557,8 +554,6 @@ def _converter(
     strip_metadata: bool,
 ) -> Any:
     """A ``TFLiteConverter`` set up for ``quantization`` (ops, types, calibration feed)."""
-    from tfedge._keras import tf
-
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.exclude_conversion_metadata = bool(strip_metadata)
     if quantization != "float32":
@@ -672,9 +667,6 @@ def _stripped(content: bytes, notes: list[str], target: str = "both") -> bytes:
 
 def _tflm_outputs(content: bytes, x: np.ndarray, what: str) -> Any:
     """A model's raw outputs on TFLite Micro (in its child process); a refusal is one ConversionError line."""
-    from tfedge.errors import ValidationError
-    from tfedge.runtimes import TFLiteMicro
-
     try:
         return TFLiteMicro(content, source=what).run(x)
     except (ValidationError, ModelError) as exc:
@@ -689,8 +681,6 @@ def _slimmed_for_tflm(
 ) -> bytes:
     """The TFLite-Micro-only file (:func:`strip_debug_info` with ``target="tflm"``), verified on TFLite Micro:
     its outputs on the calibration data (or generated inputs) are bit-identical to ``content``'s."""
-    from tfedge.lut import sample_inputs
-
     slim = strip_debug_info(content, "tflm")
     x = sample_inputs(content, "converted model", calibration[0] if calibration else None)
     before = _tflm_outputs(content, x, f"the {quantization} model")
@@ -721,9 +711,6 @@ KERNEL_CHECK_SAMPLES = 4
 
 def _runtime_refusal(runtime: str, content: bytes, x: np.ndarray, quantization: str) -> str | None:
     """None when ``runtime`` runs the file on ``x``, else one line naming the op it has no kernel for."""
-    from tfedge.errors import ValidationError
-    from tfedge.runtimes import LiteRT, TFLiteMicro
-
     label = {"litert": "LiteRT", "tflm": "TFLite Micro"}[runtime]
     try:
         with _quiet_converter():  # LiteRT announces its delegate on stderr
@@ -744,8 +731,6 @@ def _check_kernels(
 ) -> None:
     """Run a mixed-precision file on the target's runtimes: a runtime the target needs without a kernel
     raises ``ConversionError`` naming the op; for ``"both"``, TFLite Micro lacking one is a warning and a note."""
-    from tfedge.lut import sample_inputs
-
     if len(TFLiteModel(content).inputs) != 1 or len(TFLiteModel(content).outputs) != 1:
         return  # tfedge's runtimes take one input and one output
     x = sample_inputs(content, "converted model", None if calibration is None else calibration[0])

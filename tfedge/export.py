@@ -22,6 +22,7 @@ import os
 import re
 from pathlib import Path
 
+from tfedge import __version__
 from tfedge.errors import InputError, TfedgeError
 from tfedge.files import PathLike, atomic_write_text, make_output_folder
 from tfedge.runtimes import TFLiteMicro
@@ -153,8 +154,6 @@ def export_c_array(
     note = None
     if arena_bytes is None:
         arena_bytes, note = tflm_arena(model_or_path)
-
-    from tfedge import __version__
 
     origin = os.path.basename(source) if isinstance(model_or_path, (str, os.PathLike)) else "a TFLite model"
     guard = f"TFEDGE_{ident.upper()}_H_"

@@ -45,6 +45,7 @@ from tfedge.budget import (
     format_size,
     measure,
     nothing_fits_message,
+    pareto,
     parse_size,
     select,
 )
@@ -855,8 +856,6 @@ def search_summary(
     run: RunContext, candidates: list[Candidate], chosen: Candidate | None, baseline: StageRecord, teacher: StageRecord
 ) -> dict[str, Any]:
     """The report's ``search``: budget, floor, baseline, every candidate (Pareto front marked), the choice, target."""
-    from tfedge.budget import pareto
-
     config = run.config
     base_acc = min(baseline.accuracy.values())
     front = {id(c) for c in pareto(candidates)}

@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 
 from tfedge.checks import check_int
+from tfedge.datasets import check_inputs_match
 from tfedge.errors import InputError, ModelError, ValidationError
 from tfedge.flatbuffer import parse
+from tfedge.surgery import graph_ops, prefix
 from tfedge.targets import tflm_only_reason
 from tfedge.tflite import ModelSource, TensorInfo, dequantize, model_bytes, per_axis_error, quantize
 
@@ -169,8 +171,6 @@ def model_io(content: bytes, source: str = "model") -> tuple[TensorInfo, TensorI
 
 def check_samples(x: np.ndarray, info: TensorInfo, source: str) -> np.ndarray:
     """Return ``x`` as float32 after checking it is a finite numeric batch shaped like input ``info``."""
-    from tfedge.datasets import check_inputs_match
-
     arr = np.asarray(x)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"samples must be a numeric array, got dtype {arr.dtype}")
@@ -260,8 +260,6 @@ class IsolatedRuntime:
     def locate_crash(self, raw: Sequence[np.ndarray] | None = None) -> str | None:
         """The op this runtime crashes in (e.g. ``SOFTMAX (op 1)``), or None when no prefix of the graph
         crashes: runs growing prefixes of the graph (bisection), each on one sample in its own child."""
-        from tfedge.surgery import graph_ops, prefix
-
         ops = graph_ops(self._content)
         sample = None if raw is None else [np.asarray(a)[:1] for a in raw]
 

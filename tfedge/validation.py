@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfedge.checks import check_fraction, check_int
+from tfedge.datasets import check_inputs_match, check_labels_fit, load_npz
 from tfedge.errors import InputError, ValidationError
 from tfedge.runtimes import (
     KERNELS,
@@ -67,12 +68,13 @@ from tfedge.runtimes import (
     open_runtime,
     split_inputs,
 )
+from tfedge.surgery import isolated, traced
 from tfedge.tables import format_table
 from tfedge.targets import tflm_only_reason
 from tfedge.tflite import ModelSource, model_bytes
 
 if TYPE_CHECKING:
-    from tfedge._keras import keras
+    from tfedge._keras import keras  # TensorFlow only when a Keras model is involved: validate starts without it
 
 #: Loops over more samples than this show a Keras progress bar when ``verbose`` is on.
 PROGRESS_MIN_SAMPLES = 256
@@ -318,7 +320,7 @@ def _progress(label: str, total: int, verbose: int):
     """A Keras Progbar update function for long loops, else None."""
     if not verbose or total <= PROGRESS_MIN_SAMPLES:
         return None
-    from tfedge._keras import keras
+    from tfedge._keras import keras  # TensorFlow only when a Keras model is involved: validate starts without it
 
     print(label)
     bar = keras.utils.Progbar(total, verbose=1, unit_name="sample")
@@ -326,8 +328,6 @@ def _progress(label: str, total: int, verbose: int):
 
 
 def _check_labels(y, n: int, num_classes: int, source: str) -> np.ndarray:
-    from tfedge.datasets import check_labels_fit
-
     labels = np.asarray(y)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels.reshape(-1)
@@ -371,12 +371,10 @@ def choose_output(output: int | str | None, outputs: Sequence[TensorInfo], sourc
 
 
 def _reference_outputs(reference, xs: list[np.ndarray], io_out: TensorInfo, k: int) -> np.ndarray:
-    from tfedge._keras import ensure_keras2_model
-
-    from tfedge.datasets import check_inputs_match
+    from tfedge._keras import ensure_keras2_model  # TensorFlow only for a Keras reference
 
     if isinstance(reference, str) or hasattr(reference, "__fspath__"):
-        from tfedge.models import load_model
+        from tfedge.models import load_model  # TensorFlow and TF-MOT only for a reference file
 
         reference = load_model(reference)
     ensure_keras2_model(reference, "reference")
@@ -500,7 +498,6 @@ def _trace(
     """Per differing pair: each op's output compared (``differ`` / ``max_diff``: what reaches it, inherited
     differences included), and each op's own error (``local_differ`` / ``local_max_diff``: every op fed the
     same inputs, the values the most reference-like runtime computed); the first op that differs named."""
-    from tfedge.surgery import isolated, traced
 
     def run(model: bytes, name: str, feed: list[np.ndarray]) -> RunResult | str:
         try:
@@ -578,8 +575,6 @@ def load_validation_data(path: str | os.PathLike, num_inputs: int = 1) -> tuple[
     """``(x, y)`` from an ``.npz``: for a model with several inputs (``num_inputs``) and no array ``x``, ``x``
     is a dict of every array but ``y`` (keys named after the model inputs, or ``x0``, ``x1``, ...); else the
     array ``x`` (:func:`tfedge.datasets.load_npz`). ``y``: the labels or None."""
-    from tfedge.datasets import load_npz
-
     p = os.fspath(path)
     if num_inputs > 1 and os.path.isfile(p) and zipfile.is_zipfile(p):
         with np.load(p, allow_pickle=False) as npz:
