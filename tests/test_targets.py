@@ -17,6 +17,7 @@ from tfedge.runtimes import LiteRT, TFLiteMicro
 from tfedge.targets import TFLM_MARKER, missing_kernel, tflm_only_reason
 
 from conftest import compile_classifier
+from tflite_builders import repack
 
 L = keras.layers
 
@@ -81,9 +82,12 @@ def test_tflm_file_is_smaller_bit_identical_on_tflm_and_refused_by_litert(arch, 
     model, x_train, x_test = request.getfixturevalue(arch)
     both = tfedge.convert(model, representative_data=x_train)
     slim = tfedge.convert(model, representative_data=x_train, target="tflm")
-    # one zero point for each per-channel weight and bias: at least their other int64 zero points are gone
-    dropped = sum(8 * (len(t.zero_point) - 1) for t in parse(both.content).subgraphs[0].tensors if len(t.scale) > 1)
-    assert dropped > 200 and both.size - slim.size >= dropped, (both.size, slim.size, dropped)
+    # 'both' stores the all-zero per-channel zero points once per channel count; the slim file one 0 for all
+    lengths = {len(t.zero_point) for t in parse(both.content).subgraphs[0].tensors if len(t.scale) > 1}
+    dropped = sum(8 * (n - 1) for n in lengths)
+    zero_points = [tfedge.inspect(m).bytes_breakdown["zero_points"] for m in (both, slim)]
+    assert dropped >= 56 and zero_points[0] - zero_points[1] >= dropped, (zero_points, dropped)
+    assert slim.size < both.size
     np.testing.assert_array_equal(tflm(slim, x_test), tflm(both, x_test))
     assert any("bit-identical to the target='both' file on TFLite Micro" in n for n in slim.notes)
     parsed = parse(slim.content)
@@ -105,6 +109,33 @@ def test_tflm_file_is_smaller_bit_identical_on_tflm_and_refused_by_litert(arch, 
         and "slimmed for TFLite Micro" in result.status["litert"]["reason"]
     )
     assert result.status["tflm"]["status"] == "ran"
+
+
+@pytest.fixture(scope="module")
+def residual(digits):
+    keras.utils.set_random_seed(3)
+    x = L.Input((8, 8, 1))
+    y = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+    h = L.DepthwiseConv2D(3, padding="same", activation="relu")(L.Conv2D(32, 1, activation="relu")(y))
+    y = L.Add()([y, L.Conv2D(16, 1)(h)])
+    y = L.Dense(10)(L.GlobalAveragePooling2D()(y))
+    return fit(keras.Model(x, y), digits.x_train, digits.y_train), digits.x_train, digits.x_test
+
+
+@pytest.mark.parametrize("arch", ["residual", "depthwise", "conv1d"])
+def test_equal_vectors_are_stored_once_and_run_the_same_everywhere(arch, request):
+    """The default file stores each per-channel zero-point vector once per channel count (they are all 0):
+    smaller than the same model packed vector by vector, with identical outputs on the three kernel sets."""
+    model, x_train, x_test = request.getfixturevalue(arch)
+    shared = tfedge.convert(model, representative_data=x_train)
+    plain = repack(shared.content, lambda m: None)  # the flatbuffers library's own packing: a vector per table
+    per_channel = [t for t in parse(plain).subgraphs[0].tensors if len(t.scale) > 1]
+    assert len({len(t.zero_point) for t in per_channel}) < len(per_channel)  # some channel counts repeat
+    saved = len(plain) - shared.size
+    assert saved >= 8 * (sum(len(t.zero_point) for t in per_channel) - sum({len(t.zero_point) for t in per_channel}))
+    for runtime in ("litert", "litert-ref", "tflm"):
+        a, b = (tfedge.runtimes.open_runtime(runtime, m, "m").run(x_test[:64]).outputs for m in (shared.content, plain))
+        np.testing.assert_array_equal(a, b, err_msg=runtime)
 
 
 def test_marker_alone_marks_a_file_tflm_only(small_cnn, digits):

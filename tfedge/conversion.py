@@ -29,7 +29,7 @@ import numpy as np
 from tfedge.checks import check_bool, check_int
 from tfedge.datasets import check_inputs_match
 from tfedge.errors import ConversionError, InputError, ModelError, ValidationError, first_line
-from tfedge.flatbuffer import Model, parse
+from tfedge.flatbuffer import Model, pack, parse
 from tfedge.lut import sample_inputs
 from tfedge.native import Captured, capture_fds
 from tfedge.runtimes import LiteRT, TFLiteMicro
@@ -327,29 +327,6 @@ def _audit(parsed: Model, model: Any, mode: str, float_io: bool) -> None:
     )
 
 
-def _align16_buffer(buf):
-    """Make a schema BufferT pack its data 16-byte aligned, as the converter does (TFLM reads in place)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    class _Aligned(schema.BufferT):
-        def Pack(self, builder):  # the generated schema's method name
-            data = None
-            if self.data is not None and len(self.data):
-                raw = bytes(np.asarray(self.data, dtype=np.uint8))
-                builder.StartVector(1, len(raw), 16)
-                builder.head -= len(raw)
-                builder.Bytes[builder.head : builder.head + len(raw)] = raw
-                data = builder.EndVector()
-            schema.BufferStart(builder)
-            if data is not None:
-                schema.BufferAddData(builder, data)
-            return schema.BufferEnd(builder)
-
-    aligned = _Aligned()
-    aligned.data = buf.data
-    return aligned
-
-
 def _signature_is_pinned(signature: list[int], shape: list[int]) -> bool:
     """True when a shape signature says no more than the shape: equal, or -1 only where the shape has 1."""
     return len(signature) == len(shape) and all(
@@ -389,7 +366,7 @@ def _slim_for_tflm(m: Any) -> None:
             t.name = None
             q = t.quantization
             if q is not None and len(_seq(q.scale)) > 1 and not np.any(np.asarray(_seq(q.zeroPoint))):
-                q.zeroPoint = [0]
+                q.zeroPoint = np.zeros(1, np.int64)  # one vector, shared by every such tensor
 
 
 def strip_debug_info(content: bytes, target: str = "both") -> bytes:
@@ -403,7 +380,6 @@ def strip_debug_info(content: bytes, target: str = "both") -> bytes:
     also drops what TFLite Micro never reads and marks the file TFLite-Micro-only
     (:data:`tfedge.targets.TFLM_MARKER`): LiteRT refuses it.
     """
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     check_target(target)
@@ -438,13 +414,11 @@ def strip_debug_info(content: bytes, target: str = "both") -> bytes:
     old = list(_seq(m.buffers))
     order = [i for i in range(len(old)) if i in used]
     remap = {old_i: new_i for new_i, old_i in enumerate(order)}
-    m.buffers = [_align16_buffer(old[i]) for i in order]
+    m.buffers = [old[i] for i in order]
     for sub in m.subgraphs:
         for t in _seq(sub.tensors):
             t.buffer = remap[t.buffer]
-    builder = flatbuffers.Builder(len(content))
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(m, len(content))
 
 
 def _same_on_litert(a: bytes, b: bytes) -> bool:

@@ -32,7 +32,7 @@ import numpy as np
 
 from tfedge.checks import check_int
 from tfedge.errors import InputError, ValidationError, first_line
-from tfedge.flatbuffer import parse
+from tfedge.flatbuffer import pack, parse
 from tfedge.runtimes import TFLiteMicro, model_io
 from tfedge.targets import DECODE_OP, tflm_only_reason as _tflm_only_reason
 from tfedge.tflite import TFLiteModel, model_bytes, tensor_labels
@@ -312,7 +312,6 @@ def _compress(content: bytes, plan: Sequence[LutTensor]) -> bytes:
 
 
 def _raw_bytes_quantization(content: bytes) -> bytes:
-    import flatbuffers
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
     from tflite_micro.tensorflow.lite.micro.tools import (
         tflite_flatbuffer_align_wrapper as align,
@@ -326,12 +325,10 @@ def _raw_bytes_quantization(content: bytes) -> bytes:
                     params = schema.QuantizationParametersT()
                     params.scale, params.zeroPoint = [1.0], [0]
                     sub.tensors[i].quantization = params
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     with tempfile.TemporaryDirectory(prefix="tfedge-lut-") as tmp:  # the aligner works on files
         packed, aligned = os.path.join(tmp, "packed.tflite"), os.path.join(tmp, "aligned.tflite")
         with open(packed, "wb") as fh:
-            fh.write(builder.Output())
+            fh.write(pack(model, len(content) + 1024))
         align.align_tflite_model(packed, aligned)
         with open(aligned, "rb") as fh:
             return fh.read()

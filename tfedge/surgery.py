@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tfedge.errors import InputError
+from tfedge.flatbuffer import pack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +57,6 @@ def _unpack(content: bytes) -> Any:
     return model
 
 
-def _pack(model: Any) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _ops(model: Any) -> list[GraphOp]:
     names = _builtin_names()
     found = []
@@ -94,7 +87,7 @@ def _rewrite(content: bytes, edit: Callable[[Any], None]) -> bytes:
     model = _unpack(content)
     edit(model)
     model.signatureDefs = None  # signatures name the old outputs
-    return _pack(model)
+    return pack(model)
 
 
 def with_outputs(content: bytes, tensors: Sequence[int]) -> bytes:

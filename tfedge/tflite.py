@@ -26,7 +26,7 @@ import numpy as np
 
 from tfedge.errors import InputError, ModelError
 from tfedge.files import PathLike, atomic_write_bytes, check_output_path, read_bytes
-from tfedge.flatbuffer import Model, Subgraph, Tensor, parse
+from tfedge.flatbuffer import Model, Subgraph, Tensor, pack, parse
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, DTypeLike
@@ -450,7 +450,6 @@ def tiny_int8_model() -> bytes:
     >>> TFLiteModel(tiny_int8_model())
     TFLiteModel(int8, ... bytes, inputs=[int8[1, 4]], outputs=[int8[1, 2]])
     """
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     def tensor(name: str, shape: list[int], dtype: int, buffer: int, scale: float, zero_point: int):
@@ -488,9 +487,7 @@ def tiny_int8_model() -> bytes:
     model = schema.ModelT()
     model.version, model.operatorCodes, model.subgraphs = 3, [code], [sub]
     model.buffers = [buffer(None), buffer(weights.tobytes()), buffer(bias.tobytes())]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(model)
 
 
 __all__ = [
