@@ -13,6 +13,7 @@ from tfedge import keras
 from tfedge.budget import (
     Candidate,
     candidate_table,
+    drop_bound,
     measure,
     nothing_fits_message,
     pareto,
@@ -96,6 +97,45 @@ def test_nothing_at_the_floor_fails_with_the_table_of_what_was_tried():
     assert "no model within flash <= 8,500 B reaches the accuracy floor of 90.0 %" in first
     assert "best: 'big' at 80.0 %, 8,000 B" in first and "--max-accuracy-drop" in first
     assert re.search(r"small .* 2,500 B .* 70\.0 % .*trained", table) and "does not fit" in table
+
+
+def test_drop_bound_is_wide_on_few_samples_and_narrows_with_more():
+    """Equal on every sample: on 54 samples that still leaves room for more than a point on new data, on
+    5,000 a tenth of one; disagreements against the model widen it, disagreements for it narrow it."""
+    rng = np.random.default_rng(0)
+    for n in (54, 300, 5000):
+        base = rng.random(n) < 0.95
+        assert drop_bound(base, base, 0.5) == pytest.approx(0.0)
+        assert drop_bound(base, base) > drop_bound(base, base, 0.5)
+    few, many = np.ones(54, bool), np.ones(5000, bool)
+    assert drop_bound(few, few) > 0.01 > 0.001 > drop_bound(many, many)
+    worse, better = many.copy(), many.copy()
+    worse[:30] = False
+    base = many.copy()
+    base[:30] = False
+    assert drop_bound(worse, many) > 30 / 5000 > drop_bound(better, base) + 30 / 5000
+    bounds = [drop_bound(np.arange(300) >= k, np.ones(300, bool)) for k in range(6)]
+    assert bounds == sorted(bounds) and len(set(bounds)) == 6
+    with pytest.raises(tfedge.InputError, match="same samples"):
+        drop_bound(np.ones(3, bool), np.ones(4, bool))
+
+
+def test_a_candidate_not_surely_within_the_drop_is_not_shipped():
+    """Above the floor on the validation data, but its drop bound exceeds the allowed drop: without a budget the
+    next smallest that holds ships (the baseline, exempt, at the end); with a budget nothing does, and the message
+    says why and what to change."""
+    base = _c("baseline", 9000, 3000, 0.95)
+    unsure = _c("unsure", 3000, 2000, 0.95, drop_bound=0.018, status="trained")
+    sure = _c("sure", 5000, 2500, 0.945, drop_bound=0.007, status="trained")
+    assert select([base, unsure, sure], floor=0.94).name == "unsure"  # the point estimate alone
+    assert select([base, unsure, sure], floor=0.94, max_drop=0.01).name == "sure"
+    assert select([base, unsure], floor=0.94, max_drop=0.01).name == "baseline"
+    with pytest.raises(tfedge.CheckFailed) as info:
+        select([base, unsure], floor=0.94, max_drop=0.01, flash=4000)
+    first = str(info.value).splitlines()[0]
+    assert "'unsure' reaches it on the validation data, but on new data it may be up to 1.8 points below" in first
+    assert "validation) data" in first
+    assert "1.8 pt" in candidate_table([base, unsure])
 
 
 def test_nothing_fits_says_by_how_much_the_smallest_misses():

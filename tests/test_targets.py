@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from tflite_builders import repack
 
 import tfedge
 from tfedge import cli, keras
@@ -17,7 +18,6 @@ from tfedge.runtimes import LiteRT, TFLiteMicro
 from tfedge.targets import TFLM_MARKER, missing_kernel, tflm_only_reason
 
 from conftest import compile_classifier
-from tflite_builders import repack
 
 L = keras.layers
 

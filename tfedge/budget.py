@@ -7,7 +7,10 @@ exactly as it will be trained, converted to full int8 (calibrated on a few real 
 allocated on TFLite Micro. Only the candidates that fit are trained. :func:`select` then picks the
 model to ship from the trained ones: without a budget the smallest within the allowed accuracy drop
 of the baseline (the teacher's plain post-training int8 model), with a budget the most accurate that
-fits; never one below the accuracy floor.
+fits; never one below the accuracy floor. "Within the drop" must hold on new data too, not only on
+the validation samples: a candidate qualifies when :func:`drop_bound`, an upper confidence bound on
+its drop from its sample-by-sample agreement with the baseline, is within the allowed drop. On a
+small validation set a smaller model must then match the baseline there, not merely come close.
 
 >>> parse_size("8KB"), parse_size("8KiB"), parse_size(8000), parse_size("3.5 kB")
 (8000, 8192, 8000, 3500)
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -85,7 +89,8 @@ class Candidate:
     teacher); ``distill`` says whether it must learn from the teacher first (a copy of the teacher need
     not); ``qat`` whether quantization-aware training applies (measured: False when TF-MOT cannot wrap
     it, the model is then post-training quantized). ``bytes`` / ``arena_bytes`` are measured before
-    training; ``accuracy`` (lowest runtime, on the validation data) after; ``status`` says what happened.
+    training; ``accuracy`` (lowest runtime, on the validation data) after; ``drop_bound`` its
+    :func:`drop_bound` below the baseline (None for the baseline itself); ``status`` says what happened.
     """
 
     name: str
@@ -99,6 +104,7 @@ class Candidate:
     accuracy: float | None = None
     accuracies: dict[str, float] = dataclasses.field(default_factory=dict)
     sparsity: float | None = None
+    drop_bound: float | None = None
     status: str = "measured"
     seconds: float = 0.0
     result: Any = dataclasses.field(default=None, repr=False, compare=False)  # what training produced
@@ -115,7 +121,18 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         out = {
             k: getattr(self, k)
-            for k in ("name", "origin", "params", "bytes", "arena_bytes", "accuracy", "sparsity", "status", "seconds")
+            for k in (
+                "name",
+                "origin",
+                "params",
+                "bytes",
+                "arena_bytes",
+                "accuracy",
+                "drop_bound",
+                "sparsity",
+                "status",
+                "seconds",
+            )
         }
         out["accuracies"] = dict(self.accuracies)
         return {k: v for k, v in out.items() if v is not None}
@@ -184,19 +201,68 @@ def measure(model: Any, x_calibration: np.ndarray, *, qat: bool = True) -> tuple
 
 # -- choosing ------------------------------------------------------------------------------------
 
+#: How sure the choice must be that a candidate is within the allowed drop of the baseline on new data.
+CONFIDENCE = 0.8
+
+
+def drop_bound(correct: np.ndarray, baseline_correct: np.ndarray, confidence: float = CONFIDENCE) -> float:
+    """Upper ``confidence`` bound on how much less accurate (a fraction) a model is than the baseline on new
+    data like the validation samples, from which samples each gets right (boolean arrays, same samples).
+
+    Paired: only disagreements count (``b`` samples only the baseline gets right, ``c`` only the model),
+    half a sample is added to each so that no disagreement on few samples still leaves doubt, and the
+    bound is the normal one on ``(b - c) / n``. ``confidence`` 0.5 gives the (adjusted) point estimate.
+
+    >>> base = np.ones(54, bool)
+    >>> round(drop_bound(base, base), 3)  # equal on 54 samples: on new data perhaps 1.5 points worse
+    0.015
+    >>> round(drop_bound(np.ones(1000, bool), np.ones(1000, bool)), 4)
+    0.0008
+    >>> worse = base.copy(); worse[:2] = False
+    >>> round(drop_bound(worse, base), 3)
+    0.063
+    """
+    correct, baseline_correct = np.asarray(correct, bool), np.asarray(baseline_correct, bool)
+    if correct.shape != baseline_correct.shape or correct.ndim != 1 or not len(correct):
+        raise InputError(
+            f"drop_bound needs two boolean arrays over the same samples, got shapes {correct.shape} and "
+            f"{baseline_correct.shape}"
+        )
+    n = len(correct) + 1
+    b = np.count_nonzero(baseline_correct & ~correct) + 0.5
+    c = np.count_nonzero(correct & ~baseline_correct) + 0.5
+    spread = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    return float((b - c) / n + statistics.NormalDist().inv_cdf(confidence) * spread)
+
+
+def qualifies(c: Candidate, *, floor: float, max_drop: float | None = None) -> bool:
+    """True when ``c`` was trained, reaches ``floor`` and (given ``max_drop``, a fraction) its ``drop_bound``
+    is within it."""
+    return (
+        c.accuracy is not None
+        and c.accuracy >= floor
+        and (max_drop is None or c.drop_bound is None or c.drop_bound <= max_drop + 1e-12)
+    )
+
 
 def select(
-    candidates: Sequence[Candidate], *, floor: float, flash: int | None = None, ram: int | None = None
+    candidates: Sequence[Candidate],
+    *,
+    floor: float,
+    flash: int | None = None,
+    ram: int | None = None,
+    max_drop: float | None = None,
 ) -> Candidate:
     """The candidate to ship among the trained ones (those with an ``accuracy``).
 
-    Only candidates that fit ``flash`` / ``ram`` and reach ``floor`` qualify. Without a budget: the
-    smallest (bytes, then arena), ties to the more accurate; with a budget: the most accurate, ties to
-    the smaller. Raises :class:`CheckFailed` (with the table of what was tried) when none qualifies.
+    Only candidates that fit ``flash`` / ``ram`` and :func:`qualifies` (reach ``floor``, and their
+    ``drop_bound`` is within ``max_drop`` when given) qualify. Without a budget: the smallest (bytes,
+    then arena), ties to the more accurate; with a budget: the most accurate, ties to the smaller.
+    Raises :class:`CheckFailed` (with the table of what was tried) when none qualifies.
     """
-    qualified = [c for c in candidates if c.accuracy is not None and c.fits(flash, ram) and c.accuracy >= floor]
+    qualified = [c for c in candidates if c.fits(flash, ram) and qualifies(c, floor=floor, max_drop=max_drop)]
     if not qualified:
-        raise CheckFailed(no_model_message(candidates, floor=floor, flash=flash, ram=ram))
+        raise CheckFailed(no_model_message(candidates, floor=floor, flash=flash, ram=ram, max_drop=max_drop))
     if flash is None and ram is None:
         return min(qualified, key=lambda c: (c.bytes or 0, c.arena_bytes or 0, -(c.accuracy or 0)))
     return max(qualified, key=lambda c: (round(c.accuracy or 0, 6), -(c.bytes or 0), -(c.arena_bytes or 0)))
@@ -243,17 +309,36 @@ def nothing_fits_message(candidates: Sequence[Candidate], *, flash: int | None, 
     )
 
 
-def no_model_message(candidates: Sequence[Candidate], *, floor: float, flash: int | None, ram: int | None) -> str:
+def no_model_message(
+    candidates: Sequence[Candidate],
+    *,
+    floor: float,
+    flash: int | None,
+    ram: int | None,
+    max_drop: float | None = None,
+) -> str:
     """Why nothing can be shipped: the table of what was tried and what to change (one line first)."""
     trained = [c for c in candidates if c.accuracy is not None and c.fits(flash, ram)]
     best = max(trained, key=lambda c: c.accuracy or 0, default=None)
+    unsure = [c for c in trained if qualifies(c, floor=floor) and not qualifies(c, floor=floor, max_drop=max_drop)]
     head = (
         f"no model within {budget_text(flash, ram)} reaches the accuracy floor of {100 * floor:.1f} %"
         + (f" (best: '{best.name}' at {100 * (best.accuracy or 0):.1f} %, {format_size(best.bytes)})" if best else "")
+        + (
+            f"; '{unsure[0].name}' reaches it on the validation data, but on new data it may be up to "
+            f"{100 * (unsure[0].drop_bound or 0):.1f} points below the baseline (more validation data narrows this)"
+            if unsure
+            else ""
+        )
         + ": nothing was written as the deployed model. To change: allow a larger --max-accuracy-drop, raise "
-        "--flash / --ram, give more training data or --epochs, or a --student that fits and learns the task"
+        "--flash / --ram, give more training (or validation) data or --epochs, or a --student that fits and learns "
+        "the task"
     )
     return head + "\n" + candidate_table(candidates, flash=flash, ram=ram)
+
+
+def _drop_cell(c: Candidate) -> str | None:
+    return None if c.drop_bound is None else f"{100 * c.drop_bound:.1f} pt"
 
 
 def candidate_table(
@@ -263,11 +348,12 @@ def candidate_table(
     ram: int | None = None,
     chosen: Candidate | None = None,
 ) -> str:
-    """What was tried: one row per candidate (bytes, arena, fits, accuracy, status), smallest first.
+    """What was tried: one row per candidate (bytes, arena, fits, accuracy, the :func:`drop_bound` below the
+    baseline, status), smallest first.
 
     >>> print(candidate_table([Candidate("a", params=10, bytes=900, arena_bytes=600, accuracy=0.9,
-    ...                                  status="trained")]).splitlines()[2])
-    a          10  900 B  600 B  yes   90.0 %  trained
+    ...                                  drop_bound=0.012, status="trained")]).splitlines()[2])
+    a          10  900 B  600 B  yes   90.0 %  1.2 pt  trained
     """
     rows = []
     for c in sorted(candidates, key=lambda c: (c.bytes or 0, c.arena_bytes or 0)):
@@ -280,10 +366,11 @@ def candidate_table(
                 format_size(c.arena_bytes),
                 "yes" if c.fits(flash, ram) else "no",
                 None if c.accuracy is None else f"{100 * c.accuracy:.1f} %",
+                _drop_cell(c),
                 c.status,
             ]
         )
-    return format_table(rows, ["candidate", "params", "int8", "arena", "fits", "accuracy", "status"])
+    return format_table(rows, ["candidate", "params", "int8", "arena", "fits", "accuracy", "drop bound", "status"])
 
 
 def pareto(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -307,7 +394,10 @@ def pareto(candidates: Sequence[Candidate]) -> list[Candidate]:
 __all__ = [
     "ORIGINS",
     "Candidate",
+    "CONFIDENCE",
     "budget_text",
+    "drop_bound",
+    "qualifies",
     "candidate_table",
     "format_size",
     "measure",

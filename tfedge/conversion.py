@@ -366,7 +366,7 @@ def _slim_for_tflm(m: Any) -> None:
             t.name = None
             q = t.quantization
             if q is not None and len(_seq(q.scale)) > 1 and not np.any(np.asarray(_seq(q.zeroPoint))):
-                q.zeroPoint = np.zeros(1, np.int64)  # one vector, shared by every such tensor
+                q.zeroPoint = [0]
 
 
 def strip_debug_info(content: bytes, target: str = "both") -> bytes:

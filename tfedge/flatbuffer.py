@@ -1004,12 +1004,14 @@ def _subgraph(r: _Reader, t: _Table, s: int, opcodes, buffers, nsubgraphs: int) 
 def pack(model: Any, size_hint: int = 1024) -> bytes:
     """Serialize a schema ``ModelT`` (the generated object API) as a TFLite flatbuffer.
 
-    Each distinct numeric vector is stored once and referenced by every table that holds it: the
-    per-channel zero points (int64, all 0 for int8 weights) of every tensor with as many channels, equal
-    shapes, equal scales. A flatbuffer reads a child through an offset, so sharing changes no value a
-    runtime reads; it saves 8 bytes per channel of every per-channel tensor but one per channel count.
-    Byte vectors (constant data) start 16-byte aligned, as the converter writes them: TFLite Micro reads
-    weights in place.
+    Vectors whose values never depend on the weights are stored once and referenced by every table
+    that holds them: the per-channel zero points (int64, all 0 for int8 weights) of every tensor with
+    as many channels, and equal int32 vectors (shapes, operator inputs). A flatbuffer reads a child
+    through an offset, so sharing changes no value a runtime reads; it saves 8 bytes per channel of
+    every per-channel tensor but one per channel count. Scales and constant data are never shared, so
+    a file's size still does not depend on the weights (the budget search measures before training).
+    Byte vectors (constant data) start 16-byte aligned, as the converter writes them: TFLite Micro
+    reads weights in place.
 
     >>> m = _schema.ModelT()
     >>> m.version = 3
@@ -1023,15 +1025,16 @@ def pack(model: Any, size_hint: int = 1024) -> bytes:
         def CreateNumpyVector(self, x: Any) -> int:  # what the generated Pack methods call for numpy vectors
             if not isinstance(x, np.ndarray) or x.ndim != 1:
                 return super().CreateNumpyVector(x)
+            if x.dtype == np.uint8 and x.size:
+                self.StartVector(1, x.size, 16)
+                self.head -= x.size
+                self.Bytes[self.head : self.head + x.size] = x.tobytes()
+                return self.EndVector()
+            if not (x.dtype == np.int32 or (x.dtype == np.int64 and x.size > 1 and not x.any())):
+                return super().CreateNumpyVector(x)
             key = (x.dtype.str, x.tobytes())
             if key not in shared:
-                if x.dtype == np.uint8 and x.size:
-                    self.StartVector(1, x.size, 16)
-                    self.head -= x.size
-                    self.Bytes[self.head : self.head + x.size] = key[1]
-                    shared[key] = self.EndVector()
-                else:
-                    shared[key] = super().CreateNumpyVector(x)
+                shared[key] = super().CreateNumpyVector(x)
             return shared[key]
 
     shared: dict[tuple[str, bytes], int] = {}

@@ -39,14 +39,17 @@ import numpy as np
 
 import tfedge
 from tfedge.budget import (
+    CONFIDENCE,
     Candidate,
     budget_text,
     candidate_table,
+    drop_bound,
     format_size,
     measure,
     nothing_fits_message,
     pareto,
     parse_size,
+    qualifies,
     select,
 )
 from tfedge.checks import check_bool, check_fraction, check_int, check_range
@@ -69,12 +72,13 @@ class PipelineConfig:
 
     Budget search: ``flash`` (deployed file bytes) and ``ram`` (TFLite Micro arena bytes) take sizes such
     as ``8000``, ``"8KB"``, ``"8KiB"``; ``max_accuracy_drop`` (points) below the teacher's plain int8
-    accuracy sets the floor; ``channel_ratios`` are the fractions of the teacher's channels removed for
-    its narrower candidates; ``student_widths`` the widths of the built-in small students
-    (:func:`tfedge.recipes.small_student`); ``min_steps``: each distillation runs at least this many
-    optimizer steps (QAT a fifth of them), more epochs on small data sets; ``max_trained`` caps how many
-    candidates are trained (None: every one that
-    fits). ``sparsity`` > 0 adds magnitude pruning, which buys gzip bytes only (a plain int8 ``.tflite``
+    accuracy sets the floor, and ``confidence`` how sure the choice must be that a smaller candidate is within
+    that drop on new data (:func:`tfedge.budget.drop_bound`; 0.5: the point estimate); ``channel_ratios``
+    are the fractions of the teacher's channels removed for its narrower candidates; ``student_widths``
+    the widths of the built-in small students (:func:`tfedge.recipes.small_student`); ``min_steps``: each
+    distillation runs at least this many optimizer steps (QAT a fifth of them), more epochs on small data
+    sets; ``max_trained`` caps how many candidates are trained (None: every one that fits).
+    ``sparsity`` > 0 adds magnitude pruning, which buys gzip bytes only (a plain int8 ``.tflite``
     stores zeros densely) and is searched downwards when it costs the floor. ``target`` (optional:
     ``bytes``, ``accuracy``, ``arena_bytes``) is a goal the report measures the shipped model against.
     """
@@ -85,6 +89,7 @@ class PipelineConfig:
     flash: int | str | None = None
     ram: int | str | None = None
     max_accuracy_drop: float = 1.0
+    confidence: float = CONFIDENCE
     channel_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
     student_widths: tuple[int, ...] = (4, 8, 16)
     min_steps: int = 0
@@ -124,6 +129,7 @@ class PipelineConfig:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, parse_size(getattr(self, name), name))
         check_range(self.max_accuracy_drop, "max_accuracy_drop", 0.0, 100.0, hint="points of accuracy, e.g. 1.0")
+        check_range(self.confidence, "confidence", 0.5, 1.0, high_open=True, hint="e.g. 0.8")
         ratios = tuple(
             check_fraction(r, "channel_ratios", high_open=True, hint="e.g. (0.25, 0.5)") for r in self.channel_ratios
         )
@@ -754,6 +760,16 @@ def train_candidate(
     return stages
 
 
+def worst_correct(record: StageRecord, labels: np.ndarray) -> np.ndarray | None:
+    """Which validation samples the deployed model gets right on its least accurate runtime (None when the
+    validation kept no predictions)."""
+    predictions = record.validation.predictions if record.validation is not None else {}
+    if not predictions:
+        return None
+    worst = min(predictions, key=lambda runtime: record.accuracy.get(runtime, 0.0))
+    return np.asarray(predictions[worst]) == np.asarray(labels)
+
+
 def baseline_candidate(baseline: StageRecord) -> Candidate:
     """The teacher's plain int8 model as a candidate: measured, validated, needs no training."""
     return Candidate(
@@ -784,12 +800,16 @@ def search(
     """Train the candidates that fit and choose one (``tfedge.budget.select``); ``everything[0]`` is the baseline.
 
     The baseline (the teacher's plain int8 model) is a candidate too: it needs no training. Without a
-    budget the candidates are trained smallest first and the first that reaches the floor is shipped;
+    budget the candidates are trained smallest first and the first that holds the floor is shipped;
     with a budget the ones that fit are trained largest first (at most ``max_trained``) and the most
-    accurate is shipped. A collapsed stage of the user's own student stops the run (its error names the
-    stage); a built-in candidate that collapses is recorded and the search goes on.
+    accurate is shipped. Holding the floor means reaching it on the validation data and a
+    :func:`tfedge.budget.drop_bound` (at ``config.confidence``) within ``max_accuracy_drop``. A collapsed
+    stage of the user's own student stops the run (its error names the stage); a built-in candidate that
+    collapses is recorded and the search goes on.
     """
     config, base = run.config, everything[0]
+    max_drop = config.max_accuracy_drop / 100
+    base_correct = worst_correct(base.result[0], run.y_test) if base.result else None
     fitting = [c for c in everything if c.fits(config.flash_bytes, config.ram_bytes)]
     if not fitting:
         raise CheckFailed(nothing_fits_message(everything, flash=config.flash_bytes, ram=config.ram_bytes))
@@ -819,19 +839,32 @@ def search(
             run.log(f"{c.name}: {c.status}")
             continue
         c.seconds = _since(started)
+        correct = worst_correct(c.result[-1], run.y_test)
+        if correct is not None and base_correct is not None:
+            c.drop_bound = drop_bound(correct, base_correct, config.confidence)
         over = not c.fits(config.flash_bytes, config.ram_bytes)
         c.status = "trained" + (" (over the budget after training)" if over else "")
+        if not qualifies(c, floor=floor):
+            verdict = " (below the floor)"
+        elif not qualifies(c, floor=floor, max_drop=max_drop):
+            verdict = (
+                f" (above the floor here, but {len(run.y_test)} validation samples leave room for a drop of "
+                f"{100 * (c.drop_bound or 0):.1f} pt on new data, over {config.max_accuracy_drop:g} pt)"
+            )
+            c.status += ": not surely within the drop"
+        else:
+            verdict = ""
         run.log(
             f"{c.name}: {format_size(c.bytes)}, arena {format_size(c.arena_bytes)}, accuracy "
             + ", ".join(f"{r} {100 * a:.1f} %" for r, a in c.accuracies.items())
-            + (" (below the floor)" if (c.accuracy or 0) < floor else "")
+            + verdict
         )
-        if not budget and (c.accuracy or 0) >= floor:
-            break  # smallest first: the first that reaches the floor is the smallest that does
+        if not budget and qualifies(c, floor=floor, max_drop=max_drop):
+            break  # smallest first: the first that holds the floor is the smallest that does
     for c in order:
         if c.status == "measured" or c.status.startswith("measured ("):
             c.status = "not trained (a smaller one reached the floor)"
-    chosen = select(everything, floor=floor, flash=config.flash_bytes, ram=config.ram_bytes)
+    chosen = select(everything, floor=floor, flash=config.flash_bytes, ram=config.ram_bytes, max_drop=max_drop)
     chosen.status += " -> shipped"
     return chosen
 
@@ -862,6 +895,7 @@ def search_summary(
     out: dict[str, Any] = {
         "budget": {"flash": config.flash_bytes, "ram": config.ram_bytes},
         "max_accuracy_drop": config.max_accuracy_drop,
+        "confidence": config.confidence,
         "baseline": {"bytes": baseline.bytes, "arena_bytes": baseline.arena_bytes, "accuracy": base_acc},
         "floor": base_acc - config.max_accuracy_drop / 100,
         "teacher": {"bytes": teacher.bytes, "accuracy": teacher.accuracy.get("keras")},
@@ -960,8 +994,10 @@ def run_pipeline(
     )
     if 100 / len(run.y_test) > config.max_accuracy_drop / 2:
         run.log(
-            f"note: {len(run.y_test)} validation samples: one sample is {100 / len(run.y_test):.1f} pt, so the "
-            f"floor holds on them but may not on new data; more validation data makes the choice safer"
+            f"note: {len(run.y_test)} validation samples: one sample is {100 / len(run.y_test):.1f} pt, so a "
+            f"smaller model must about match the baseline on them to be shipped as within "
+            f"{config.max_accuracy_drop:g} pt on new data ({100 * config.confidence:.0f} % confidence); more "
+            f"validation data lets a smaller one through"
         )
     if candidates is None:
         if search_candidates:
@@ -1179,5 +1215,6 @@ __all__ = [
     "train_candidate",
     "train_teacher",
     "validate_student",
+    "worst_correct",
     "write_outputs",
 ]

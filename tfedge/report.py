@@ -105,6 +105,10 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
+def _points(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.1f} pt"
+
+
 def _num(value: Any) -> str:
     return "–" if value is None else f"{value:,}"
 
@@ -140,6 +144,9 @@ def render_markdown(report: dict) -> str:
         intro = (
             f"Budget: {limits}. Accuracy floor {_pct(search.get('floor'))} (the teacher's plain int8 model "
             f"{_pct(search['baseline'].get('accuracy'))} less {search.get('max_accuracy_drop')} pt). "
+            f"Drop bound: how far below the baseline a candidate may be on new data "
+            f"({_pct(search.get('confidence'))} confidence, from its agreement with the baseline sample by sample); "
+            f"a smaller candidate ships only when it is within {search.get('max_accuracy_drop')} pt. "
             f"Chosen: {search.get('chosen') or 'none'}. Pareto front: marked *."
         )
         lines += [
@@ -148,14 +155,14 @@ def render_markdown(report: dict) -> str:
             "",
             intro,
             "",
-            "| candidate | params | int8 bytes | arena bytes | accuracy | status |",
-            "|---|---|---|---|---|---|",
+            "| candidate | params | int8 bytes | arena bytes | accuracy | drop bound | status |",
+            "|---|---|---|---|---|---|---|",
         ]
         for c in sorted(search.get("candidates", []), key=lambda c: c.get("bytes") or 0):
             lines.append(
                 f"| {c['name']}{' *' if c.get('pareto') else ''} | {_num(c.get('params'))} | "
                 f"{_num(c.get('bytes'))} | {_num(c.get('arena_bytes'))} | {_pct(c.get('accuracy'))} | "
-                f"{c.get('status', '')} |"
+                f"{_points(c.get('drop_bound'))} | {c.get('status', '')} |"
             )
         if search.get("target"):
             lines += ["", target_line(search["target"])]

@@ -116,6 +116,7 @@ class ValidationResult:
     ``agreement`` / ``disagreements`` / ``max_abs_diff``: top-1 agreement and largest raw difference of the
     chosen output between the first two runtimes that ran. ``arena_bytes``: smallest TFLite Micro arena
     that allocates. ``latency_us``: LiteRT (XNNPACK) time per invoke, ``{"median", "p90"}`` microseconds.
+    ``predictions``: per runtime, the top-1 class of every sample (not in :meth:`to_dict`).
     """
 
     source: str
@@ -138,10 +139,12 @@ class ValidationResult:
     output_index: int = 0
     matrix: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     trace: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every figure (``kernels`` names what each runtime that ran stands for)."""
-        out = dataclasses.asdict(self)
+        out = dataclasses.asdict(dataclasses.replace(self, predictions={}))
+        del out["predictions"]
         out["runtimes"] = list(self.runtimes)
         out["kernels"] = {name: KERNELS[name] for name in self.runtimes}
         return out
@@ -707,6 +710,7 @@ def validate(
         status=status,
         matrix=matrix,
         trace=traces,
+        predictions=top1 if classification[k] else {},
         **figures,
     )
 
