@@ -726,9 +726,13 @@ def train_candidate(
     reference: float,
     floor: float,
 ) -> list[StageRecord]:
-    """Train one candidate: distill -> [prune] -> QAT (or post-training int8) -> int8 -> validate. Its stages."""
+    """Train one candidate: distill -> [prune] -> QAT (or post-training int8) -> int8 -> validate. Its stages.
+
+    Every candidate starts from ``config.seed``: what it scores does not depend on which others were trained
+    before it (a budget changes that order)."""
     config = run.config
     assert c.build is not None
+    keras.utils.set_random_seed(config.seed)
     with run.strategy.scope():
         model = c.build()
     distilled = (

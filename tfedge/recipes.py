@@ -234,7 +234,9 @@ DIGITS = Recipe(
         calibration_samples=500,
         flash=3500,
         ram=4096,
-        max_accuracy_drop=2.5,
+        # the floor guards against collapse: a model at the target (97.9 % against the teacher's 100 %) clears
+        # it with its drop bound on 450 samples (about 0.7 pt above its measured drop)
+        max_accuracy_drop=3.0,
         target={"bytes": 3500, "accuracy": 0.979, "arena_bytes": 4096},
     ),
     quick_settings=dict(
