@@ -617,3 +617,34 @@ def test_per_channel_false_refuses_the_preserving_schemes(small_cnn):
         tfedge.quantize_aware(small_cnn, per_channel=False, preserve_sparsity=True)
     with pytest.raises(InputError, match="per_channel must be True or False, got 0"):
         tfedge.quantize_aware(small_cnn, per_channel=0)
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_separable_conv_beside_names_keras_would_give_next(functional, digits):
+    """A model loaded from another session can already hold the names this session's Keras hands out next; TF-MOT's
+    SeparableConv2D split then made a second 'conv2d_N' (a Sequential model refused, a functional one rebuilt
+    forever). quantize_aware moves Keras's counter past the model's names first."""
+    following = [keras.layers.Conv2D(1, 1).name, keras.layers.DepthwiseConv2D(1).name]  # what comes next, and after
+    conv, dw = (name.rsplit("_", 1)[0] if name[-1].isdigit() else name for name in following)
+    number = [int(name.rsplit("_", 1)[1]) if name[-1].isdigit() else 0 for name in following]
+    layers = [
+        L.Conv2D(8, 3, padding="same", activation="relu", name=f"{conv}_{number[0] + 1}"),
+        L.SeparableConv2D(16, 3, padding="same", activation="relu", name="separable"),
+        L.DepthwiseConv2D(3, padding="same", name=f"{dw}_{number[1] + 1}"),
+        L.Conv2D(24, 1, activation="relu", name=f"{conv}_{number[0] + 2}"),
+        L.GlobalAveragePooling2D(),
+        L.Dense(10),
+    ]
+    if functional:
+        x = inputs = keras.Input((8, 8, 1))
+        for layer in layers:
+            x = layer(x)
+        model = keras.Model(inputs, x)
+    else:
+        model = keras.Sequential([keras.Input((8, 8, 1)), *layers])
+    qat = compile_classifier(tfedge.quantize_aware(model, strict=True))
+    qat.fit(digits.x_train, digits.y_train, epochs=1, batch_size=64, verbose=0)
+    names = [layer.name for layer in qat.layers]
+    assert len(names) == len(set(names))
+    tfl = tfedge.convert(qat, representative_data=digits.x_train)
+    assert tfedge.inspect(tfl).fully_int8

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -143,6 +144,7 @@ def quantize_aware(
 
     with _scope(model):
         base = _strip_pruning(model)
+        reserve_layer_names(base)
 
         if clustering.is_clustered(base):
             base = clustering.strip_clustering(base)
@@ -274,6 +276,33 @@ def _scheme(preserve_sparsity: bool, per_channel: bool = True):
 def _function_name(fn: object) -> str:
     """The name of an activation function (``relu``), or of the class of a callable object."""
     return getattr(fn, "__name__", type(fn).__name__)
+
+
+def reserve_layer_names(model: keras.Model) -> None:
+    """Advance Keras's automatic layer names past every name ``model`` uses.
+
+    TF-MOT's transforms add layers (a SeparableConv2D becomes a DepthwiseConv2D and a Conv2D) named by Keras's
+    counter of this session, which knows nothing of a model loaded from a file: a new ``conv2d_3`` beside the
+    model's own ``conv2d_3`` made a Sequential model refuse and a functional one rebuild forever.
+
+    >>> m = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2, name="dense_1000")])
+    >>> reserve_layer_names(m)
+    >>> int(keras.layers.Dense(2).name.rsplit("_", 1)[1]) > 1000
+    True
+    """
+    from tf_keras.src import backend  # the counter Layer() names from (no public accessor)
+
+    highest: dict[str, int] = {}
+    for layer in model.layers:
+        found = re.fullmatch(r"(.+?)(?:_(\d+))?", layer.name)
+        if found:
+            prefix, number = found.group(1), int(found.group(2) or 0)
+            highest[prefix] = max(highest.get(prefix, -1), number)
+    for prefix, number in highest.items():
+        while True:
+            name = backend.unique_object_name(prefix, zero_based=True)
+            if int(name[len(prefix) + 1 :] or 0) >= number:
+                break
 
 
 def _find_unsupported(
