@@ -662,6 +662,30 @@ def test_7_subclassed_model(ws, tmp_path, capsys, digits):
     )
 
 
+@pytest.mark.parametrize("kind", ["two outputs", "sequence output"])
+def test_7_compress_needs_a_one_output_classifier(kind, ws, tmp_path, capsys, digits):
+    """compress distils a classifier: a model with two heads, or one that outputs a sequence, is refused before any
+    training with what it outputs and what to do (convert and validate take several outputs)."""
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    if kind == "two outputs":
+        flat = keras.layers.Flatten()(h)
+        outputs = [keras.layers.Dense(10, name="cls")(flat), keras.layers.Dense(1, name="reg")(flat)]
+        match = r"has 2 outputs \('cls', 'reg'\); compressing needs a classifier with one output: build a model"
+    else:
+        outputs = keras.layers.Dense(10)(keras.layers.Reshape((36, 4))(h))
+        match = r"outputs shape \(None, 36, 10\); compressing needs a classifier whose output is \(batch, classes\)"
+    model = keras.Model(inputs, outputs, name="heads")
+    api_error(ModelError, match, tfedge.compress, model, (digits.x_train, digits.y_train), out_dir=str(ws / "out"))
+    model.save(tmp_path / "heads.keras")
+    cli_error(
+        ["compress", tmp_path / "heads.keras", "--data", ws / "test.npz", "--out", ws / "out"],
+        capsys,
+        (ws, tmp_path),
+        match,
+    )
+
+
 def test_7_keras3_model(ws, tmp_path, capsys, digits, tflite):
     k3 = importlib.import_module("keras")  # Keras 3 in this venv: only here, to build the bad object
     assert k3.__version__.startswith("3.")

@@ -264,6 +264,10 @@ def test_compress_cli_with_a_flash_budget_ships_the_most_accurate_candidate_that
     over = [c for c in search["candidates"] if c["bytes"] > 6000]
     assert over and all(c["status"] == "does not fit" for c in over if c["name"] != "teacher int8 (PTQ)")
     assert report["fully_int8"] and (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # the user's data, not the demo's digits, and accuracies measured on validation samples
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["dataset"].startswith("the user's data: 1,347 training and 450 validation samples (given)")
+    assert report["data"]["split"] == "validation" and "; 450 validation samples, total" in report["summary"]
 
 
 def test_a_collapsed_student_stops_naming_the_stage_and_ships_nothing(tmp_path, user_files, capsys):

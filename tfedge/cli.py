@@ -51,6 +51,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from tfedge.checks import check_fraction, check_int, check_range
     from tfedge.datasets import check_inputs_match, check_labels_fit, load_npz
     from tfedge.distribute import cluster_task, lost_worker, strategy_for
+    from tfedge.graph import classes_of
     from tfedge.pipeline import compress
 
     check_fraction(args.sparsity, "--sparsity", high_open=True, hint="e.g. 0.5")
@@ -78,10 +79,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     strategy, chief = strategy_for(args.distribute)
     with strategy.scope():  # the Distiller needs teacher and student built under the same strategy
         teacher = _load_model(args.model, args.trust_model)
+    classes = classes_of(teacher, f"model '{args.model}'")
     for path, arrays in ((args.data, (x, y)), (args.val, val)):
         if arrays is not None:
             check_inputs_match(arrays[0], teacher.input_shape, f"data file '{path}'")
-            check_labels_fit(arrays[1], int(teacher.output_shape[-1]), f"data file '{path}'")
+            check_labels_fit(arrays[1], classes, f"data file '{path}'")
     student = None
     if args.student:
         with strategy.scope():

@@ -42,6 +42,30 @@ def check_graph_model(
         )
 
 
+def classes_of(model: Any, what: str = "model") -> int:
+    """The number of classes of a one-output classifier whose output is ``(batch, classes)``; else a
+    :class:`ModelError` naming what the model outputs and what works instead.
+
+    >>> classes_of(keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(4)]))
+    4
+    """
+    outputs = list(getattr(model, "outputs", None) or [])
+    if len(outputs) != 1:
+        names = ", ".join(f"'{name}'" for name in getattr(model, "output_names", []) or [])
+        raise ModelError(
+            f"{what} has {len(outputs)} outputs ({names}); compressing needs a classifier with one "
+            "output: build a model of the output to compress (keras.Model(inputs, model.get_layer(NAME).output)); "
+            "tfedge convert and validate (--output) take several outputs"
+        )
+    shape = tuple(outputs[0].shape)
+    if len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
+        raise ModelError(
+            f"{what} outputs shape {shape}; compressing needs a classifier whose output is "
+            "(batch, classes), classes >= 2: end it with a Dense(classes) (after a Flatten or global pooling)"
+        )
+    return int(shape[-1])
+
+
 def is_layer_wrapper(layer: Any) -> bool:
     """True for wrappers whose ``.layer`` is the layer that computes (TF-MOT pruning / QAT wrappers).
 

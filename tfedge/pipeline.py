@@ -57,6 +57,7 @@ from tfedge.datasets import Split, check_inputs_match, check_labels_fit, digits
 from tfedge.distillation import Distiller
 from tfedge.distribute import weights_sha256
 from tfedge.errors import CheckFailed, InputError, TfedgeError, first_line
+from tfedge.graph import classes_of
 from tfedge.recipes import DIGITS, Recipe, copy_with_softmax_layer, small_student
 from tfedge.report import build_report, write_manifest, write_report
 
@@ -232,7 +233,9 @@ class RunContext:
     """What every stage of one run shares: the settings, the data, the strategy and where outputs go.
 
     ``x_fit, y_fit`` is the training data of every stage (``x_train`` plus the recipe's augmented
-    copies when ``config.augment``); ``x_train`` alone calibrates the int8 conversion.
+    copies when ``config.augment``); ``x_train`` alone calibrates the int8 conversion. ``split`` names
+    what ``x_test, y_test`` are (``"test"``, or ``"validation"`` in compress) and ``data_name`` the data,
+    for the report and the manifest (default: the recipe's dataset).
     """
 
     config: PipelineConfig
@@ -245,10 +248,20 @@ class RunContext:
     strategy: Any
     recipe: Recipe = DIGITS
     write: bool = True
+    split: str = "test"
+    data_name: str = ""
 
     @classmethod
     def prepare(
-        cls, config: PipelineConfig, data: Any, *, strategy: Any = None, recipe: Recipe = DIGITS, write: bool = True
+        cls,
+        config: PipelineConfig,
+        data: Any,
+        *,
+        strategy: Any = None,
+        recipe: Recipe = DIGITS,
+        write: bool = True,
+        split: str = "test",
+        dataset: str | None = None,
     ) -> RunContext:
         """Read ``data`` (``x_train, y_train, x_test, y_test``), augment it, create ``config.out_dir``, seed."""
         x_train, y_train, x_test, y_test = (getattr(data, k) for k in ("x_train", "y_train", "x_test", "y_test"))
@@ -271,7 +284,14 @@ class RunContext:
             strategy=strategy or tf.distribute.get_strategy(),
             recipe=recipe,
             write=write,
+            split=split,
+            data_name=recipe.dataset if dataset is None else dataset,
         )
+
+    @property
+    def data_sizes(self) -> dict[str, Any]:
+        """The report's ``data``: sample counts, what the held-out samples are, and the dataset."""
+        return {"train": len(self.x_train), "test": len(self.x_test), "split": self.split, "dataset": self.data_name}
 
     @property
     def out(self) -> Path:
@@ -943,14 +963,14 @@ def write_outputs(
             fully_int8=bool(deployed.inspection.fully_int8),
             student_weights_sha256=weights_sha256(deployed.model),
             files=outputs.files,
-            data={"train": len(run.x_train), "test": len(run.x_test)},
+            data=run.data_sizes,
             seconds=seconds,
             search=search,
         )
         if run.write:
             write_report(report, run.out)
             write_manifest(
-                run.out, outputs.files, dataset=run.recipe.dataset, scored=f"{stem}.tflite", accuracy=deployed.accuracy
+                run.out, outputs.files, dataset=run.data_name, scored=f"{stem}.tflite", accuracy=deployed.accuracy
             )
         return report
 
@@ -970,6 +990,8 @@ def run_pipeline(
     strategy: tf.distribute.Strategy | None = None,
     write: bool = True,
     recipe: Recipe = DIGITS,
+    split: str = "test",
+    dataset: str | None = None,
 ) -> dict:
     """Run every stage and return the report dict; outputs go to ``config.out_dir`` when ``write``.
 
@@ -984,7 +1006,7 @@ def run_pipeline(
     the report of what was tried is then written, the deployed model is not.
     """
     t_start = time.perf_counter()
-    run = RunContext.prepare(config, data, strategy=strategy, recipe=recipe, write=write)
+    run = RunContext.prepare(config, data, strategy=strategy, recipe=recipe, write=write, split=split, dataset=dataset)
     outputs = Outputs(run)
     trained = train_teacher(run, teacher)
     run.log(f"[1/4] {trained.summary()}")
@@ -1030,7 +1052,7 @@ def run_pipeline(
                 student_weights_sha256="",
                 files=outputs.files,
                 seconds=time.perf_counter() - t_start,
-                data={"train": len(run.x_train), "test": len(run.x_test)},
+                data=run.data_sizes,
                 search=search_summary(run, everything, None, baseline, trained),
                 summary=first_line(exc),
             )
@@ -1139,7 +1161,7 @@ def compress(
             raise InputError("val must be None when data is a split with x_test / y_test: pass data=(x, y)")
         x, y, x_test, y_test = (np.asarray(getattr(data, k)) for k in ("x_train", "y_train", "x_test", "y_test"))
         val = (x_test, y_test)
-    num_classes = int(teacher.output_shape[-1])
+    num_classes = classes_of(teacher, f"teacher '{teacher.name}'")
     check_inputs_match(x, teacher.input_shape, "data")
     check_labels_fit(y, num_classes, "data")
     if val is not None:
@@ -1183,6 +1205,7 @@ def compress(
             **settings,
         }
     )
+    held_out = "given" if val is not None else "20 % of the training data held out, stratified, seed 0"
     return run_pipeline(
         config,
         Split(x_train, y_train, x_val, y_val),
@@ -1191,6 +1214,8 @@ def compress(
         strategy=strategy,
         write=write,
         search_candidates=True,
+        split="validation",
+        dataset=f"the user's data: {len(x_train):,} training and {len(x_val):,} validation samples ({held_out})",
     )
 
 

@@ -27,7 +27,7 @@ from tfedge import __version__
 from tfedge.files import PathLike, atomic_write_bytes, atomic_write_text
 
 
-def summary_line(final: Mapping[str, Any], test_samples: int, seconds: float) -> str:
+def summary_line(final: Mapping[str, Any], test_samples: int, seconds: float, split: str = "test") -> str:
     """One sentence on the deployed model (the last stage): bytes, compression, accuracy, arena, time.
 
     >>> line = summary_line({"bytes": 1000, "compression": 4.0, "accuracy": {"litert": 0.97}}, 450, 12.3)
@@ -38,7 +38,7 @@ def summary_line(final: Mapping[str, Any], test_samples: int, seconds: float) ->
     arena = f", TFLite Micro arena {final['arena_bytes']:,} bytes" if final.get("arena_bytes") else ""
     return (
         f"Deployed fully-int8 student: {final['bytes']:,} bytes ({final['compression']:.1f}x smaller than the "
-        f"float32 teacher), accuracy {accuracy}{arena}; {test_samples} test samples, total {seconds:.0f} s."
+        f"float32 teacher), accuracy {accuracy}{arena}; {test_samples} {split} samples, total {seconds:.0f} s."
     )
 
 
@@ -46,7 +46,7 @@ def build_report(
     *,
     title: str,
     config: Mapping[str, Any],
-    data: Mapping[str, int],
+    data: Mapping[str, Any],
     stages: list[dict],
     deployed: Mapping[str, Any],
     fully_int8: bool,
@@ -61,7 +61,9 @@ def build_report(
     ``search``: the budget search (budget, floor, baseline, every candidate, the choice, the target);
     ``summary`` replaces the one-line summary of the deployed model (e.g. why nothing was shipped).
     """
-    line = summary if summary is not None else summary_line(stages[-1], data["test"], seconds)
+    line = (
+        summary if summary is not None else summary_line(stages[-1], data["test"], seconds, data.get("split", "test"))
+    )
     if search and search.get("target") and summary is None:
         line += " " + target_line(search["target"])
     return {
