@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ import tfedge
 import tfedge.cli
 from tfedge.errors import InputError
 from tfedge.validation import ValidationResult, validate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +277,23 @@ def test_cli_validate_in_a_real_process(int8_file, test_npz, tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("tfedge: error:")]
     assert len(errors) == 1 and str(bad) in errors[0] and "TFLite model" in errors[0]
+
+
+def test_reference_kernels_a_step_apart_in_one_op_pass_and_say_where(digits):
+    """A user's Conv1D classifier (compressed by tfedge, committed in tests/data): TFLite Micro's FULLY_CONNECTED
+    lands one step off LiteRT's reference kernel on a few samples and the SOFTMAX after it doubles that, so the
+    outputs are 2 steps apart. validate traces the pair by itself: every op within a step on the same inputs,
+    so the rule holds; an op further off would be named as the kernel bug."""
+    path = ROOT / "tests" / "data" / "conv1d_fc_softmax_int8.tflite"
+    result = validate(path, digits.x_test[..., 0], digits.y_test, runtimes=("litert-ref", "tflm"), verbose=0)
+    pair = result.pair("litert-ref", "tflm")
+    assert pair["max_raw_diff"] == 2 and pair["top1_agreement"] == 1.0
+    (trace,) = result.trace
+    ops = {e["op"].split(" ")[0]: e for e in trace["ops"]}
+    assert ops["FULLY_CONNECTED"]["local_max_diff"] == 1 and ops["SOFTMAX"]["local_max_diff"] == 0
+    assert ops["SOFTMAX"]["max_diff"] == 2
+    assert result.failed_checks() == []
+    worse = json.loads(json.dumps(result.trace))
+    next(e for e in worse[0]["ops"] if e["op"].startswith("FULLY_CONNECTED"))["local_max_diff"] = 3
+    (failure,) = dataclasses.replace(result, trace=worse).failed_checks()
+    assert "rule 'reference kernels agree' failed" in failure and "FULLY_CONNECTED (op 7) alone differs by 3" in failure

@@ -18,7 +18,10 @@ and names it):
 
 1. **reference kernels agree**: ``tflm`` vs ``litert-ref`` agree on 100 % of top-1 classes and their raw
    integer outputs are at most :data:`REFERENCE_MAX_STEPS` (1) step apart (float outputs: SNR at least
-   :data:`REFERENCE_MIN_SNR_DB`). Both compute the same reference arithmetic; more is a kernel bug.
+   :data:`REFERENCE_MIN_SNR_DB`). Both compute the same reference arithmetic, but not always the same
+   rounding: TFLite Micro's FULLY_CONNECTED can land a step off, and a SOFTMAX after it doubles that. So
+   when the outputs differ by more, the pair is traced (as ``trace=True`` does) and the rule holds when
+   every op, fed the same inputs, is within a step; an op further off is named: a kernel bug.
 2. **optimized kernels within tolerance**: ``litert`` (XNNPACK) vs any other runtime agrees on at least
    ``min_agreement`` of top-1 classes (default :data:`DEFAULT_MIN_AGREEMENT`, 99 %); regression outputs
    (float outputs without labels, single values) keep an SNR of at least :data:`MIN_SNR_DB` or, integer
@@ -158,6 +161,14 @@ class ValidationResult:
         k = self.output_index if output is None else output
         return next((m for m in self.matrix if {m["a"], m["b"]} == {a, b} and m["output_index"] == k), None)
 
+    def _worst_own_op(self, a: str, b: str) -> dict[str, Any] | None:
+        """The op of the traced pair ``a``, ``b`` that differs most when every op is fed the same inputs (None
+        when the pair was not traced op by op)."""
+        for t in self.trace:
+            if {t["a"], t["b"]} == {a, b} and t["ops"] and all(e["local_max_diff"] is not None for e in t["ops"]):
+                return max(t["ops"], key=lambda e: e["local_max_diff"])
+        return None
+
     def failed_checks(
         self,
         min_accuracy: float | None = None,
@@ -173,6 +184,11 @@ class ValidationResult:
             where = f"{m['a']} vs {m['b']} on output '{m['output']}'"
             if {m["a"], m["b"]} <= set(REFERENCE_RUNTIMES):
                 rule = "reference kernels agree"
+                worst_op = self._worst_own_op(m["a"], m["b"])
+                if worst_op is not None and worst_op["local_max_diff"] <= REFERENCE_MAX_STEPS:
+                    continue  # each op within a step on the same inputs: the outputs differ by propagation only
+                if worst_op is not None:
+                    where += f" ({worst_op['op']} alone differs by {worst_op['local_max_diff']:g} steps)"
                 if m["top1_agreement"] is not None and m["top1_agreement"] < 1.0:
                     failures.append(
                         f"rule '{rule}' failed: {where}: top-1 agreement {_percent(m['top1_agreement'])}"
@@ -697,6 +713,18 @@ def validate(
             if any(m["bit_identical"] < 1.0 for m in matrix if (m["a"], m["b"]) == (a, b))
         ]
         traces = _trace(differing, content, source, raw, threads=threads, timeout=tflm_timeout)
+    else:  # the reference kernels apart: which op, on the same inputs (see the pass rule)
+        apart = [
+            (m["a"], m["b"])
+            for m in matrix
+            if {m["a"], m["b"]} <= set(REFERENCE_RUNTIMES)
+            and (
+                (m["integer"] and m["max_raw_diff"] > REFERENCE_MAX_STEPS)
+                or (m["top1_agreement"] is not None and m["top1_agreement"] < 1.0)
+            )
+        ]
+        if apart:
+            traces = _trace(sorted(set(apart)), content, source, raw, threads=threads, timeout=tflm_timeout)
     return ValidationResult(
         source=source,
         num_samples=n,
