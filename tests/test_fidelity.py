@@ -194,18 +194,25 @@ def test_several_inputs_and_outputs(tmp_path):
         validate(content, left, verbose=0)
 
 
-def test_two_output_keras_model_classification_and_regression_heads(digits):
+@pytest.mark.parametrize("digit", [0, 1])
+def test_two_output_keras_model_classification_and_regression_heads(digit, digits):
+    """The file's outputs come in the Keras model's order, whichever head comes first (the converter had put the
+    second head first)."""
     keras.utils.set_random_seed(2)
     inp = L.Input((8, 8, 1))
     h = L.Flatten()(L.Conv2D(8, 3, activation="relu")(inp))
-    model = keras.Model(inp, [L.Dense(10, name="digit")(h), L.Dense(1, name="ink")(h)])
-    model.compile("adam", [keras.losses.SparseCategoricalCrossentropy(from_logits=True), "mse"])
+    heads = [L.Dense(10, name="digit")(h), L.Dense(1, name="ink")(h)]
+    losses = [keras.losses.SparseCategoricalCrossentropy(from_logits=True), "mse"]
     ink = digits.x_train.reshape(len(digits.x_train), -1).mean(axis=1, keepdims=True)
-    model.fit(digits.x_train, [digits.y_train, ink], epochs=3, batch_size=32, verbose=0)
+    targets = [digits.y_train, ink]
+    if digit == 1:
+        heads, losses, targets = heads[::-1], losses[::-1], targets[::-1]
+    model = keras.Model(inp, heads)
+    model.compile("adam", losses)
+    model.fit(digits.x_train, targets, epochs=3, batch_size=32, verbose=0)
     tfl = tfedge.convert(model, representative_data=digits.x_train, quantization="int8")
-    assert len(tfl.outputs) == 2
-    heads = [int(np.prod(t.shape[1:])) for t in tfl.outputs]
-    digit = heads.index(10)
+    assert [int(np.prod(t.shape[1:])) for t in tfl.outputs] == [int(o.shape[-1]) for o in model.outputs]
+    assert tfl.outputs[digit].shape[-1] == 10
     result = validate(tfl, digits.x_test, digits.y_test, output=digit, reference=model, verbose=0)
     assert result.output_index == digit and result.accuracy["tflm"] > 0.5
     kinds = {m["output_index"]: m["kind"] for m in result.matrix}

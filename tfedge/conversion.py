@@ -569,6 +569,30 @@ def _representative(calibration: list[np.ndarray], inputs: list[_Input]) -> Any:
     return representative
 
 
+def _keras_output_order(content: bytes) -> bytes:
+    """The converter's file with the model outputs in the Keras model's order.
+
+    The traced function returns the outputs as a list, which the signature keeps as ``output_0``,
+    ``output_1``, ...; the converter may list the subgraph's outputs in another order (a two-head model
+    came out head 2 first), and LiteRT and TFLite Micro read them by position."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    if not m.signatureDefs or not m.subgraphs or len(_seq(m.subgraphs[0].outputs)) < 2:
+        return content
+    named = {_text(t.name): int(t.tensorIndex) for t in _seq(m.signatureDefs[0].outputs)}
+    wanted = [named.get(f"output_{k}") for k in range(len(named))]
+    current = [int(i) for i in m.subgraphs[0].outputs]
+    if None in wanted or sorted(wanted) != sorted(current) or wanted == current:  # type: ignore[type-var]
+        return content
+    m.subgraphs[0].outputs = wanted
+    return pack(m, len(content))
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _run_converter(converter: Any, quantization: str) -> Model:
     """Convert quietly; a failure becomes one ``ConversionError`` line taken from the converter's log."""
     with _quiet_converter() as log, warnings.catch_warnings():
@@ -586,7 +610,7 @@ def _run_converter(converter: Any, quantization: str) -> Model:
             "Fix: check the model's layers are TFLite builtins, or try another quantization mode"
         ) from None
     try:
-        return parse(content, "converter output")
+        return parse(_keras_output_order(content), "converter output")
     except InputError as exc:
         raise ConversionError(f"the TFLite converter wrote a malformed file ({exc})") from None
 
