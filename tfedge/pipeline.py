@@ -61,6 +61,9 @@ from tfedge.graph import classes_of
 from tfedge.recipes import DIGITS, Recipe, copy_with_softmax_layer, small_student
 from tfedge.report import build_report, write_manifest, write_report
 
+#: compress without --epochs: every distillation runs at least this many optimizer steps (QAT a fifth of them).
+MIN_DISTILL_STEPS = 1500
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
@@ -888,6 +891,16 @@ def search(
     for c in order:
         if c.status == "measured" or c.status.startswith("measured ("):
             c.status = "not trained (a smaller one reached the floor)"
+    collapsed = [c.name for c in order if c.status.startswith("collapsed")]
+    if collapsed:
+        steps = run.epochs_for(config.distill_epochs, config.min_steps) * int(
+            np.ceil(len(run.x_fit) / config.batch_size)
+        )
+        run.log(
+            f"note: {len(collapsed)} candidate(s) collapsed in training ({', '.join(collapsed)}) after {steps:,} "
+            "distillation steps: small students often need more; give more --epochs (or leave it out: at least "
+            "1,500 steps)"
+        )
     chosen = select(everything, floor=floor, flash=config.flash_bytes, ram=config.ram_bytes, max_drop=max_drop)
     chosen.status += " -> shipped"
     return chosen
@@ -1146,9 +1159,10 @@ def compress(
     smaller holds the accuracy); with one the most accurate that fits. Raises :class:`tfedge.CheckFailed`
     when nothing fits or reaches the floor (nothing is shipped), or when a stage of ``student`` collapses
     to chance. ``epochs`` per stage (default 10 to distill, 5 to prune, 3 for QAT; on small data sets more,
-    so that distillation runs at least 1,500 steps and QAT 300). Build the models in
-    ``strategy.scope()`` when a ``strategy`` is given; with ``write=False`` nothing is written. Outputs
-    are named after ``name`` (default: the teacher's name); ``settings``: more :class:`PipelineConfig` fields.
+    so that distillation runs at least :data:`MIN_DISTILL_STEPS` (1,500) steps and QAT a fifth of them).
+    Build the models in ``strategy.scope()`` when a ``strategy`` is given; with ``write=False`` nothing is
+    written. Outputs are named after ``name`` (default: the teacher's name); ``settings``: more
+    :class:`PipelineConfig` fields.
     """
     if epochs is not None:
         epochs = check_int(epochs, "epochs", minimum=1, hint="e.g. 5")
@@ -1200,7 +1214,7 @@ def compress(
                 ram=ram,
                 max_accuracy_drop=max_accuracy_drop,
                 channel_ratios=ratios,
-                min_steps=0 if epochs else 1500,
+                min_steps=0 if epochs else MIN_DISTILL_STEPS,
             ),
             **settings,
         }
@@ -1220,6 +1234,7 @@ def compress(
 
 
 __all__ = [
+    "MIN_DISTILL_STEPS",
     "Outputs",
     "PipelineConfig",
     "RunContext",
