@@ -48,4 +48,12 @@ def ensure_keras2_model(model: object, what: str = "model") -> None:
     raise InputError(f"{what} must be a Keras model built with `from tfedge import keras`, got {type(model).__name__}")
 
 
-__all__ = ["keras", "tf", "ensure_keras2_model", "TF_KERAS_IS_KERAS3"]
+__all__ = ["keras", "tf", "ensure_keras2_model", "next_layer_name", "TF_KERAS_IS_KERAS3"]
+
+
+def next_layer_name(prefix: str) -> str:
+    """Take the next automatic layer name Keras would give a new layer named after ``prefix`` (``conv2d``,
+    ``conv2d_1``, ...), advancing its counter of this session (there is no public accessor)."""
+    from tf_keras.src import backend
+
+    return str(backend.unique_object_name(prefix, zero_based=True))

@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from tfedge._keras import keras, tf
+from tfedge._keras import keras, next_layer_name, tf
 
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras import (
@@ -290,8 +290,6 @@ def reserve_layer_names(model: keras.Model) -> None:
     >>> int(keras.layers.Dense(2).name.rsplit("_", 1)[1]) > 1000
     True
     """
-    from tf_keras.src import backend  # the counter Layer() names from (no public accessor)
-
     highest: dict[str, int] = {}
     for layer in model.layers:
         found = re.fullmatch(r"(.+?)(?:_(\d+))?", layer.name)
@@ -300,7 +298,7 @@ def reserve_layer_names(model: keras.Model) -> None:
             highest[prefix] = max(highest.get(prefix, -1), number)
     for prefix, number in highest.items():
         while True:
-            name = backend.unique_object_name(prefix, zero_based=True)
+            name = next_layer_name(prefix)
             if int(name[len(prefix) + 1 :] or 0) >= number:
                 break
 
