@@ -898,8 +898,8 @@ def search(
         )
         run.log(
             f"note: {len(collapsed)} candidate(s) collapsed in training ({', '.join(collapsed)}) after {steps:,} "
-            "distillation steps: small students often need more; give more --epochs (or leave it out: at least "
-            "1,500 steps)"
+            "distillation steps: small students often need more; give more --epochs (or leave it out in tfedge "
+            f"compress: at least {MIN_DISTILL_STEPS:,} steps)"
         )
     chosen = select(everything, floor=floor, flash=config.flash_bytes, ram=config.ram_bytes, max_drop=max_drop)
     chosen.status += " -> shipped"
